@@ -1,0 +1,155 @@
+"""Command line: `python -m exporter {export,audit,inspect}`. No logic lives here.
+
+Exit codes: 0 success, 1 a check failed (audit error, freeze proof, parity), 2 bad usage
+(bad arguments, a model that cannot be loaded, an unwritable output directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m exporter",
+        description="Audit, freeze and export Keras models with trained scalars.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--model",
+            required=True,
+            help=".keras / .h5 file, Keras 2 SavedModel dir, or FILE.py:factory / "
+            "package.module:factory",
+        )
+        p.add_argument(
+            "--custom-objects",
+            action="append",
+            default=[],
+            metavar="PY_OR_MODULE",
+            help="module or .py file defining custom layers (repeatable)",
+        )
+        p.add_argument(
+            "--allow-unsafe-deserialization",
+            action="store_true",
+            help="load .keras files holding Lambda bytecode (trusted files only)",
+        )
+
+    export = sub.add_parser("export", help="freeze and export SavedModel + ONNX, prove parity")
+    add_model_args(export)
+    export.add_argument("--name", required=True, help="model name (TF Serving MODEL_NAME)")
+    export.add_argument("--out", required=True, help="output root, e.g. artifacts")
+    export.add_argument("--version", type=int, help="version number (default: next free)")
+    export.add_argument("--opset", type=int, help="ONNX opset (default 17)")
+    export.add_argument(
+        "--warmup-requests",
+        type=int,
+        default=0,
+        metavar="N",
+        help="write N TF Serving warmup records",
+    )
+    export.add_argument("--atol", type=float, default=1e-5)
+    export.add_argument("--rtol", type=float, default=1e-5)
+    export.add_argument(
+        "--allow-untracked",
+        action="store_true",
+        help="export even if an untracked variable is captured (it never trained)",
+    )
+
+    audit = sub.add_parser("audit", help="classify the model's scalars; exit 1 on an error")
+    add_model_args(audit)
+    audit.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    inspect = sub.add_parser("inspect", help="is a SavedModel / ONNX file frozen? what scalars?")
+    inspect.add_argument("path", help="SavedModel directory or .onnx file")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return parser
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from exporter.loading import load_model
+
+    return load_model(
+        args.model,
+        args.custom_objects,
+        allow_unsafe_deserialization=args.allow_unsafe_deserialization,
+    )
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from exporter import export_model
+
+    model = _load(args)
+    report = export_model(
+        model,
+        args.out,
+        args.name,
+        version=args.version,
+        opset=args.opset,
+        warmup_requests=args.warmup_requests,
+        atol=args.atol,
+        rtol=args.rtol,
+        allow_untracked=args.allow_untracked,
+        progress=lambda msg: _stderr(f"[export] {msg}"),
+    )
+    print("\nScalars")
+    print(report.scalar_table())
+    print("\n" + report.proof_summary() + "\n")
+    print(report.parity.table())
+    print(f"\nSavedModel  {report.savedmodel_dir}")
+    print(f"ONNX        {report.onnx_path}")
+    print(f"Report      {report.path}")
+    for warning in report.warnings:
+        _stderr(f"warning: {warning}")
+    return EXIT_OK
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    from exporter import audit_model
+
+    audit = audit_model(_load(args))
+    print(json.dumps(audit.to_dict(), indent=2) if args.json else audit.table())
+    return EXIT_CHECK_FAILED if audit.has_errors else EXIT_OK
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from exporter.inspect import inspect_artifact
+
+    result = inspect_artifact(args.path)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.text())
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, dispatch, and map typed errors to exit codes with a one-line message."""
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from exporter.errors import (
+        AuditError,
+        ExportError,
+        FreezeError,
+        ModelLoadError,
+        ParityError,
+        TraceError,
+    )
+
+    commands = {"export": _run_export, "audit": _run_audit, "inspect": _run_inspect}
+    try:
+        return commands[args.command](args)
+    except (ModelLoadError, TraceError, ExportError) as exc:
+        _stderr(f"error: {exc}")
+        return EXIT_USAGE
+    except (AuditError, FreezeError, ParityError) as exc:
+        _stderr(f"error: {exc}")
+        return EXIT_CHECK_FAILED

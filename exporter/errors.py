@@ -1,0 +1,31 @@
+"""Typed errors of the exporter: each says what happened, what was expected and how to fix it."""
+
+from __future__ import annotations
+
+
+class ExporterError(Exception):
+    """Base class: every failure the exporter reports on purpose."""
+
+
+class ModelLoadError(ExporterError):
+    """The model could not be loaded or built (bad path, bad factory, bad custom objects)."""
+
+
+class AuditError(ExporterError):
+    """The audit found an error-level problem with a scalar (untracked, non-finite)."""
+
+
+class TraceError(ExporterError):
+    """The model could not be traced into a `tf.function` with a usable signature."""
+
+
+class FreezeError(ExporterError):
+    """Variables could not be turned into constants, or the proof of it failed."""
+
+
+class ExportError(ExporterError):
+    """Writing or validating an artifact (SavedModel, ONNX, report) failed."""
+
+
+class ParityError(ExporterError):
+    """Two runtimes disagree beyond the tolerance."""

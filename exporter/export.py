@@ -1,0 +1,204 @@
+"""`export_model`: audit → trace → freeze → write SavedModel + ONNX → parity → publish → report.
+
+Both artifacts are built in scratch directories and validated (freeze proof, onnx.checker,
+ORT load, parity) before either is published, so TF Serving never sees a version that
+failed a check, and a failure leaves the output tree exactly as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from exporter.audit import AuditReport, audit_model
+from exporter.errors import AuditError, ExportError, ParityError
+from exporter.freeze import FrozenGraph, freeze
+from exporter.onnx_export import OnnxArtifact, write_onnx
+from exporter.parity import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    compare,
+    keras_runner,
+    onnx_runner,
+    sample_batches,
+    savedmodel_runner,
+)
+from exporter.publish import atomic_directory, ensure_writable_dir, next_version
+from exporter.report import ExportReport
+from exporter.savedmodel import write_savedmodel
+from exporter.trace import trace_model
+
+Progress = Callable[[str], None]
+
+
+def _refuse_unsafe_scalars(audit: AuditReport, allow_untracked: bool) -> list[str]:
+    """Raise AuditError for scalars that must not ship; return warnings for the rest."""
+    warnings = []
+    for s in audit.scalars:
+        if not s.finite:
+            raise AuditError(
+                f"Scalar {s.name!r} is {s.value}: refusing to export a non-finite value. "
+                "Retrain or reset it (e.g. variable.assign(...)) before exporting."
+            )
+        if s.used_by_inference and not s.tracked:
+            message = (
+                f"Scalar {s.name!r} is captured by the inference graph but is not a weight of "
+                "the model: the optimizer never saw it, so it still holds "
+                f"{s.value!r}. Create it with layer.add_weight(...) or use exporter.layers."
+                "Offset/Scale."
+            )
+            if not allow_untracked:
+                raise AuditError(message + " (Pass --allow-untracked to export it anyway.)")
+            warnings.append(message)
+    return warnings
+
+
+def _int_high(model: Any) -> int:
+    """Upper bound for random int inputs: the smallest Embedding vocabulary, else 10."""
+    dims = [
+        layer.input_dim
+        for layer in getattr(model, "_flatten_layers", lambda: [])()
+        if hasattr(layer, "input_dim") and isinstance(layer.input_dim, int)
+    ]
+    return min([10, *dims])
+
+
+def _scalar_rows(
+    audit: AuditReport, frozen: FrozenGraph, onnx_art: OnnxArtifact
+) -> list[dict[str, Any]]:
+    rows = []
+    for s in audit.scalars:
+        const = frozen.const_for(s.variable) if s.used_by_inference else None
+        initializer = onnx_art.initializer_for(const.node_name) if const else None
+        if not s.used_by_inference:
+            note = "not in inference graph"
+        elif initializer is None:
+            note = "folded by tf2onnx (proven by parity)"
+        elif onnx_art.initializers[initializer].tobytes() != const.value.tobytes():
+            note = "initializer differs from Const"
+        else:
+            note = "initializer, bit-exact"
+        rows.append(
+            {
+                "name": s.name,
+                "shape": list(s.shape),
+                "dtype": s.dtype,
+                "value": s.value,
+                "tracked": s.tracked,
+                "trainable": s.trainable,
+                "used_by_inference": s.used_by_inference,
+                "savedmodel_const": const.node_name if const else None,
+                "savedmodel_const_bit_exact": const.bit_exact if const else None,
+                "onnx_initializer": initializer,
+                "onnx_note": note,
+            }
+        )
+    return rows
+
+
+def export_model(
+    model: Any,
+    out_dir: str | Path,
+    name: str,
+    *,
+    version: int | None = None,
+    opset: int | None = None,
+    warmup_requests: int = 0,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    allow_untracked: bool = False,
+    input_signature: Mapping[str, tf.TensorSpec] | None = None,
+    initial_values: Mapping[str, float] | None = None,
+    parity_inputs: Iterable[dict[str, np.ndarray]] = (),
+    parity_samples: int = 4,
+    progress: Progress | None = None,
+) -> ExportReport:
+    """Export `model` frozen to `out_dir` for TF Serving and ONNX Runtime; return the report.
+
+    Layout: `tfserving/NAME/VERSION/`, `onnx/NAME/VERSION/model.onnx`,
+    `reports/NAME/VERSION.json`. Raises AuditError, FreezeError, ExportError or
+    ParityError; on any of them nothing is published.
+    """
+    say = progress or (lambda _msg: None)
+    out = Path(out_dir)
+    if not name or "/" in name or name.startswith("."):
+        raise ExportError(
+            f"Model name {name!r} is not a valid directory name: use e.g. 'my_model'."
+        )
+    if version is not None and version < 1:
+        raise ExportError(f"--version={version}: TF Serving versions are positive integers.")
+    ensure_writable_dir(out)
+    tfs_base, onnx_base = out / "tfserving" / name, out / "onnx" / name
+
+    say("trace: building tf.function from the model's signature")
+    traced = trace_model(model, input_signature)
+    say("audit: classifying scalars")
+    audit = audit_model(model, traced=traced, initial_values=initial_values)
+    warnings = _refuse_unsafe_scalars(audit, allow_untracked)
+    warnings += [f["message"] for f in audit.to_dict()["findings"] if f["level"] == "warning"]
+
+    say("freeze: variables -> constants, proving no variable op is left")
+    frozen = freeze(traced)
+
+    int_high = _int_high(model)
+    version = version or next_version(tfs_base, onnx_base)
+    with contextlib.ExitStack() as stack:
+        sm_dir = stack.enter_context(atomic_directory(tfs_base / str(version)))
+        onnx_dir = stack.enter_context(atomic_directory(onnx_base / str(version)))
+        say(f"savedmodel: writing version {version}")
+        write_savedmodel(
+            frozen, sm_dir, model_name=name, warmup_requests=warmup_requests, int_high=int_high
+        )
+        say("onnx: converting with tf2onnx, checking with onnx.checker and ONNX Runtime")
+        onnx_art = write_onnx(frozen, onnx_dir, opset=opset)
+
+        say("parity: Keras vs SavedModel vs ONNX Runtime")
+        batch_sizes = [1, 8]
+        parity = compare(
+            "keras",
+            keras_runner(traced),
+            {
+                "savedmodel": savedmodel_runner(sm_dir),
+                "onnxruntime": onnx_runner(onnx_dir / onnx_art.filename),
+            },
+            sample_batches(
+                traced.input_specs,
+                samples=parity_samples,
+                batch_sizes=batch_sizes,
+                extra=parity_inputs,
+                int_high=int_high,
+            ),
+            atol=atol,
+            rtol=rtol,
+            batch_sizes=batch_sizes,
+        )
+        if not parity.passed:
+            raise ParityError(
+                "Exported artifacts disagree with the Keras model beyond "
+                f"atol={atol:g}/rtol={rtol:g}; nothing was published.\n{parity.table()}"
+            )
+        scalars = _scalar_rows(audit, frozen, onnx_art)
+        say(f"publish: tfserving/{name}/{version} and onnx/{name}/{version}")
+
+    report = ExportReport(
+        name=name,
+        version=version,
+        out_dir=out,
+        savedmodel_dir=tfs_base / str(version),
+        onnx_path=onnx_base / str(version) / onnx_art.filename,
+        signature=traced.signature_dict(),
+        scalars=scalars,
+        audit=audit.to_dict(),
+        freeze_proof=frozen.proof(),
+        parity=parity,
+        onnx={"opset": onnx_art.opset, "external_data": onnx_art.external_data},
+        warnings=warnings,
+    )
+    report.write(out / "reports" / name / f"{version}.json")
+    say(f"report: {report.path}")
+    return report

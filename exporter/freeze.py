@@ -1,0 +1,220 @@
+"""Freeze a traced model: every variable becomes a graph constant, and prove it.
+
+`convert_variables_to_constants_v2` does the conversion; this module adds what it does
+not: it refuses graphs that update state (the update would be silently dropped), checks
+the graph *and its function library* for any variable op left, and maps each captured
+variable to the `Const` node that now holds it, comparing the bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+from exporter.errors import FreezeError
+from exporter.trace import TracedModel
+
+#: Ops that read, hold or create a variable: none may remain in a frozen graph.
+VARIABLE_OPS = frozenset(
+    {
+        "VarHandleOp",
+        "ReadVariableOp",
+        "VariableV2",
+        "Variable",
+        "VarIsInitializedOp",
+        "ResourceGather",
+        "ResourceGatherNd",
+        "DestroyResourceOp",
+        "_VarHandlesOp",
+        "_ReadVariablesOp",
+    }
+)
+
+#: Ops that write a variable: a model that runs them at inference cannot be frozen.
+STATE_UPDATE_OPS = frozenset(
+    {
+        "AssignVariableOp",
+        "AssignAddVariableOp",
+        "AssignSubVariableOp",
+        "Assign",
+        "AssignAdd",
+        "AssignSub",
+        "ScatterUpdate",
+        "ScatterAdd",
+        "ScatterSub",
+    }
+)
+_STATE_UPDATE_PREFIXES = ("ResourceScatter", "ResourceApply", "ResourceSparseApply")
+
+#: Ops that call back into Python: TF Serving and tf2onnx cannot run them.
+PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
+
+
+@dataclass(frozen=True)
+class FrozenConst:
+    """Where one captured variable's value now lives in the frozen graph."""
+
+    variable_name: str
+    node_name: str
+    shape: tuple[int, ...]
+    dtype: str
+    value: np.ndarray = field(repr=False)
+    bit_exact: bool
+    variable: Any = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class FrozenGraph:
+    """A variable-free graph plus the names that bind it to the model's signature."""
+
+    function: Any  # frozen ConcreteFunction, callable in-process
+    graph_def: Any  # tf.compat.v1.GraphDef with its function library
+    input_specs: dict[str, tf.TensorSpec]  # alias -> spec (batch dim None)
+    inputs: dict[str, str]  # alias -> tensor name ("features:0")
+    outputs: dict[str, str]  # alias -> tensor name ("Identity:0")
+    consts: list[FrozenConst]
+    remaining_variable_ops: list[str]
+
+    @property
+    def proven(self) -> bool:
+        """True when no variable op is left and every constant matches its variable."""
+        return not self.remaining_variable_ops and all(c.bit_exact for c in self.consts)
+
+    def const_for(self, variable: Any) -> FrozenConst | None:
+        """The constant that holds `variable` (a tf.Variable), if it was captured."""
+        ref = variable.ref()
+        return next((c for c in self.consts if c.variable.ref() == ref), None)
+
+    def proof(self) -> dict[str, Any]:
+        """JSON-friendly summary of the freeze proof, for the export report."""
+        return {
+            "proven": self.proven,
+            "variable_ops_remaining": self.remaining_variable_ops,
+            "graph_nodes": len(self.graph_def.node),
+            "library_functions": len(self.graph_def.library.function),
+            "constants": [
+                {
+                    "variable": c.variable_name,
+                    "const_node": c.node_name,
+                    "shape": list(c.shape),
+                    "dtype": c.dtype,
+                    "bit_exact": c.bit_exact,
+                }
+                for c in self.consts
+            ],
+        }
+
+
+def _all_nodes(graph_def: Any) -> list[tuple[str, Any]]:
+    """(location, NodeDef) for the graph and every function in its library."""
+    nodes = [("graph", n) for n in graph_def.node]
+    for fn in graph_def.library.function:
+        nodes.extend((f"function {fn.signature.name}", n) for n in fn.node_def)
+    return nodes
+
+
+def find_ops(graph_def: Any, op_types: frozenset[str], prefixes: tuple[str, ...] = ()) -> list[str]:
+    """`"location: node (op)"` for every node whose op is in `op_types` or starts with a prefix."""
+    return [
+        f"{where}: {node.name} ({node.op})"
+        for where, node in _all_nodes(graph_def)
+        if node.op in op_types or (prefixes and node.op.startswith(prefixes))
+    ]
+
+
+def _refuse_unfreezable(graph_def: Any) -> None:
+    updates = find_ops(graph_def, STATE_UPDATE_OPS, _STATE_UPDATE_PREFIXES)
+    if updates:
+        raise FreezeError(
+            f"The inference graph updates a variable ({updates[0]}"
+            f"{f' and {len(updates) - 1} more' if len(updates) > 1 else ''}). A frozen graph "
+            "cannot hold state, and tf2onnx would silently drop the update. Make call() "
+            "stateless at inference (training=False) or keep the state outside the model."
+        )
+    python_ops = find_ops(graph_def, PYTHON_OPS)
+    if python_ops:
+        raise FreezeError(
+            f"The inference graph calls back into Python ({python_ops[0]}): TF Serving "
+            "and ONNX cannot run it. Replace tf.py_function/tf.numpy_function with TF ops."
+        )
+
+
+def _variables_by_capture(function: Any) -> dict[str, Any]:
+    """Capture placeholder op name -> the tf.Variable behind it."""
+    by_handle = {id(v.handle): v for v in function.variables}
+    return {
+        internal.op.name: by_handle[id(external)]
+        for external, internal in function.graph.captures
+        if id(external) in by_handle
+    }
+
+
+def freeze(traced: TracedModel) -> FrozenGraph:
+    """Turn every variable of `traced` into a constant; raise FreezeError if unprovable."""
+    source = traced.function
+    _refuse_unfreezable(source.graph.as_graph_def())
+    try:
+        frozen = convert_variables_to_constants_v2(source, lower_control_flow=False)
+    except (ValueError, TypeError, tf.errors.OpError) as exc:
+        raise FreezeError(
+            f"convert_variables_to_constants_v2 failed: {exc}. The graph holds an op that "
+            "cannot be frozen (e.g. a lookup table or a stateful op)."
+        ) from exc
+    graph_def = frozen.graph.as_graph_def()
+    nodes = {n.name: n for n in graph_def.node}
+
+    consts = []
+    for node_name, variable in _variables_by_capture(source).items():
+        node = nodes.get(node_name)
+        if node is None or node.op != "Const":
+            raise FreezeError(
+                f"Variable {variable.name!r} was captured as {node_name!r} but no Const of "
+                "that name is in the frozen graph: the freeze cannot be proven."
+            )
+        value = tf.make_ndarray(node.attr["value"].tensor)
+        expected = variable.numpy()
+        consts.append(
+            FrozenConst(
+                variable_name=variable.name.split(":")[0],
+                node_name=node_name,
+                shape=tuple(expected.shape),
+                dtype=expected.dtype.name,
+                value=value,
+                bit_exact=value.dtype == expected.dtype
+                and value.shape == expected.shape
+                and value.tobytes() == expected.tobytes(),
+                variable=variable,
+            )
+        )
+    inputs = {
+        name: tensor.name for name, tensor in zip(traced.input_specs, frozen.inputs, strict=True)
+    }
+    outputs = {
+        name: tensor.name
+        for name, tensor in zip(traced.structured_output_keys, frozen.outputs, strict=True)
+    }
+    result = FrozenGraph(
+        function=frozen,
+        graph_def=graph_def,
+        input_specs=dict(traced.input_specs),
+        inputs=inputs,
+        outputs={name: outputs[name] for name in traced.output_names},
+        consts=consts,
+        remaining_variable_ops=find_ops(graph_def, VARIABLE_OPS),
+    )
+    if not result.proven:
+        bad = [c.variable_name for c in consts if not c.bit_exact]
+        raise FreezeError(
+            "Freeze proof failed: "
+            + (
+                f"variable ops remain ({result.remaining_variable_ops[:3]}); "
+                if result.remaining_variable_ops
+                else ""
+            )
+            + (f"constants differ from their variables: {bad}" if bad else "")
+        )
+    return result

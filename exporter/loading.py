@@ -1,0 +1,160 @@
+"""Load the model a user points the CLI at: a file, a legacy SavedModel, or a factory.
+
+`M` is a `.keras` file, a legacy `.h5` file or Keras 2 SavedModel directory, or
+`path/to/file.py:factory` / `package.module:factory` returning a model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from exporter.errors import ModelLoadError
+
+
+def _import(spec: str) -> ModuleType:
+    """Import a module given as `path/to/file.py` or as a dotted module name."""
+    if spec.endswith(".py"):
+        path = Path(spec)
+        if not path.is_file():
+            raise ModelLoadError(f"Python file not found: {spec}. Check the path.")
+        module_name = f"_frozen_scalars_user_{path.stem}"
+        spec_obj = importlib.util.spec_from_file_location(module_name, path)
+        if spec_obj is None or spec_obj.loader is None:
+            raise ModelLoadError(f"Cannot import {spec}: not a loadable Python file.")
+        module = importlib.util.module_from_spec(spec_obj)
+        sys.modules[module_name] = module
+        try:
+            spec_obj.loader.exec_module(module)
+        except Exception as exc:
+            raise ModelLoadError(f"Importing {spec} failed: {type(exc).__name__}: {exc}") from exc
+        return module
+    try:
+        return importlib.import_module(spec)
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"Cannot import module {spec!r}: {exc}. Pass a .py path or an importable module."
+        ) from exc
+
+
+def load_custom_objects(specs: Iterable[str]) -> dict[str, Any]:
+    """Custom objects from each module: its `CUSTOM_OBJECTS` dict, else its public classes."""
+    objects: dict[str, Any] = {}
+    for spec in specs:
+        module = _import(spec)
+        declared = getattr(module, "CUSTOM_OBJECTS", None)
+        if declared is not None:
+            if not isinstance(declared, dict):
+                raise ModelLoadError(f"{spec}: CUSTOM_OBJECTS must be a dict of name -> object.")
+            objects.update(declared)
+            continue
+        found = {
+            name: obj
+            for name, obj in vars(module).items()
+            if not name.startswith("_")
+            and (inspect.isclass(obj) or inspect.isfunction(obj))
+            and getattr(obj, "__module__", None) == module.__name__
+        }
+        if not found:
+            raise ModelLoadError(
+                f"--custom-objects {spec}: defines no classes or functions and no CUSTOM_OBJECTS."
+            )
+        objects.update(found)
+    return objects
+
+
+def is_keras_model(obj: Any) -> bool:
+    """True for Keras 3 and tf_keras (Keras 2) models alike."""
+    return any(
+        cls.__name__ == "Model" and cls.__module__.split(".")[0] in ("keras", "tf_keras")
+        for cls in type(obj).__mro__
+    )
+
+
+def _from_factory(spec: str) -> Any:
+    module_spec, _, attr = spec.rpartition(":")
+    module = _import(module_spec)
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ModelLoadError(f"{module_spec} has no callable {attr!r}. Check the factory name.")
+    try:
+        model = factory()
+    except Exception as exc:
+        raise ModelLoadError(f"Factory {spec} raised {type(exc).__name__}: {exc}") from exc
+    if not is_keras_model(model):
+        raise ModelLoadError(
+            f"Factory {spec} returned {type(model).__name__}, not a Keras model. "
+            "Return a keras.Model (or tf_keras.Model)."
+        )
+    return model
+
+
+def _load_keras_file(path: Path, custom_objects: dict[str, Any], allow_unsafe: bool) -> Any:
+    import keras
+
+    try:
+        return keras.saving.load_model(
+            path, custom_objects=custom_objects, safe_mode=not allow_unsafe
+        )
+    except ValueError as exc:
+        text = str(exc)
+        if "safe_mode" in text or "unsafe" in text.lower():
+            raise ModelLoadError(
+                f"{path} holds Python bytecode (a Lambda layer); Keras' safe mode refuses to "
+                "load it. If you trust this file, pass --allow-unsafe-deserialization."
+            ) from exc
+        raise ModelLoadError(
+            f"Keras cannot load {path}: {text.splitlines()[0]} "
+            "If it uses custom layers, pass --custom-objects FILE_OR_MODULE."
+        ) from exc
+    except (TypeError, OSError) as exc:
+        raise ModelLoadError(f"Keras cannot load {path}: {exc}") from exc
+
+
+def _load_legacy(path: Path, custom_objects: dict[str, Any]) -> Any:
+    try:
+        import tf_keras
+    except ImportError as exc:
+        raise ModelLoadError(f"{path} is a Keras 2 model: pip install tf_keras.") from exc
+    try:
+        return tf_keras.models.load_model(str(path), custom_objects=custom_objects, compile=False)
+    except (ValueError, OSError, TypeError) as exc:
+        raise ModelLoadError(
+            f"tf_keras cannot load {path}: {str(exc).splitlines()[0]} "
+            "If it uses custom layers, pass --custom-objects FILE_OR_MODULE."
+        ) from exc
+
+
+def load_model(
+    spec: str,
+    custom_objects: Iterable[str] = (),
+    *,
+    allow_unsafe_deserialization: bool = False,
+) -> Any:
+    """Load or build the model named by `spec`; raise ModelLoadError saying what to fix."""
+    objects = load_custom_objects(custom_objects)
+    path = Path(spec)
+    if path.suffix == ".keras":
+        if not path.is_file():
+            raise ModelLoadError(f"Model file not found: {spec}. Check the path.")
+        return _load_keras_file(path, objects, allow_unsafe_deserialization)
+    if path.suffix == ".h5":
+        if not path.is_file():
+            raise ModelLoadError(f"Model file not found: {spec}. Check the path.")
+        return _load_legacy(path, objects)
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise ModelLoadError(f"{spec} is a directory without saved_model.pb.")
+        return _load_legacy(path, objects)
+    if ":" in spec:
+        return _from_factory(spec)
+    raise ModelLoadError(
+        f"Model not found: {spec}. Pass a .keras/.h5 file, a Keras 2 SavedModel directory, "
+        "or MODULE_OR_FILE.py:factory."
+    )

@@ -1,0 +1,127 @@
+"""Convert a frozen graph to ONNX with tf2onnx, then gate it on onnx.checker and ORT.
+
+The frozen GraphDef is converted directly (no second trace of the model), input and output
+tensors are renamed to the SavedModel's signature keys, and the file is only published if
+`onnx.checker.check_model(full_check=True)` accepts it and ONNX Runtime can load it:
+tf2onnx can emit files that either would refuse.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import tf2onnx
+from onnx import numpy_helper
+
+from exporter.errors import ExportError
+from exporter.freeze import FrozenGraph
+
+MAX_OPSET = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
+DEFAULT_OPSET = 17
+MODEL_FILE = "model.onnx"
+EXTERNAL_DATA_FILE = "model.onnx.data"
+PROTOBUF_LIMIT = 2**31 - 1
+BATCH_DIM = "batch"
+
+
+@dataclass(frozen=True)
+class OnnxArtifact:
+    """The published ONNX file and what became of each frozen scalar in it."""
+
+    filename: str
+    opset: int
+    external_data: bool
+    initializers: dict[str, np.ndarray] = field(repr=False)
+
+    def initializer_for(self, const_node: str) -> str | None:
+        """The initializer tf2onnx made from a Const node, or None if it was folded away."""
+        name = f"{const_node}:0"
+        return name if name in self.initializers else None
+
+
+def check_opset(opset: int | None) -> int:
+    """The opset to use, or an ExportError naming the supported range."""
+    if opset is None:
+        return DEFAULT_OPSET
+    if not 7 <= opset <= MAX_OPSET:
+        raise ExportError(
+            f"--opset={opset} is not supported: tf2onnx {tf2onnx.__version__} emits opsets "
+            f"7..{MAX_OPSET}. Pass --opset {MAX_OPSET} or lower (default {DEFAULT_OPSET})."
+        )
+    return opset
+
+
+def _convert(frozen: FrozenGraph, opset: int) -> onnx.ModelProto:
+    renames = {t: k for k, t in {**frozen.inputs, **frozen.outputs}.items()}
+    # tf2onnx logs every node at INFO; keep our progress output readable.
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    try:
+        model, _ = tf2onnx.convert.from_graph_def(
+            frozen.graph_def,
+            input_names=list(frozen.inputs.values()),
+            output_names=list(frozen.outputs.values()),
+            opset=opset,
+            tensors_to_rename=renames,
+        )
+    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+        raise ExportError(f"tf2onnx could not convert the frozen graph: {exc}") from exc
+    for value_info in [*model.graph.input, *model.graph.output]:
+        dims = value_info.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = BATCH_DIM
+    return model
+
+
+def _validate(model: onnx.ModelProto, frozen: FrozenGraph, path: Path) -> None:
+    inputs = [i.name for i in model.graph.input]
+    if sorted(inputs) != sorted(frozen.inputs):
+        raise ExportError(
+            f"ONNX graph inputs {inputs} differ from the data inputs {list(frozen.inputs)}: "
+            "a variable leaked into the graph as an input."
+        )
+    outputs = sorted(o.name for o in model.graph.output)
+    if outputs != sorted(frozen.outputs):
+        raise ExportError(f"ONNX graph outputs {outputs} differ from {sorted(frozen.outputs)}.")
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"onnx.checker rejected the converted model: {exc}") from exc
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except (RuntimeError, ValueError) as exc:
+        unsupported = sorted(
+            {n.op_type for n in model.graph.node if n.domain not in ("", "ai.onnx")}
+        )
+        hint = f" Unconverted ops: {unsupported}." if unsupported else ""
+        raise ExportError(f"ONNX Runtime cannot load the converted model: {exc}.{hint}") from exc
+
+
+def write_onnx(frozen: FrozenGraph, export_dir: Path, *, opset: int | None = None) -> OnnxArtifact:
+    """Convert and validate `frozen`, writing `export_dir/model.onnx` (+ external data).
+
+    Publishing the directory atomically is the caller's job (see `exporter.publish`).
+    """
+    opset = check_opset(opset)
+    model = _convert(frozen, opset)
+    external = model.ByteSize() > PROTOBUF_LIMIT
+    export_dir.mkdir(parents=True, exist_ok=True)
+    path = export_dir / MODEL_FILE
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=external,
+        all_tensors_to_one_file=True,
+        location=EXTERNAL_DATA_FILE,
+    )
+    _validate(model, frozen, path)
+    initializers = {
+        init.name: numpy_helper.to_array(init, base_dir=str(export_dir))
+        for init in model.graph.initializer
+        if np.prod(init.dims) <= 1
+    }
+    return OnnxArtifact(MODEL_FILE, opset, external, initializers)

@@ -1,0 +1,215 @@
+"""Numeric parity between runtimes, reported the way Polygraphy does.
+
+Each candidate runtime's outputs are compared with the reference's, output by output:
+max and mean absolute error, max relative error, and PASSED/FAILED against
+`|candidate - reference| <= atol + rtol * |reference|` (numpy.allclose semantics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exporter.sample_inputs import random_inputs
+
+DEFAULT_ATOL = 1e-5
+DEFAULT_RTOL = 1e-5
+
+Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    """One output of one runtime against the reference, over all samples."""
+
+    runtime: str
+    output: str
+    max_abs: float
+    mean_abs: float
+    max_rel: float
+    atol: float
+    rtol: float
+    passed: bool
+
+
+@dataclass
+class ParityReport:
+    """Every comparison of a parity run; `passed` only if all of them passed."""
+
+    reference: str
+    atol: float
+    rtol: float
+    batch_sizes: list[int]
+    samples: int
+    comparisons: list[OutputComparison] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.comparisons) and all(c.passed for c in self.comparisons)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "batch_sizes": self.batch_sizes,
+            "samples": self.samples,
+            "passed": self.passed,
+            "comparisons": [asdict(c) for c in self.comparisons],
+        }
+
+    def table(self) -> str:
+        """Aligned human-readable table, one row per runtime and output."""
+        header = ("runtime", "output", "max abs", "mean abs", "max rel", "status")
+        rows = [
+            (
+                c.runtime,
+                c.output,
+                f"{c.max_abs:.3e}",
+                f"{c.mean_abs:.3e}",
+                f"{c.max_rel:.3e}",
+                "PASSED" if c.passed else "FAILED",
+            )
+            for c in self.comparisons
+        ]
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        lines = [f"parity vs {self.reference} (atol={self.atol:g}, rtol={self.rtol:g})"]
+        lines += [
+            "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in [header, *rows]
+        ]
+        lines.append(f"parity {'PASSED' if self.passed else 'FAILED'}")
+        return "\n".join(lines)
+
+
+class _Accumulator:
+    """Running max/mean of errors for one (runtime, output) pair."""
+
+    def __init__(self) -> None:
+        self.max_abs = 0.0
+        self.max_rel = 0.0
+        self.sum_abs = 0.0
+        self.count = 0
+        self.passed = True
+
+    def add(self, candidate: np.ndarray, reference: np.ndarray, atol: float, rtol: float) -> None:
+        cand = np.asarray(candidate, dtype=np.float64)
+        ref = np.asarray(reference, dtype=np.float64)
+        if cand.shape != ref.shape:
+            self.passed = False
+            self.max_abs = self.max_rel = float("inf")
+            return
+        diff = np.abs(cand - ref)
+        same_nonfinite = (~np.isfinite(ref)) & (cand == ref) | (np.isnan(ref) & np.isnan(cand))
+        diff = np.where(same_nonfinite, 0.0, diff)
+        rel = diff / np.maximum(np.abs(ref), np.finfo(np.float64).tiny)
+        if diff.size:
+            self.max_abs = max(
+                self.max_abs, float(np.nanmax(np.where(np.isnan(diff), np.inf, diff)))
+            )
+            self.max_rel = max(self.max_rel, float(np.nanmax(np.where(diff == 0, 0.0, rel))))
+            self.sum_abs += float(np.sum(np.where(np.isfinite(diff), diff, 0.0)))
+            self.count += diff.size
+        self.passed &= bool(np.all(diff <= atol + rtol * np.abs(np.nan_to_num(ref))))
+
+
+def compare(
+    reference_name: str,
+    reference: Runner,
+    candidates: Mapping[str, Runner],
+    batches: Iterable[dict[str, np.ndarray]],
+    *,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    batch_sizes: list[int] | None = None,
+) -> ParityReport:
+    """Run every runtime on every batch and compare each output with the reference's."""
+    acc: dict[tuple[str, str], _Accumulator] = {}
+    samples = 0
+    for batch in batches:
+        samples += 1
+        expected = reference(batch)
+        for runtime, run in candidates.items():
+            got = run(batch)
+            for output, ref_value in expected.items():
+                a = acc.setdefault((runtime, output), _Accumulator())
+                if output not in got:
+                    a.passed = False
+                    a.max_abs = a.max_rel = float("inf")
+                    continue
+                a.add(got[output], ref_value, atol, rtol)
+    report = ParityReport(reference_name, atol, rtol, batch_sizes or [], samples)
+    for (runtime, output), a in acc.items():
+        report.comparisons.append(
+            OutputComparison(
+                runtime,
+                output,
+                a.max_abs,
+                a.sum_abs / max(a.count, 1),
+                a.max_rel,
+                atol,
+                rtol,
+                a.passed,
+            )
+        )
+    return report
+
+
+def sample_batches(
+    specs: Mapping[str, Any],
+    *,
+    samples: int,
+    batch_sizes: Iterable[int],
+    extra: Iterable[dict[str, np.ndarray]] = (),
+    int_high: int = 10,
+) -> list[dict[str, np.ndarray]]:
+    """`samples` random batches for each batch size, then the user's own inputs."""
+    batches = [
+        random_inputs(specs, batch=b, seed=1000 * b + i, int_high=int_high)
+        for b in batch_sizes
+        for i in range(samples)
+    ]
+    return batches + [dict(e) for e in extra]
+
+
+def keras_runner(traced: Any) -> Runner:
+    """Run the live Keras model (its traced, variable-reading function: no freezing)."""
+    import tensorflow as tf
+
+    names = list(traced.input_specs)
+
+    def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = traced.function(*[tf.constant(batch[n]) for n in names])
+        return {k: np.asarray(out[k]) for k in traced.output_names}
+
+    return run
+
+
+def savedmodel_runner(export_dir: Path, signature: str = "serving_default") -> Runner:
+    """Reload the SavedModel from disk and run its signature, as a consumer would."""
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(str(export_dir)).signatures[signature]
+
+    def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {
+            k: v.numpy() for k, v in fn(**{k: tf.constant(v) for k, v in batch.items()}).items()
+        }
+
+    return run
+
+
+def onnx_runner(path: Path) -> Runner:
+    """Run the ONNX file with ONNX Runtime's CPU provider."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+
+    def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(names, session.run(names, batch), strict=True))
+
+    return run

@@ -1,0 +1,130 @@
+"""The export report: one JSON file per export, the machine-readable proof of what shipped."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from exporter.parity import ParityReport
+from exporter.publish import atomic_write_bytes
+
+REPORT_SCHEMA = "frozen-scalars/export-report/v1"
+_PACKAGES = ("tensorflow", "keras", "tf_keras", "tf2onnx", "onnx", "onnxruntime", "numpy")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages that shape an export."""
+    versions: dict[str, str | None] = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def sha256(path: Path) -> str:
+    """Hex digest of a file, streamed."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats as strings, so the report stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+@dataclass
+class ExportReport:
+    """Everything one export produced and proved; `to_dict()` is the JSON schema."""
+
+    name: str
+    version: int
+    out_dir: Path
+    savedmodel_dir: Path
+    onnx_path: Path
+    signature: dict[str, Any]
+    scalars: list[dict[str, Any]]
+    audit: dict[str, Any]
+    freeze_proof: dict[str, Any]
+    parity: ParityReport
+    onnx: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    path: Path | None = None
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.freeze_proof.get("proven")) and self.parity.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return _json_safe(
+            {
+                "schema": REPORT_SCHEMA,
+                "name": self.name,
+                "version": self.version,
+                "packages": package_versions(),
+                "artifacts": {
+                    "savedmodel_dir": str(self.savedmodel_dir),
+                    "saved_model_pb_sha256": sha256(self.savedmodel_dir / "saved_model.pb"),
+                    "onnx_path": str(self.onnx_path),
+                    "onnx_sha256": sha256(self.onnx_path),
+                },
+                "signature": self.signature,
+                "scalars": self.scalars,
+                "audit": self.audit,
+                "freeze_proof": self.freeze_proof,
+                "onnx": self.onnx,
+                "parity": self.parity.to_dict(),
+                "warnings": self.warnings,
+                "passed": self.passed,
+            }
+        )
+
+    def write(self, path: Path) -> Path:
+        """Write the report atomically and remember where it went."""
+        atomic_write_bytes(path, json.dumps(self.to_dict(), indent=2).encode() + b"\n")
+        self.path = path
+        return path
+
+    def proof_summary(self) -> str:
+        """One line: did the freeze proof hold, and on how many variables."""
+        proof = self.freeze_proof
+        return (
+            f"Frozen proof: {'PASSED' if proof['proven'] else 'FAILED'} "
+            f"({len(proof['variable_ops_remaining'])} variable ops left in graph + library, "
+            f"{len(proof['constants'])} variables now Const, bit-exact: "
+            f"{all(c['bit_exact'] for c in proof['constants'])})"
+        )
+
+    def scalar_table(self) -> str:
+        """Human table of the scalars that shipped and where each one lives now."""
+        header = ("scalar", "value", "tracked", "trainable", "SavedModel Const", "ONNX")
+        rows = [
+            (
+                s["name"],
+                f"{s['value']:.6g}" if isinstance(s["value"], float) else str(s["value"]),
+                "yes" if s["tracked"] else "NO",
+                "yes" if s["trainable"] else "no",
+                s["savedmodel_const"] or "-",
+                s["onnx_initializer"] or s["onnx_note"],
+            )
+            for s in self.scalars
+        ]
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        return "\n".join(
+            "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in [header, *rows]
+        )

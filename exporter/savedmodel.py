@@ -1,0 +1,91 @@
+"""Write a frozen graph as a TF Serving SavedModel: tag `serve`, signature `serving_default`.
+
+The graph is written through the TF1 SavedModel builder, which is exactly what TF Serving
+loads into a Session: a MetaGraphDef whose signature maps the model's input/output names to
+graph tensors, and an empty `variables/` because nothing is left to restore.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from exporter.errors import ExportError
+from exporter.freeze import FrozenGraph
+from exporter.sample_inputs import random_inputs
+
+SERVING_TAG = "serve"
+SIGNATURE_KEY = "serving_default"
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000  # TF Serving's kMaxNumRecords
+
+
+def _build(frozen: FrozenGraph, export_dir: Path) -> None:
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.graph_util.import_graph_def(frozen.graph_def, name="")
+        info = tf.compat.v1.saved_model.utils.build_tensor_info
+        signature = tf.compat.v1.saved_model.signature_def_utils.build_signature_def(
+            inputs={k: info(graph.get_tensor_by_name(t)) for k, t in frozen.inputs.items()},
+            outputs={k: info(graph.get_tensor_by_name(t)) for k, t in frozen.outputs.items()},
+            method_name=tf.compat.v1.saved_model.signature_constants.PREDICT_METHOD_NAME,
+        )
+        with tf.compat.v1.Session(graph=graph) as session:
+            builder = tf.compat.v1.saved_model.Builder(str(export_dir))
+            builder.add_meta_graph_and_variables(
+                session,
+                [SERVING_TAG],
+                signature_def_map={SIGNATURE_KEY: signature},
+                strip_default_attrs=True,
+            )
+            builder.save()
+
+
+def _write_warmup(
+    frozen: FrozenGraph, export_dir: Path, model_name: str, count: int, int_high: int
+) -> None:
+    """TFRecord of PredictionLog records, as TF Serving reads from assets.extra/ at load."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    path = export_dir / WARMUP_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i in range(count):
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=SIGNATURE_KEY)
+            )
+            for key, array in random_inputs(
+                frozen.input_specs, batch=1, seed=i, int_high=int_high
+            ).items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(np.asarray(array)))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log.SerializeToString())
+
+
+def write_savedmodel(
+    frozen: FrozenGraph,
+    export_dir: Path,
+    *,
+    model_name: str,
+    warmup_requests: int = 0,
+    int_high: int = 10,
+) -> Path:
+    """Write `frozen` as a SavedModel into the empty or absent directory `export_dir`.
+
+    Publishing (atomic rename to the version directory) is the caller's job, so that a
+    SavedModel and its ONNX twin are only published once both are valid. Warmup records
+    draw integer inputs from [0, int_high) so they stay inside embedding vocabularies.
+    """
+    if not 0 <= warmup_requests <= MAX_WARMUP_RECORDS:
+        raise ExportError(
+            f"--warmup-requests={warmup_requests}: TF Serving reads at most "
+            f"{MAX_WARMUP_RECORDS} warmup records and fails the load past that. Use 0..1000."
+        )
+    _build(frozen, export_dir)
+    if warmup_requests:
+        _write_warmup(frozen, export_dir, model_name, warmup_requests, int_high)
+    return export_dir
