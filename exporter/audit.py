@@ -1,0 +1,494 @@
+"""Audit the scalars a Keras model's inference really uses, before they are frozen.
+
+A scalar that the inference function captures but the model does not track (a variable
+closed over by a `Lambda`, a raw `tf.Variable` attribute of a Keras 3 model) is never
+seen by the optimizer, so `fit` never trains it, yet exporting bakes its value in as a
+constant. That is silent in Keras; here it is an error finding that names the variable.
+
+Definitions used throughout:
+- *scalar*: a variable with exactly one element (rank 0, or every dimension 1, such as
+  `add_weight(shape=(1,))`): freezing treats those alike, and users write both.
+- *tracked*: listed by the model (`model.weights` / `model.variables`).
+- *trainable*: in `model.trainable_weights`, i.e. the optimizer updates it. An untracked
+  variable is reported non-trainable whatever its own `trainable` flag says.
+- *used by inference*: captured by the traced inference function (`exporter.trace`).
+
+Works with Keras 3 models (whose `keras.Variable` wraps a `tf.Variable` in `.value`) and
+tf_keras models (whose weights are `tf.Variable`s). Findings are data; `AuditError` is
+raised only when the input is not a model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import tensorflow as tf
+
+from exporter.errors import AuditError
+from exporter.trace import TracedModel, trace_model
+
+Level = Literal["error", "warning", "info"]
+
+# Highest-priority status first; a scalar's status is the first that applies.
+STATUSES = ("non-finite", "untracked", "unchanged", "not-used", "non-trainable", "ok")
+_CONSTANT_INITIALIZERS = {"zeros": 0.0, "ones": 1.0}
+_FIX = (
+    "Fix: create it inside a layer with `self.add_weight(name=..., shape=(), "
+    "initializer=keras.initializers.Constant(v))`, or use `exporter.layers.Offset` / "
+    "`exporter.layers.Scale` instead of a Lambda or attribute holding a variable."
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One audit result: `level` error/warning/info, about `variable` (a name)."""
+
+    level: Level
+    variable: str
+    code: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "level": self.level,
+            "variable": self.variable,
+            "code": self.code,
+            "message": self.message,
+        }
+
+
+@dataclass
+class ScalarFinding:
+    """Everything known about one scalar; `variable` is the `tf.Variable` (join key
+    for freezing via `variable.ref()`), left out of `repr` and `to_dict`."""
+
+    name: str
+    value: float | int | bool
+    shape: tuple[int, ...]
+    dtype: str
+    tracked: bool
+    trainable: bool
+    used_by_inference: bool
+    finite: bool
+    unchanged_since_init: bool | None
+    initial_value: float | None
+    status: str
+    variable: tf.Variable = field(repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "value": _json_number(self.value),
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "tracked": self.tracked,
+            "trainable": self.trainable,
+            "used_by_inference": self.used_by_inference,
+            "finite": self.finite,
+            "unchanged_since_init": self.unchanged_since_init,
+            "initial_value": _json_number(self.initial_value),
+            "status": self.status,
+        }
+
+
+@dataclass
+class NonScalarSummary:
+    """Counts for weights with more than one element (kernels, embeddings, ...)."""
+
+    count: int = 0
+    total_params: int = 0
+    used_by_inference: int = 0
+    not_used_by_inference: int = 0
+    non_finite: list[str] = field(default_factory=list)
+    untracked: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "total_params": self.total_params,
+            "used_by_inference": self.used_by_inference,
+            "not_used_by_inference": self.not_used_by_inference,
+            "non_finite": list(self.non_finite),
+            "untracked": list(self.untracked),
+        }
+
+
+@dataclass
+class AuditReport:
+    """Scalars, a summary of the other weights, and the findings about both."""
+
+    model_name: str
+    scalars: list[ScalarFinding]
+    non_scalar_summary: NonScalarSummary
+    findings: list[Finding]
+
+    @property
+    def has_errors(self) -> bool:
+        return any(f.level == "error" for f in self.findings)
+
+    def scalar(self, name: str) -> ScalarFinding:
+        """The scalar called `name` (full path, or a unique last path component)."""
+        exact = [s for s in self.scalars if s.name == name]
+        if exact:
+            return exact[0]
+        tail = [s for s in self.scalars if s.name.rsplit("/", 1)[-1] == name]
+        if len(tail) != 1:
+            known = [s.name for s in self.scalars]
+            raise KeyError(f"No unique scalar named {name!r}; scalars are {known}.")
+        return tail[0]
+
+    def findings_for(self, name: str, level: Level | None = None) -> list[Finding]:
+        """Findings about variable `name`, optionally of one level."""
+        return [
+            f for f in self.findings if f.variable == name and (level is None or f.level == level)
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model_name,
+            "has_errors": self.has_errors,
+            "scalars": [s.to_dict() for s in self.scalars],
+            "non_scalar_summary": self.non_scalar_summary.to_dict(),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+    def table(self) -> str:
+        """Aligned table of the scalars, then the summary and findings, for humans."""
+        header = ("name", "shape", "dtype", "value", "tracked", "trainable", "inference", "status")
+        rows = [
+            (
+                s.name,
+                str(list(s.shape)),
+                s.dtype,
+                f"{s.value:.6g}" if isinstance(s.value, float) else str(s.value),
+                _yes(s.tracked),
+                _yes(s.trainable),
+                _yes(s.used_by_inference),
+                s.status,
+            )
+            for s in self.scalars
+        ]
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in [header, *rows]
+        ]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        summary = self.non_scalar_summary
+        lines.append(
+            f"non-scalars: {summary.count} weights, {summary.total_params} params, "
+            f"{summary.used_by_inference} used by inference"
+        )
+        lines.extend(f"{f.level.upper()}: {f.message}" for f in self.findings)
+        return "\n".join(lines)
+
+
+@dataclass
+class _Var:
+    variable: tf.Variable
+    name: str
+    tracked: bool
+    trainable: bool
+    used: bool = False
+    initial: float | None = None
+    owner: str = ""
+
+
+def audit_model(
+    model: Any,
+    *,
+    traced: TracedModel | None = None,
+    initial_values: Mapping[str, float] | None = None,
+) -> AuditReport:
+    """Classify every variable of `model` and every variable its inference captures.
+
+    `initial_values` maps a variable name (full path, tf name, or last path component)
+    to its value at initialization, for scalars whose initializer the audit cannot see
+    (e.g. a `tf.Variable(0.5)` closed over by a `Lambda`). Constant initializers of
+    `exporter.layers` layers and of generic layers' `*_initializer` configs are found
+    automatically.
+    """
+    if not (callable(model) and hasattr(model, "weights") and hasattr(model, "trainable_weights")):
+        raise AuditError(
+            f"audit_model needs a Keras model (keras.Model or tf_keras Model), got "
+            f"{type(model).__name__}. Load or build the model first."
+        )
+    traced = traced if traced is not None else trace_model(model)
+    variables = _collect(model, traced)
+    _attach_initial_values(model, variables, initial_values or {})
+
+    scalars: list[ScalarFinding] = []
+    summary = NonScalarSummary()
+    findings: list[Finding] = []
+    for var in variables:
+        value = var.variable.numpy()
+        finite = _is_finite(value)
+        if value.size == 1:
+            scalar = _scalar_finding(var, value, finite)
+            scalars.append(scalar)
+            findings.extend(_scalar_findings(var, scalar))
+            continue
+        summary.count += 1
+        summary.total_params += int(value.size)
+        if var.used:
+            summary.used_by_inference += 1
+        else:
+            summary.not_used_by_inference += 1
+        if not finite:
+            summary.non_finite.append(var.name)
+            findings.append(
+                Finding(
+                    "error",
+                    var.name,
+                    "non_finite",
+                    f"{var.name!r} (shape {list(value.shape)}) holds NaN or Inf values: "
+                    "training diverged or the weights file is corrupt; retrain or reload.",
+                )
+            )
+        if not var.tracked:
+            summary.untracked.append(var.name)
+            findings.append(
+                Finding("error", var.name, "untracked_captured", _untracked_message(var, None))
+            )
+    return AuditReport(
+        model_name=str(getattr(model, "name", type(model).__name__)),
+        scalars=scalars,
+        non_scalar_summary=summary,
+        findings=findings,
+    )
+
+
+def _collect(model: Any, traced: TracedModel) -> list[_Var]:
+    """Model weights (tracked) first, then captured variables the model does not track."""
+    trainable = {_tf_variable(w).ref() for w in model.trainable_weights}
+    by_ref: dict[Any, _Var] = {}
+    for w in model.weights:
+        tf_var = _tf_variable(w)
+        if tf_var.ref() not in by_ref:
+            by_ref[tf_var.ref()] = _Var(
+                tf_var, _weight_name(w), tracked=True, trainable=tf_var.ref() in trainable
+            )
+    tracked_elsewhere = {_tf_variable(v).ref() for v in getattr(model, "variables", [])}
+    owners = _untracked_owners(model)
+    for captured in traced.function.variables:
+        ref = captured.ref()
+        if ref in by_ref:
+            by_ref[ref].used = True
+        elif ref not in tracked_elsewhere:
+            by_ref[ref] = _Var(
+                captured,
+                _strip(captured.name),
+                tracked=False,
+                trainable=False,
+                used=True,
+                owner=owners.get(ref, ""),
+            )
+    return list(by_ref.values())
+
+
+def _tf_variable(w: Any) -> tf.Variable:
+    if isinstance(w, tf.Variable):
+        return w
+    inner = getattr(w, "value", None)  # Keras 3: keras.Variable wraps a tf.Variable
+    if isinstance(inner, tf.Variable):
+        return inner
+    raise AuditError(f"Weight {w!r} is neither a tf.Variable nor a Keras 3 Variable.")
+
+
+def _weight_name(w: Any) -> str:
+    return str(getattr(w, "path", None) or _strip(w.name))
+
+
+def _strip(name: str) -> str:
+    return name.split(":")[0]
+
+
+def _layers(model: Any) -> Iterator[Any]:
+    """The model and all nested layers, parents before children."""
+    yield from model._flatten_layers(include_self=True, recursive=True)
+
+
+def _untracked_owners(model: Any) -> dict[Any, str]:
+    """Where untracked variables hide: Lambda closures/globals and plain attributes."""
+    owners: dict[Any, str] = {}
+    for layer in _layers(model):
+        kind = type(layer).__name__
+        function = getattr(layer, "function", None) if kind == "Lambda" else None
+        if function is not None and hasattr(function, "__code__"):
+            cells = [c.cell_contents for c in (function.__closure__ or ())]
+            names = [function.__globals__.get(n) for n in function.__code__.co_names]
+            for obj in (*cells, *names):
+                tf_var = _maybe_tf_variable(obj)
+                if tf_var is not None:
+                    owners[tf_var.ref()] = f"closed over by Lambda layer {layer.name!r}"
+        for attr, obj in vars(layer).items():
+            if isinstance(obj, tf.Variable):
+                owners.setdefault(
+                    obj.ref(), f"held as raw attribute `{attr}` of {kind} {layer.name!r}"
+                )
+    return owners
+
+
+def _maybe_tf_variable(obj: Any) -> tf.Variable | None:
+    if isinstance(obj, tf.Variable):
+        return obj
+    inner = getattr(obj, "value", None)
+    return inner if isinstance(inner, tf.Variable) else None
+
+
+def _attach_initial_values(
+    model: Any, variables: list[_Var], overrides: Mapping[str, float]
+) -> None:
+    by_ref = {v.variable.ref(): v for v in variables}
+    for layer in _layers(model):  # children overwrite parents: innermost owner wins
+        known = _layer_initial_values(layer)
+        if not known:
+            continue
+        for w in layer.weights:
+            var = by_ref.get(_tf_variable(w).ref())
+            short = _strip(w.name).rsplit("/", 1)[-1]
+            if var is not None and short in known:
+                var.initial = known[short]
+    for var in variables:
+        short = var.name.rsplit("/", 1)[-1]
+        for key in (var.name, _strip(var.variable.name), short):
+            if key in overrides:
+                var.initial = float(overrides[key])
+                break
+
+
+def _layer_initial_values(layer: Any) -> dict[str, float]:
+    """Initial constants a layer declares: our layers say so; others via their config."""
+    declared = getattr(layer, "initial_weight_values", None)
+    if callable(declared):
+        return dict(declared())
+    try:
+        config = layer.get_config()
+    except (NotImplementedError, TypeError):
+        return {}
+    values: dict[str, float] = {}
+    for key, spec in config.items():
+        if key.endswith("_initializer") and isinstance(spec, Mapping):
+            constant = _constant_of(spec)
+            if constant is not None:
+                values[key.removesuffix("_initializer")] = constant
+    return values
+
+
+def _constant_of(spec: Mapping[str, Any]) -> float | None:
+    """The fill value of a serialized Constant/Zeros/Ones initializer, else None."""
+    class_name = str(spec.get("class_name", "")).lower()
+    if class_name in _CONSTANT_INITIALIZERS:
+        return _CONSTANT_INITIALIZERS[class_name]
+    value = (spec.get("config") or {}).get("value")
+    if class_name == "constant" and isinstance(value, int | float):
+        return float(value)
+    return None
+
+
+def _is_finite(value: np.ndarray) -> bool:
+    if np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.complexfloating):
+        return bool(np.all(np.isfinite(value)))
+    return True
+
+
+def _scalar_finding(var: _Var, value: np.ndarray, finite: bool) -> ScalarFinding:
+    item = value.reshape(()).item()
+    unchanged = None
+    if var.initial is not None:
+        unchanged = bool(np.array_equal(value, np.full(value.shape, var.initial, value.dtype)))
+    status = _status(var, finite, unchanged)
+    return ScalarFinding(
+        name=var.name,
+        value=item,
+        shape=tuple(int(d) for d in value.shape),
+        dtype=var.variable.dtype.name,
+        tracked=var.tracked,
+        trainable=var.trainable,
+        used_by_inference=var.used,
+        finite=finite,
+        unchanged_since_init=unchanged,
+        initial_value=var.initial,
+        status=status,
+        variable=var.variable,
+    )
+
+
+def _status(var: _Var, finite: bool, unchanged: bool | None) -> str:
+    applies = {
+        "non-finite": not finite,
+        "untracked": not var.tracked,
+        "unchanged": var.trainable and bool(unchanged),
+        "not-used": not var.used,
+        "non-trainable": not var.trainable,
+    }
+    return next((s for s in STATUSES if applies.get(s, True)), "ok")
+
+
+def _scalar_findings(var: _Var, scalar: ScalarFinding) -> list[Finding]:
+    out: list[Finding] = []
+    name = var.name
+    if not scalar.finite:
+        out.append(
+            Finding(
+                "error",
+                name,
+                "non_finite",
+                f"{name!r} is {scalar.value}: training diverged or the weights are corrupt. "
+                "Exporting would bake it into every prediction; retrain or reload the weights.",
+            )
+        )
+    if not var.tracked:
+        out.append(Finding("error", name, "untracked_captured", _untracked_message(var, scalar)))
+    if var.trainable and scalar.unchanged_since_init:
+        out.append(
+            Finding(
+                "warning",
+                name,
+                "unchanged_since_init",
+                f"{name!r} is trainable but still equals its initial value "
+                f"{scalar.initial_value:g}: it has not trained (not fitted yet, zero gradient, "
+                "or a learning rate too small to move it).",
+            )
+        )
+    if var.tracked and not var.used:
+        out.append(
+            Finding(
+                "info",
+                name,
+                "not_used_by_inference",
+                f"{name!r} is a model weight the inference function never reads (a loss-only "
+                "scalar such as LossWeighting's log variance): it is not part of the export.",
+            )
+        )
+    return out
+
+
+def _untracked_message(var: _Var, scalar: ScalarFinding | None) -> str:
+    where = f" ({var.owner})" if var.owner else ""
+    declared = " although it was created with trainable=True" if var.variable.trainable else ""
+    value = ""
+    if scalar is not None:
+        value = f" Its value is {scalar.value:g}"
+        if scalar.unchanged_since_init:
+            value += f", still its initial value {scalar.initial_value:g}"
+        value += ", and export would freeze exactly that."
+    return (
+        f"Variable {var.name!r}{where} is captured by the inference function but is not "
+        f"one of the model's weights: the optimizer never sees it, so it never trains"
+        f"{declared}.{value} {_FIX}"
+    )
+
+
+def _json_number(value: float | int | bool | None) -> float | int | bool | str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
