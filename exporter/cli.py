@@ -103,13 +103,7 @@ def _run_export(args: argparse.Namespace) -> int:
         allow_untracked=args.allow_untracked,
         progress=lambda msg: _stderr(f"[export] {msg}"),
     )
-    print("\nScalars")
-    print(report.scalar_table())
-    print("\n" + report.proof_summary() + "\n")
-    print(report.parity.table())
-    print(f"\nSavedModel  {report.savedmodel_dir}")
-    print(f"ONNX        {report.onnx_path}")
-    print(f"Report      {report.path}")
+    print("\n" + report.summary())
     for warning in report.warnings:
         _stderr(f"warning: {warning}")
     return EXIT_OK

@@ -39,9 +39,13 @@ class OnnxArtifact:
     initializers: dict[str, np.ndarray] = field(repr=False)
 
     def initializer_for(self, const_node: str) -> str | None:
-        """The initializer tf2onnx made from a Const node, or None if it was folded away."""
-        name = f"{const_node}:0"
-        return name if name in self.initializers else None
+        """The initializer tf2onnx made from a Const node, or None if it was folded away.
+
+        tf2onnx drops the Identity that replaced `ReadVariableOp`, and names the initializer
+        after either the Const itself or that read (`.../ReadVariableOp:0`).
+        """
+        names = (f"{const_node}:0", f"{const_node.removesuffix('/resource')}:0")
+        return next((n for n in names if n in self.initializers), None)
 
 
 def check_opset(opset: int | None) -> int:

@@ -100,6 +100,23 @@ class ExportReport:
         self.path = path
         return path
 
+    def summary(self) -> str:
+        """The end-of-export summary: scalars, freeze proof, parity, paths."""
+        return "\n".join(
+            [
+                "Scalars",
+                self.scalar_table(),
+                "",
+                self.proof_summary(),
+                "",
+                self.parity.table(),
+                "",
+                f"SavedModel  {self.savedmodel_dir}",
+                f"ONNX        {self.onnx_path}",
+                f"Report      {self.path}",
+            ]
+        )
+
     def proof_summary(self) -> str:
         """One line: did the freeze proof hold, and on how many variables."""
         proof = self.freeze_proof
