@@ -1,0 +1,1 @@
+"""An embedded TF-Serving-protocol model server (gRPC + REST) over TF Sessions or ONNX Runtime."""

@@ -1,0 +1,317 @@
+"""Server-side batching (`--enable_batching`): concurrent runs of one servable, signature and
+output set are merged along dimension 0 into one runtime call and split back, with the
+semantics of TF's shared batch scheduler and `batching_session.cc`."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+    text_format,
+    wrappers_pb2,
+)
+
+from serving.errors import ServingError, UsageError, invalid_argument
+from serving.servable import Servable
+
+_WRAPPED_FIELDS = {
+    "max_batch_size": "Int64Value",
+    "batch_timeout_micros": "Int64Value",
+    "thread_pool_name": "StringValue",
+    "num_batch_threads": "Int64Value",
+    "max_enqueued_batches": "Int64Value",
+    "enable_large_batch_splitting": "BoolValue",
+    "max_execution_batch_size": "Int64Value",
+    "batch_padding_policy": "StringValue",
+}
+
+
+def _batching_parameters_class() -> type:
+    """`tensorflow.serving.BatchingParameters`: the real generated class if the wheel ships it,
+    else the same message built from a descriptor (so text-format errors read the same)."""
+    try:
+        from tensorflow_serving.servables.tensorflow import session_bundle_config_pb2
+    except ImportError:
+        pass
+    else:
+        return session_bundle_config_pb2.BatchingParameters
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="frozen_scalars/batching_parameters.proto",
+        package="tensorflow.serving",
+        dependency=["google/protobuf/wrappers.proto"],
+        syntax="proto3",
+    )
+    msg = proto.message_type.add(name="BatchingParameters")
+    fdp = descriptor_pb2.FieldDescriptorProto
+    for number, (name, wrapper) in enumerate(_WRAPPED_FIELDS.items(), start=1):
+        msg.field.add(
+            name=name,
+            number=number,
+            type=fdp.TYPE_MESSAGE,
+            type_name=f".google.protobuf.{wrapper}",
+            label=fdp.LABEL_OPTIONAL,
+        )
+    msg.field.add(
+        name="allowed_batch_sizes", number=20, type=fdp.TYPE_INT64, label=fdp.LABEL_REPEATED
+    )
+    msg.field.add(
+        name="pad_variable_length_inputs", number=21, type=fdp.TYPE_BOOL, label=fdp.LABEL_OPTIONAL
+    )
+    pool.Add(proto)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
+    )
+
+
+BatchingParametersProto = _batching_parameters_class()
+
+
+@dataclass(frozen=True)
+class BatchingParameters:
+    """Effective batching settings; defaults are TF's SharedBatchScheduler defaults."""
+
+    max_batch_size: int = 1000
+    batch_timeout_micros: int = 0
+    num_batch_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    max_enqueued_batches: int = 10
+    allowed_batch_sizes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        sizes = self.allowed_batch_sizes
+        if any(b <= a for a, b in itertools.pairwise(sizes)):
+            raise UsageError("allowed_batch_sizes entries must be monotonically increasing")
+        if sizes and sizes[-1] != self.max_batch_size:
+            raise UsageError(
+                "Last entry in allowed_batch_sizes must match max_batch_size; last entry was "
+                f"{sizes[-1]}; expected {self.max_batch_size}"
+            )
+        if (
+            self.max_batch_size <= 0
+            or self.num_batch_threads <= 0
+            or self.max_enqueued_batches <= 0
+        ):
+            raise UsageError(
+                "max_batch_size, num_batch_threads and max_enqueued_batches must be positive"
+            )
+
+
+def parse_batching_parameters(text: str) -> BatchingParameters:
+    """Parses a text `BatchingParameters` file; unset fields keep the scheduler defaults."""
+    proto = BatchingParametersProto()
+    try:
+        text_format.Parse(text, proto)
+    except text_format.ParseError as e:
+        raise UsageError(
+            f"Error parsing text-format tensorflow.serving.BatchingParameters: {e}"
+        ) from e
+    values: dict[str, object] = {
+        name: getattr(proto, name).value
+        for name in (
+            "max_batch_size",
+            "batch_timeout_micros",
+            "num_batch_threads",
+            "max_enqueued_batches",
+        )
+        if proto.HasField(name)
+    }
+    values["allowed_batch_sizes"] = tuple(proto.allowed_batch_sizes)
+    return BatchingParameters(**values)  # type: ignore[arg-type]
+
+
+class _Task:
+    """One caller's run, waiting for its slice of a batch."""
+
+    def __init__(self, inputs: Mapping[str, np.ndarray], size: int) -> None:
+        self.inputs = inputs
+        self.size = size
+        self.done = threading.Event()
+        self.outputs: dict[str, np.ndarray] = {}
+        self.error: ServingError | None = None
+
+
+@dataclass
+class _Batch:
+    key: tuple
+    servable: Servable
+    signature_key: str
+    output_keys: tuple[str, ...]
+    deadline: float
+    tasks: list[_Task] = field(default_factory=list)
+    size: int = 0
+
+
+def _task_size(inputs: Mapping[str, np.ndarray]) -> int:
+    sizes = set()
+    for array in inputs.values():
+        if array.ndim == 0:
+            raise invalid_argument("Batching Run() input tensors must have at least one dimension")
+        sizes.add(array.shape[0])
+    if len(sizes) > 1:
+        raise invalid_argument("Batching Run() input tensors must have equal 0th-dimension size")
+    return sizes.pop() if sizes else 0
+
+
+class BatchScheduler:
+    """A shared scheduler: one queue per (servable, signature, outputs, input layout), a pool of
+    `num_batch_threads` workers; a batch closes when full or `batch_timeout_micros` after it
+    opened, and is padded with copies of its first row up to the next allowed batch size."""
+
+    def __init__(self, params: BatchingParameters) -> None:
+        self.params = params
+        self._cond = threading.Condition()
+        self._open: dict[tuple, _Batch] = {}
+        self._ready: deque[_Batch] = deque()
+        self._stopped = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
+            for i in range(params.num_batch_threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(
+        self,
+        servable: Servable,
+        signature_key: str,
+        inputs: Mapping[str, np.ndarray],
+        output_keys: Sequence[str],
+    ) -> dict[str, np.ndarray]:
+        """Queues one run and blocks until its batch has run; errors stay with their batch."""
+        size = _task_size(inputs)
+        if size > self.params.max_batch_size:
+            raise invalid_argument(
+                f"Task size {size} is larger than maximum input batch size "
+                f"{self.params.max_batch_size}"
+            )
+        layout = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items()))
+        key = (id(servable), signature_key, tuple(output_keys), layout)
+        task = _Task(inputs, size)
+        with self._cond:
+            if self._stopped:
+                raise ServingError(grpc.StatusCode.UNAVAILABLE, "Batch scheduler is shutting down")
+            batch = self._open.get(key)
+            if batch is not None and batch.size + size > self.params.max_batch_size:
+                self._close(batch)
+                batch = None
+            if batch is None:
+                queued = sum(1 for b in self._ready if b.key == key)
+                if queued + 1 > self.params.max_enqueued_batches:
+                    raise ServingError(
+                        grpc.StatusCode.UNAVAILABLE,
+                        "The batch scheduling queue to which this task was submitted is full",
+                    )
+                deadline = time.monotonic() + self.params.batch_timeout_micros / 1e6
+                batch = _Batch(key, servable, signature_key, tuple(output_keys), deadline)
+                self._open[key] = batch
+            batch.tasks.append(task)
+            batch.size += size
+            if batch.size >= self.params.max_batch_size:
+                self._close(batch)
+            self._cond.notify_all()
+        task.done.wait()
+        if task.error is not None:
+            raise task.error
+        return task.outputs
+
+    def stop(self) -> None:
+        """Runs what is queued, then ends the workers."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _close(self, batch: _Batch) -> None:
+        del self._open[batch.key]
+        self._ready.append(batch)
+
+    def _next_batch(self) -> _Batch | None:
+        with self._cond:
+            while True:
+                if self._ready:
+                    return self._ready.popleft()
+                now = time.monotonic()
+                earliest = min(self._open.values(), key=lambda b: b.deadline, default=None)
+                if earliest is not None and (earliest.deadline <= now or self._stopped):
+                    self._close(earliest)
+                    continue
+                if earliest is None and self._stopped:
+                    return None
+                self._cond.wait(None if earliest is None else earliest.deadline - now)
+
+    def _work(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            try:
+                outputs = self._run(batch)
+            except ServingError as e:
+                for task in batch.tasks:
+                    task.error = e
+                    task.done.set()
+                continue
+            offset = 0
+            for task in batch.tasks:
+                task.outputs = {k: v[offset : offset + task.size] for k, v in outputs.items()}
+                offset += task.size
+                task.done.set()
+
+    def _padded_size(self, size: int) -> int:
+        sizes = self.params.allowed_batch_sizes
+        if not sizes:
+            return size
+        return sizes[bisect.bisect_left(sizes, size)]
+
+    def _run(self, batch: _Batch) -> dict[str, np.ndarray]:
+        padded = self._padded_size(batch.size)
+        tasks = batch.tasks
+        if len(tasks) == 1 and padded == batch.size:
+            merged = dict(tasks[0].inputs)
+        else:
+            merged = {}
+            for alias in tasks[0].inputs:
+                parts = [t.inputs[alias] for t in tasks]
+                if padded > batch.size:
+                    parts.append(np.repeat(parts[0][:1], padded - batch.size, axis=0))
+                merged[alias] = np.concatenate(parts)
+        outputs = batch.servable.run(batch.signature_key, merged, batch.output_keys)
+        for array in outputs.values():
+            if array.ndim == 0 or array.shape[0] != padded:
+                raise invalid_argument(
+                    "Batched output tensor's 0th dimension does not equal the sum of the 0th "
+                    "dimension sizes of the input tensors"
+                )
+        return outputs
+
+
+class BatchingServable(Servable):
+    """A Servable whose runs go through the shared scheduler; `inner` is the real runtime."""
+
+    def __init__(self, inner: Servable, scheduler: BatchScheduler) -> None:
+        super().__init__(inner.name, inner.version, inner.path)
+        self.inner = inner
+        self.signature_defs = inner.signature_defs
+        self._scheduler = scheduler
+
+    def run(
+        self,
+        signature_key: str,
+        inputs: Mapping[str, np.ndarray],
+        output_keys: Sequence[str],
+        timeout_s: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Counts the request, then waits for its slice of a merged run."""
+        self._count_run()
+        return self._scheduler.submit(self.inner, signature_key, inputs, output_keys)

@@ -1,0 +1,111 @@
+"""The same Servable interface over ONNX Runtime (`--backend onnx`, `BASE/VERSION/model.onnx`).
+
+ONNX has no SignatureDef, so one `serving_default` predict signature is synthesized from the
+graph's inputs and outputs: metadata, Predict checks and REST all work unchanged."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+from tensorflow.core.framework import tensor_shape_pb2, types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+
+from serving.errors import ServingError, invalid_argument
+from serving.servable import Servable
+from serving.tensor_proto import data_type, type_name
+
+ONNX_FILE = "model.onnx"
+DEFAULT_SIGNATURE = "serving_default"
+PREDICT_METHOD = "tensorflow/serving/predict"
+
+_ORT_TYPES: dict[str, int] = {
+    "tensor(float)": types_pb2.DT_FLOAT,
+    "tensor(double)": types_pb2.DT_DOUBLE,
+    "tensor(float16)": types_pb2.DT_HALF,
+    "tensor(bfloat16)": types_pb2.DT_BFLOAT16,
+    "tensor(int8)": types_pb2.DT_INT8,
+    "tensor(int16)": types_pb2.DT_INT16,
+    "tensor(int32)": types_pb2.DT_INT32,
+    "tensor(int64)": types_pb2.DT_INT64,
+    "tensor(uint8)": types_pb2.DT_UINT8,
+    "tensor(uint16)": types_pb2.DT_UINT16,
+    "tensor(uint32)": types_pb2.DT_UINT32,
+    "tensor(uint64)": types_pb2.DT_UINT64,
+    "tensor(bool)": types_pb2.DT_BOOL,
+    "tensor(string)": types_pb2.DT_STRING,
+}
+
+# Errors raised by ONNX Runtime for bad inputs (shapes, ranks, kernel failures on the data).
+_INPUT_ERRORS = (ort_state.InvalidArgument, ort_state.RuntimeException, ort_state.Fail)
+
+
+def _tensor_info(arg: ort.NodeArg) -> meta_graph_pb2.TensorInfo:
+    dims = [
+        tensor_shape_pb2.TensorShapeProto.Dim(size=d if isinstance(d, int) else -1)
+        for d in (arg.shape or [])
+    ]
+    return meta_graph_pb2.TensorInfo(
+        name=arg.name,
+        dtype=_ORT_TYPES.get(arg.type, types_pb2.DT_INVALID),
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=dims, unknown_rank=arg.shape is None),
+    )
+
+
+class OnnxServable(Servable):
+    """An ONNX Runtime InferenceSession with a synthesized `serving_default` signature."""
+
+    def __init__(self, name: str, version: int, path: str) -> None:
+        super().__init__(name, version, path)
+        model_file = os.path.join(path, ONNX_FILE)
+        if not os.path.exists(model_file):
+            raise ServingError(
+                grpc.StatusCode.NOT_FOUND, f"ONNX model file does not exist at: {model_file}"
+            )
+        try:
+            self._session = ort.InferenceSession(model_file, providers=["CPUExecutionProvider"])
+        except (
+            ort_state.Fail,
+            ort_state.InvalidGraph,
+            ort_state.InvalidProtobuf,
+            RuntimeError,
+        ) as e:
+            raise ServingError(grpc.StatusCode.INTERNAL, str(e)) from e
+        signature = meta_graph_pb2.SignatureDef(method_name=PREDICT_METHOD)
+        for arg in self._session.get_inputs():
+            signature.inputs[arg.name].CopyFrom(_tensor_info(arg))
+        for arg in self._session.get_outputs():
+            signature.outputs[arg.name].CopyFrom(_tensor_info(arg))
+        self.signature_defs = {DEFAULT_SIGNATURE: signature}
+        # Sorted feed names give the arg[i] index of dtype errors, as in a TF Session.
+        self._feed_types = sorted((i.name, i.dtype) for i in signature.inputs.values())
+
+    def _check_dtypes(self, inputs: Mapping[str, np.ndarray]) -> None:
+        """ONNX Runtime's own dtype errors differ; report TF's `Expects arg[i]` message instead."""
+        for index, (name, expected) in enumerate(self._feed_types):
+            got = data_type(inputs[name])
+            if got != expected:
+                raise invalid_argument(
+                    f"Expects arg[{index}] to be {type_name(expected)} "
+                    f"but {type_name(got)} is provided"
+                )
+
+    def run(
+        self,
+        signature_key: str,
+        inputs: Mapping[str, np.ndarray],
+        output_keys: Sequence[str],
+        timeout_s: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """One InferenceSession.run; the deadline is not enforced by ONNX Runtime."""
+        self._check_dtypes(inputs)
+        self._count_run()
+        try:
+            results = self._session.run(list(output_keys), dict(inputs))
+        except _INPUT_ERRORS as e:
+            raise invalid_argument(str(e)) from e
+        return {k: np.asarray(v) for k, v in zip(output_keys, results, strict=True)}

@@ -1,0 +1,154 @@
+"""One loaded model version: a TF Session over the SavedModel's MetaGraph, as TF Serving runs it.
+
+The graph is imported with `tf.compat.v1.saved_model.loader.load` into its own `tf.Graph`; runs go
+straight to the C session (no Python feed casting or static shape checks), so dtype and kernel
+errors carry TF's own messages ("Expects arg[0] to be float but double is provided")."""
+
+from __future__ import annotations
+
+import os
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
+from tensorflow.python.client import pywrap_tf_session
+from tensorflow.python.saved_model import loader_impl
+
+from serving.errors import ServingError, code_from_number
+
+SignatureDef = meta_graph_pb2.SignatureDef
+
+
+class Servable(ABC):
+    """What the core and the front-ends need from a loaded version, whatever the runtime.
+
+    There is no explicit close: an unloaded version is dropped from the core's map and its runtime
+    is freed when the last in-flight request lets go of it, like a ServableHandle."""
+
+    name: str
+    version: int
+    path: str
+    signature_defs: dict[str, SignatureDef]
+
+    def __init__(self, name: str, version: int, path: str) -> None:
+        self.name = name
+        self.version = version
+        self.path = path
+        self.signature_defs = {}
+        self._count_lock = threading.Lock()
+        self.run_count = 0
+
+    def _count_run(self) -> None:
+        with self._count_lock:
+            self.run_count += 1
+
+    @abstractmethod
+    def run(
+        self,
+        signature_key: str,
+        inputs: Mapping[str, np.ndarray],
+        output_keys: Sequence[str],
+        timeout_s: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Runs one signature: `inputs` by input alias, returns arrays by output alias."""
+
+
+def _saved_model_file(path: str) -> None:
+    """Fails with TF's own message when neither saved_model.pb nor .pbtxt exists."""
+    if not any(
+        os.path.exists(os.path.join(path, f)) for f in ("saved_model.pb", "saved_model.pbtxt")
+    ):
+        raise ServingError(
+            grpc.StatusCode.NOT_FOUND,
+            f"SavedModel file does not exist at: {path}/{{saved_model.pbtxt|saved_model.pb}}",
+        )
+
+
+def _check_tags(path: str, tags: Sequence[str]) -> None:
+    """TF's message for a tag-set mismatch (the Python loader words it differently)."""
+    saved_model = loader_impl.parse_saved_model(path)
+    wanted = set(tags)
+    if not any(set(m.meta_info_def.tags) == wanted for m in saved_model.meta_graphs):
+        raise ServingError(
+            grpc.StatusCode.NOT_FOUND,
+            "Could not find meta graph def matching supplied tags: { "
+            + " ".join(sorted(wanted))
+            + " }. To inspect available tag-sets in the SavedModel, please use the SavedModel "
+            "CLI: `saved_model_cli`",
+        )
+
+
+class _Signature:
+    """Graph endpoints of one SignatureDef, resolved once at load time. Entries naming an
+    operation rather than a tensor (`__saved_model_init_op` -> `NoOp`) cannot be fed or fetched."""
+
+    def __init__(self, graph: tf.Graph, signature: SignatureDef) -> None:
+        def endpoint(name: str) -> Any:
+            return graph.get_tensor_by_name(name)._as_tf_output()
+
+        # Feeds go in sorted tensor-name order: that is the arg[i] order in TF's dtype errors.
+        by_name = sorted(signature.inputs.items(), key=lambda kv: kv[1].name)
+        self.feeds = [(alias, endpoint(info.name)) for alias, info in by_name if ":" in info.name]
+        self.fetches = {
+            alias: endpoint(info.name)
+            for alias, info in signature.outputs.items()
+            if ":" in info.name
+        }
+
+
+class TFServable(Servable):
+    """A SavedModel version loaded in a TF Session (frozen TF1 graphs and TF2/Keras exports)."""
+
+    def __init__(
+        self, name: str, version: int, path: str, tags: Sequence[str] = ("serve",)
+    ) -> None:
+        super().__init__(name, version, path)
+        _saved_model_file(path)
+        _check_tags(path, tags)
+        self._graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=self._graph)
+        try:
+            with self._graph.as_default():
+                meta_graph = tf.compat.v1.saved_model.loader.load(self._session, list(tags), path)
+        except tf.errors.OpError as e:
+            self._session.close()
+            raise ServingError(code_from_number(e.error_code), e.message) from e
+        except (RuntimeError, ValueError, OSError) as e:
+            self._session.close()
+            raise ServingError(grpc.StatusCode.INTERNAL, str(e)) from e
+        self.meta_graph_def = meta_graph
+        self.signature_defs = dict(meta_graph.signature_def)
+        self._signatures = {
+            key: _Signature(self._graph, sig) for key, sig in self.signature_defs.items()
+        }
+
+    def run(
+        self,
+        signature_key: str,
+        inputs: Mapping[str, np.ndarray],
+        output_keys: Sequence[str],
+        timeout_s: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """One Session::Run; TF's OpErrors become ServingErrors with the same code and text."""
+        sig = self._signatures[signature_key]
+        feeds = {tensor: inputs[alias] for alias, tensor in sig.feeds if alias in inputs}
+        fetches = [sig.fetches[k] for k in output_keys]
+        options = None
+        if timeout_s is not None:
+            run_options = config_pb2.RunOptions(timeout_in_ms=max(1, int(timeout_s * 1000)))
+            options = pywrap_tf_session.TF_NewBufferFromString(run_options.SerializeToString())
+        self._count_run()
+        try:
+            # The raw C entry point (what make_callable uses); Session.run would cast and reshape.
+            results = self._session._call_tf_sessionrun(options, feeds, fetches, [], None)
+        except tf.errors.OpError as e:
+            raise ServingError(code_from_number(e.error_code), e.message) from e
+        finally:
+            if options is not None:
+                pywrap_tf_session.TF_DeleteBuffer(options)
+        return {k: np.asarray(v) for k, v in zip(output_keys, results, strict=True)}
