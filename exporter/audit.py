@@ -4,6 +4,8 @@ A scalar that the inference function captures but the model does not track (a va
 closed over by a `Lambda`, a raw `tf.Variable` attribute of a Keras 3 model) is never
 seen by the optimizer, so `fit` never trains it, yet exporting bakes its value in as a
 constant. That is silent in Keras; here it is an error finding that names the variable.
+A variable the compiled loss closes over without the model tracking it (recipe 2's outside
+loss weight) never trains either; inference does not read it, so that is a warning.
 
 Definitions used throughout:
 - *scalar*: a variable with exactly one element (rank 0, or every dimension 1, such as
@@ -212,7 +214,7 @@ def audit_model(
     `exporter.layers` layers and of generic layers' `*_initializer` configs are found
     automatically.
     """
-    if not (callable(model) and hasattr(model, "weights") and hasattr(model, "trainable_weights")):
+    if not _is_keras_model(model):
         raise AuditError(
             f"audit_model needs a Keras model (keras.Model or tf_keras Model), got "
             f"{type(model).__name__}. Load or build the model first."
@@ -253,12 +255,22 @@ def audit_model(
             summary.untracked.append(var.name)
             findings.append(
                 Finding("error", var.name, "untracked_captured", _untracked_message(var, None))
+                if var.used
+                else Finding("warning", var.name, "untracked_loss_variable", _loss_message(var))
             )
     return AuditReport(
         model_name=str(getattr(model, "name", type(model).__name__)),
         scalars=scalars,
         non_scalar_summary=summary,
         findings=findings,
+    )
+
+
+def _is_keras_model(obj: Any) -> bool:
+    """A Keras 3 or tf_keras `Model` (layers alone cannot be traced with a signature)."""
+    return any(
+        cls.__name__ == "Model" and cls.__module__.startswith(("keras", "tf_keras"))
+        for cls in type(obj).__mro__
     )
 
 
@@ -286,6 +298,11 @@ def _collect(model: Any, traced: TracedModel) -> list[_Var]:
                 trainable=False,
                 used=True,
                 owner=owners.get(ref, ""),
+            )
+    for ref, (loss_var, owner) in _loss_variables(model).items():
+        if ref not in by_ref and ref not in tracked_elsewhere:
+            by_ref[ref] = _Var(
+                loss_var, _strip(loss_var.name), tracked=False, trainable=False, owner=owner
             )
     return list(by_ref.values())
 
@@ -317,14 +334,9 @@ def _untracked_owners(model: Any) -> dict[Any, str]:
     owners: dict[Any, str] = {}
     for layer in _layers(model):
         kind = type(layer).__name__
-        function = getattr(layer, "function", None) if kind == "Lambda" else None
-        if function is not None and hasattr(function, "__code__"):
-            cells = [c.cell_contents for c in (function.__closure__ or ())]
-            names = [function.__globals__.get(n) for n in function.__code__.co_names]
-            for obj in (*cells, *names):
-                tf_var = _maybe_tf_variable(obj)
-                if tf_var is not None:
-                    owners[tf_var.ref()] = f"closed over by Lambda layer {layer.name!r}"
+        if kind == "Lambda":
+            for tf_var in _referenced_variables(getattr(layer, "function", None)):
+                owners[tf_var.ref()] = f"closed over by Lambda layer {layer.name!r}"
         for attr, obj in vars(layer).items():
             if isinstance(obj, tf.Variable):
                 owners.setdefault(
@@ -333,10 +345,36 @@ def _untracked_owners(model: Any) -> dict[Any, str]:
     return owners
 
 
+def _loss_variables(model: Any) -> dict[Any, tuple[tf.Variable, str]]:
+    """Variables the compiled loss closes over (recipe 2's outside loss weight)."""
+    losses = getattr(model, "loss", None)
+    if isinstance(losses, Mapping):
+        losses = list(losses.values())
+    found: dict[Any, tuple[tf.Variable, str]] = {}
+    for loss in losses if isinstance(losses, list | tuple) else [losses]:
+        function = getattr(loss, "fn", loss)  # Keras' LossFunctionWrapper keeps `fn`
+        label = getattr(function, "__name__", type(function).__name__)
+        for tf_var in _referenced_variables(function):
+            found.setdefault(tf_var.ref(), (tf_var, f"closed over by the compiled loss {label!r}"))
+    return found
+
+
+def _referenced_variables(function: Any) -> list[tf.Variable]:
+    """Variables a plain Python function reaches through its closure or its globals."""
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return []
+    cells = [c.cell_contents for c in (function.__closure__ or ())]
+    names = [function.__globals__.get(n) for n in code.co_names]
+    return [v for v in map(_maybe_tf_variable, (*cells, *names)) if v is not None]
+
+
 def _maybe_tf_variable(obj: Any) -> tf.Variable | None:
     if isinstance(obj, tf.Variable):
         return obj
-    inner = getattr(obj, "value", None)
+    if not type(obj).__module__.startswith("keras"):
+        return None
+    inner = getattr(obj, "value", None)  # a Keras 3 Variable
     return inner if isinstance(inner, tf.Variable) else None
 
 
@@ -442,8 +480,10 @@ def _scalar_findings(var: _Var, scalar: ScalarFinding) -> list[Finding]:
                 "Exporting would bake it into every prediction; retrain or reload the weights.",
             )
         )
-    if not var.tracked:
+    if not var.tracked and var.used:
         out.append(Finding("error", name, "untracked_captured", _untracked_message(var, scalar)))
+    if not var.tracked and not var.used:
+        out.append(Finding("warning", name, "untracked_loss_variable", _loss_message(var)))
     if var.trainable and scalar.unchanged_since_init:
         out.append(
             Finding(
@@ -481,6 +521,17 @@ def _untracked_message(var: _Var, scalar: ScalarFinding | None) -> str:
         f"Variable {var.name!r}{where} is captured by the inference function but is not "
         f"one of the model's weights: the optimizer never sees it, so it never trains"
         f"{declared}.{value} {_FIX}"
+    )
+
+
+def _loss_message(var: _Var) -> str:
+    return (
+        f"Variable {var.name!r} ({var.owner}) weights the training loss but is not one of "
+        "the model's weights: the optimizer never sees it, so it never trained (and a bare "
+        "multiplicative loss weight that did train would be driven to zero). Inference does "
+        "not read it, so the export is unaffected. Fix: `exporter.layers.LossWeighting` "
+        "(Σ exp(-s_i)·L_i + s_i): `model.compile(loss=LossWeighting(n).attach(model, "
+        "losses))`."
     )
 
 

@@ -160,8 +160,8 @@ class LossWeighting(_ScalarLayer):
             total = total + ops.exp(-s) * loss + s
         return total
 
-    def compute_output_shape(self, input_shape: Any) -> tuple[int, ...]:
-        return ()
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape[0]  # losses broadcast together; all have the same shape
 
     def attach(
         self, model: keras.Model, base_losses: Mapping[str, Any] | Sequence[Any]
