@@ -293,9 +293,7 @@ class ServingClient:
             for s in response.model_version_status
         ]
 
-    def wait_until_available(
-        self, model: str, timeout: float = 60.0, interval: float = 0.2
-    ) -> int:
+    def wait_until_available(self, model: str, timeout: float = 60.0, interval: float = 0.2) -> int:
         """Poll GetModelStatus until a version is AVAILABLE; return the newest such version.
 
         Connection failures and NOT_FOUND are expected while the server starts or loads, so
