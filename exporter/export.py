@@ -18,7 +18,7 @@ import tensorflow as tf
 from exporter.audit import AuditReport, audit_model
 from exporter.errors import AuditError, ExportError, ParityError
 from exporter.freeze import FrozenGraph, freeze
-from exporter.onnx_export import OnnxArtifact, write_onnx
+from exporter.onnx_export import OnnxArtifact, check_opset, write_onnx
 from exporter.parity import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
@@ -30,7 +30,7 @@ from exporter.parity import (
 )
 from exporter.publish import atomic_directory, ensure_writable_dir, next_version
 from exporter.report import ExportReport
-from exporter.savedmodel import write_savedmodel
+from exporter.savedmodel import check_warmup_requests, write_savedmodel
 from exporter.trace import trace_model
 
 Progress = Callable[[str], None]
@@ -132,6 +132,8 @@ def export_model(
         )
     if version is not None and version < 1:
         raise ExportError(f"--version={version}: TF Serving versions are positive integers.")
+    check_opset(opset)
+    check_warmup_requests(warmup_requests)
     ensure_writable_dir(out)
     tfs_base, onnx_base = out / "tfserving" / name, out / "onnx" / name
 

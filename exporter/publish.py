@@ -72,6 +72,7 @@ def atomic_directory(final: Path) -> Iterator[Path]:
             f"{final} already exists. TF Serving never reloads a version it has loaded: "
             "publish under a new version number (omit --version to take the next one)."
         )
+    created_parent = not final.parent.exists()
     ensure_writable_dir(final.parent)
     scratch = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
     try:
@@ -81,6 +82,9 @@ def atomic_directory(final: Path) -> Iterator[Path]:
         _fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
+        if created_parent:
+            with contextlib.suppress(OSError):  # leave it if anything else landed there
+                final.parent.rmdir()
         raise
 
 

@@ -66,6 +66,15 @@ def _write_warmup(
             writer.write(log.SerializeToString())
 
 
+def check_warmup_requests(count: int) -> None:
+    """Raise ExportError unless TF Serving would accept `count` warmup records."""
+    if not 0 <= count <= MAX_WARMUP_RECORDS:
+        raise ExportError(
+            f"--warmup-requests={count}: TF Serving reads at most {MAX_WARMUP_RECORDS} "
+            "warmup records and fails the load past that. Use 0..1000."
+        )
+
+
 def write_savedmodel(
     frozen: FrozenGraph,
     export_dir: Path,
@@ -80,11 +89,7 @@ def write_savedmodel(
     SavedModel and its ONNX twin are only published once both are valid. Warmup records
     draw integer inputs from [0, int_high) so they stay inside embedding vocabularies.
     """
-    if not 0 <= warmup_requests <= MAX_WARMUP_RECORDS:
-        raise ExportError(
-            f"--warmup-requests={warmup_requests}: TF Serving reads at most "
-            f"{MAX_WARMUP_RECORDS} warmup records and fails the load past that. Use 0..1000."
-        )
+    check_warmup_requests(warmup_requests)
     _build(frozen, export_dir)
     if warmup_requests:
         _write_warmup(frozen, export_dir, model_name, warmup_requests, int_high)
