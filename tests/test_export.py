@@ -202,7 +202,7 @@ def test_crash_mid_write_publishes_nothing(tmp_path: Path, monkeypatch: pytest.M
 
 def test_untracked_raw_variable_is_refused_then_allowed(tmp_path: Path) -> None:
     model = models.subclassed_raw_variable_model()
-    with pytest.raises(AuditError, match="raw_offset.*never") as excinfo:
+    with pytest.raises(AuditError, match=r"raw_offset.*never") as excinfo:
         export_model(model, tmp_path, "raw")
     assert "add_weight" in str(excinfo.value)
     assert not (tmp_path / "tfserving" / "raw").exists()
@@ -216,7 +216,7 @@ def test_untracked_raw_variable_is_refused_then_allowed(tmp_path: Path) -> None:
 def test_non_finite_scalar_is_refused(tmp_path: Path) -> None:
     model = models.reference_model()
     model.get_layer("scale").weights[0].assign(float("nan"))
-    with pytest.raises(AuditError, match="scale.*non-finite"):
+    with pytest.raises(AuditError, match=r"scale.*non-finite"):
         export_model(model, tmp_path, "nan")
     assert not (tmp_path / "tfserving").exists()
 
