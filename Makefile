@@ -22,6 +22,8 @@ venv: $(VENV)/.installed
 ## Train the reference model on real data, export it frozen, serve it, prove parity through gRPC.
 export: venv
 	$(PY) -m exporter.reference --out $(OUT) --name $(NAME)
+	$(PY) -m serving parity --export $(OUT) --model_name $(NAME) \
+		--model $(OUT)/keras/$(NAME).keras --json $(OUT)/reports/$(NAME)/parity.json
 
 ## The test suite (slow load/soak runs excluded), plus lint.
 test: venv lint
