@@ -1,0 +1,413 @@
+"""Numeric parity of one exported model across every runtime that serves it.
+
+`python -m serving parity --export OUT --model_name NAME [--target HOST:PORT] ...` compares, on
+the same random (dtype-aware, from the SavedModel's signature) and user inputs at batch size 1
+and >1: Keras (with --model), the SavedModel in-process, ONNX Runtime, gRPC Predict and REST.
+Without --target the embedded server is started in-process on free ports over OUT/tfserving and
+stopped afterwards. Exit codes: 0 all within tolerance, 1 a tolerance violation or a runtime
+that failed to answer, 2 bad usage (missing export, bad flags, unreadable inputs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import socket
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from exporter.parity import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    OutputComparison,
+    Runner,
+    compare,
+    onnx_runner,
+    sample_batches,
+    savedmodel_runner,
+)
+from serving.client import ServingClient, ServingClientError
+from serving.errors import ServingError
+
+DEFAULT_SAMPLES = 4
+DEFAULT_BATCH_SIZES = (1, 4)
+SIGNATURE = "serving_default"
+SERVER_READY_TIMEOUT_S = 120.0
+
+
+class ParityUsageError(Exception):
+    """Bad usage or a missing artifact: one line for the user, exit code 2."""
+
+
+@dataclass
+class ParityReport:
+    """Every runtime's outputs against the reference, plus what could not be compared and why."""
+
+    model_name: str
+    version: int
+    reference: str
+    atol: float
+    rtol: float
+    batch_sizes: list[int]
+    batches: int
+    grpc_target: str | None
+    rest_target: str | None
+    comparisons: list[OutputComparison] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # runtime -> first failure
+    skipped: dict[str, str] = field(default_factory=dict)  # runtime -> reason
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.comparisons) and not self.errors and all(
+            c.passed for c in self.comparisons
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; non-finite errors become strings so the file stays valid JSON."""
+
+        def finite(value: Any) -> Any:
+            return value if not isinstance(value, float) or np.isfinite(value) else str(value)
+
+        data = asdict(self)
+        data["comparisons"] = [
+            {k: finite(v) for k, v in asdict(c).items()} for c in self.comparisons
+        ]
+        data["passed"] = self.passed
+        return data
+
+    def table(self) -> str:
+        """Polygraphy-style: one row per (runtime, output) against the reference."""
+        header = ("runtime", "output", "max abs", "mean abs", "max rel", "atol", "rtol", "status")
+        rows = [
+            (c.runtime, c.output, f"{c.max_abs:.3e}", f"{c.mean_abs:.3e}", f"{c.max_rel:.3e}",
+             f"{c.atol:g}", f"{c.rtol:g}", "PASSED" if c.passed else "FAILED")
+            for c in self.comparisons
+        ]
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        lines = [
+            f"parity: {self.model_name} version {self.version}, reference {self.reference}, "
+            f"{self.batches} batches (batch sizes {', '.join(map(str, self.batch_sizes))})",
+            *("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+              for r in [header, *rows]),
+        ]
+        lines += [f"skipped {name}: {why}" for name, why in self.skipped.items()]
+        lines += [f"error   {name}: {why}" for name, why in self.errors.items()]
+        failed = sum(not c.passed for c in self.comparisons)
+        verdict = "PASSED" if self.passed else (
+            f"FAILED ({failed} of {len(self.comparisons)} over tolerance, "
+            f"{len(self.errors)} runtime error(s))"
+        )
+        lines.append(f"parity {verdict}")
+        return "\n".join(lines)
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+
+
+def signature_of(savedmodel_dir: Path, signature: str = SIGNATURE) -> Any:
+    """The SignatureDef as written on disk (no TF session needed)."""
+    from tensorflow.python.saved_model import loader_impl
+
+    saved_model = loader_impl.parse_saved_model(str(savedmodel_dir))
+    for meta_graph in saved_model.meta_graphs:
+        if signature in meta_graph.signature_def:
+            return meta_graph.signature_def[signature]
+    raise ParityUsageError(f"{savedmodel_dir} has no signature {signature!r}")
+
+
+def input_specs(sig: Any) -> dict[str, SimpleNamespace]:
+    """Signature inputs as (shape with a None batch dim, numpy dtype) for random_inputs."""
+    import tensorflow as tf
+
+    specs = {}
+    for name, info in sorted(sig.inputs.items()):
+        dims = [None if d.size < 0 else d.size for d in info.tensor_shape.dim]
+        specs[name] = SimpleNamespace(
+            shape=[None, *dims[1:]] if dims else [None],
+            dtype=tf.dtypes.as_dtype(info.dtype).as_numpy_dtype,
+        )
+    return specs
+
+
+def load_user_inputs(
+    paths: Sequence[Path], specs: Mapping[str, Any]
+) -> list[dict[str, np.ndarray]]:
+    """Each .npz is one batch keyed by input name, cast to the signature's dtypes."""
+    batches = []
+    for path in paths:
+        if not path.is_file():
+            raise ParityUsageError(f"--inputs {path}: no such file")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as err:
+            raise ParityUsageError(f"--inputs {path}: not a readable .npz ({err})") from None
+        if set(arrays) != set(specs):
+            raise ParityUsageError(
+                f"--inputs {path}: keys {sorted(arrays)} must equal the signature inputs "
+                f"{sorted(specs)}"
+            )
+        batches.append({k: np.asarray(v).astype(specs[k].dtype) for k, v in arrays.items()})
+    return batches
+
+
+# --- runtimes -------------------------------------------------------------------------------------
+
+
+def grpc_runner(client: Any, model: str, version: int) -> Runner:
+    """Predict through gRPC, pinned to the version the local artifacts were read from."""
+
+    def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return client.predict(batch, model, version=version)
+
+    return run
+
+
+def rest_runner(rest_target: str, model: str, version: int, sig: Any) -> Runner:
+    """Predict through REST in columnar form, decoded with the signature's output dtypes."""
+    import tensorflow as tf
+
+    url = f"http://{rest_target}/v1/models/{model}/versions/{version}:predict"
+    outputs = sorted(sig.outputs)
+    dtypes = {k: tf.dtypes.as_dtype(sig.outputs[k].dtype).as_numpy_dtype for k in outputs}
+
+    def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        body = json.dumps({"inputs": {k: v.tolist() for k, v in batch.items()}}).encode()
+        request = urllib.request.Request(url, data=body, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as resp:
+                doc = json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            raise RuntimeError(f"HTTP {err.code}: {err.read().decode(errors='replace')}") from None
+        values = doc["outputs"] if len(outputs) > 1 else {outputs[0]: doc["outputs"]}
+        return {k: np.asarray(values[k], dtype=dtypes[k]) for k in outputs}
+
+    return run
+
+
+def keras_runner_for(spec: str) -> Runner:
+    """Load the model the exporter's way (.keras path or module:factory) and run it traced."""
+    from exporter.errors import ExporterError
+    from exporter.loading import load_model
+    from exporter.parity import keras_runner
+    from exporter.trace import trace_model
+
+    try:
+        return keras_runner(trace_model(load_model(spec)))
+    except ExporterError as err:
+        raise ParityUsageError(f"--model {spec}: {err}") from None
+
+
+def _guarded(name: str, run: Runner, errors: dict[str, str]) -> Runner:
+    """A runtime that fails to answer is recorded (and fails parity) instead of aborting."""
+
+    def guarded(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if name in errors:
+            return {}
+        try:
+            return run(batch)
+        except Exception as err:  # any runtime failure is a parity failure, reported by name
+            errors[name] = f"{type(err).__name__}: {err}".splitlines()[0]
+            return {}
+
+    return guarded
+
+
+# --- embedded server ------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def embedded_server(model_name: str, base_path: Path) -> Iterator[tuple[str, str]]:
+    """The embedded server over one model on free 127.0.0.1 ports: (grpc, rest) targets."""
+    from serving.server import parse_args, start_server
+
+    args = parse_args([
+        "--host=127.0.0.1",
+        "--port=0",
+        f"--rest_api_port={_free_port()}",
+        f"--model_name={model_name}",
+        f"--model_base_path={base_path.resolve()}",
+    ])
+    with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the table
+        running = start_server(args)
+    try:
+        yield f"127.0.0.1:{running.grpc_port}", f"127.0.0.1:{running.rest_port}"
+    finally:
+        running.stop()
+
+
+# --- the check ------------------------------------------------------------------------------------
+
+
+def latest_version(base: Path) -> int:
+    """The highest numeric version directory, as TF Serving's Latest would pick."""
+    versions = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
+    if not versions:
+        raise ParityUsageError(f"no numeric version directory under {base}")
+    return max(versions)
+
+
+def run_parity(
+    export_dir: str | Path,
+    model_name: str,
+    *,
+    target: str | None = None,
+    rest_target: str | None = None,
+    model: str | None = None,
+    version: int | None = None,
+    samples: int = DEFAULT_SAMPLES,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    inputs: Sequence[Path] = (),
+    progress: Callable[[str], None] | None = None,
+) -> ParityReport:
+    """Compare every available runtime with the reference (Keras if `model`, else the SavedModel
+    in-process). With no `target`, serve OUT/tfserving/NAME in-process for gRPC and REST."""
+    say = progress or (lambda _msg: None)
+    out = Path(export_dir)
+    base = out / "tfserving" / model_name
+    if not out.is_dir():
+        raise ParityUsageError(f"--export {out}: no such directory (run the exporter first)")
+    if not base.is_dir():
+        raise ParityUsageError(f"{base}: no such model directory (check --model_name)")
+    version = latest_version(base) if version is None else version
+    savedmodel_dir = base / str(version)
+    if not (savedmodel_dir / "saved_model.pb").is_file():
+        raise ParityUsageError(f"{savedmodel_dir}/saved_model.pb does not exist (check --version)")
+    if samples < 0 or not batch_sizes or min(batch_sizes) < 1:
+        raise ParityUsageError("--samples must be >= 0 and batch sizes >= 1")
+
+    sig = signature_of(savedmodel_dir)
+    specs = input_specs(sig)
+    user = load_user_inputs(inputs, specs)
+    try:
+        batches = sample_batches(specs, samples=samples, batch_sizes=batch_sizes, extra=user)
+    except TypeError as err:
+        raise ParityUsageError(f"{err} (use --inputs)") from None
+    if not batches:
+        raise ParityUsageError("nothing to compare: --samples 0 and no --inputs")
+
+    errors: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    runners: dict[str, Runner] = {}
+    if model is not None:
+        say(f"keras: loading {model}")
+        runners["keras"] = keras_runner_for(model)
+    say(f"savedmodel: loading {savedmodel_dir}")
+    runners["savedmodel"] = savedmodel_runner(savedmodel_dir)
+    onnx_path = out / "onnx" / model_name / str(version) / "model.onnx"
+    if onnx_path.is_file():
+        runners["onnxruntime"] = onnx_runner(onnx_path)
+    else:
+        skipped["onnxruntime"] = f"{onnx_path} does not exist"
+
+    with contextlib.ExitStack() as stack:
+        if target is None:
+            say(f"server: starting the embedded server over {base}")
+            try:
+                target, rest_target = stack.enter_context(embedded_server(model_name, base))
+            except ServingError as err:
+                errors["grpc"] = errors["rest"] = f"embedded server failed to start: {err}"
+        if target is not None:
+            client = stack.enter_context(ServingClient(target, max_message_bytes=2**31 - 1))
+            try:
+                client.wait_until_available(model_name, timeout=SERVER_READY_TIMEOUT_S)
+            except ServingClientError as err:
+                errors["grpc"] = str(err)
+            runners["grpc"] = grpc_runner(client, model_name, version)
+            if rest_target:
+                runners["rest"] = rest_runner(rest_target, model_name, version, sig)
+            else:
+                skipped["rest"] = "no --rest_target given for the remote server"
+
+        reference_name = next(iter(runners))
+        reference = runners.pop(reference_name)
+        guarded = {name: _guarded(name, run, errors) for name, run in runners.items()}
+        say(f"compare: {len(guarded)} runtimes vs {reference_name} on {len(batches)} batches")
+        result = compare(reference_name, reference, guarded, batches, atol=atol, rtol=rtol,
+                         batch_sizes=list(batch_sizes))
+    return ParityReport(
+        model_name=model_name,
+        version=version,
+        reference=reference_name,
+        atol=atol,
+        rtol=rtol,
+        batch_sizes=list(batch_sizes),
+        batches=len(batches),
+        grpc_target=target,
+        rest_target=rest_target,
+        comparisons=list(result.comparisons),
+        errors=errors,
+        skipped=skipped,
+    )
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m serving parity", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument("--export", required=True, type=Path, help="the exporter's OUT directory")
+    p.add_argument("--model_name", required=True)
+    p.add_argument("--target", help="gRPC HOST:PORT of a running server (default: embedded)")
+    p.add_argument("--rest_target", help="REST HOST:PORT of that server")
+    p.add_argument("--model", help="Keras reference: a .keras path or module:factory")
+    p.add_argument("--version", type=int, help="version to check (default: the latest on disk)")
+    p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
+                   help="random batches per batch size")
+    p.add_argument("--batch_sizes", default=",".join(map(str, DEFAULT_BATCH_SIZES)))
+    p.add_argument("--inputs", type=Path, action="append", default=[],
+                   help=".npz with one array per input name (repeatable)")
+    p.add_argument("--atol", type=float, default=DEFAULT_ATOL)
+    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
+    p.add_argument("--json", type=Path, help="write the report here")
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    """Thin CLI over run_parity: table on stdout, JSON on request, exit 0 / 1 / 2."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    except ValueError as err:
+        print(f"error: --batch_sizes {args.batch_sizes!r}: {err}", file=sys.stderr)
+        return 2
+    try:
+        if args.target is None and args.rest_target is not None:
+            raise ParityUsageError("--rest_target needs --target (the embedded server has both)")
+        report = run_parity(
+            args.export, args.model_name, target=args.target, rest_target=args.rest_target,
+            model=args.model, version=args.version, samples=args.samples,
+            batch_sizes=batch_sizes, atol=args.atol, rtol=args.rtol, inputs=args.inputs,
+            progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+        )
+    except ParityUsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(report.table())
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return 0 if report.passed else 1
