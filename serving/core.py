@@ -254,7 +254,7 @@ class ServerCore:
         if failed:
             unit = "servable(s)" if initial else "model(s)"
             details = "".join(
-                f"{{{{name: {name} version: {v.version}}} due to error: {v.error}}}, "
+                f"{{name: {name} version: {v.version}}} due to error: {v.error}}}, "
                 for name, v in failed
             )
             raise ServingError(

@@ -71,7 +71,10 @@ def _saved_model_file(path: str) -> None:
 
 def _check_tags(path: str, tags: Sequence[str]) -> None:
     """TF's message for a tag-set mismatch (the Python loader words it differently)."""
-    saved_model = loader_impl.parse_saved_model(path)
+    try:
+        saved_model = loader_impl.parse_saved_model(path)
+    except OSError as e:
+        raise ServingError(grpc.StatusCode.DATA_LOSS, str(e)) from e
     wanted = set(tags)
     if not any(set(m.meta_info_def.tags) == wanted for m in saved_model.meta_graphs):
         raise ServingError(
