@@ -393,7 +393,7 @@ def _attach_initial_values(
                 var.initial = known[short]
     for var in variables:
         short = var.name.rsplit("/", 1)[-1]
-        for key in (var.name, _strip(var.variable.name), short):
+        for key in (var.name, var.variable.name, _strip(var.variable.name), short):
             if key in overrides:
                 var.initial = float(overrides[key])
                 break
