@@ -208,3 +208,28 @@ def test_module_entry_point_exit_codes(factories: Path, tmp_path: Path) -> None:
     )
     assert audit.returncode == 1, audit.stderr
     assert "untracked" in audit.stdout.lower()
+
+
+@pytest.mark.parametrize("save_format", ["h5", "tf"])
+def test_legacy_keras2_files_export(capsys, tmp_path: Path, save_format: str) -> None:
+    import numpy as np
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential(
+        [
+            tf_keras.Input((10,), name="features"),
+            tf_keras.layers.Dense(4, activation="relu"),
+            tf_keras.layers.Dense(1),
+        ]
+    )
+    model.compile("adam", "mse")
+    model.fit(np.random.rand(16, 10), np.random.rand(16, 1), verbose=0)
+    path = tmp_path / ("legacy.h5" if save_format == "h5" else "legacy_savedmodel")
+    model.save(path, save_format=save_format)
+    code, out, err = _run(capsys, "export", "--model", str(path), "--name", "legacy", "--out",
+                          str(tmp_path / "out"))
+    assert code == 0, err
+    assert "Frozen proof: PASSED" in out
+    report = json.loads((tmp_path / "out" / "reports" / "legacy" / "1.json").read_text())
+    assert report["signature"]["inputs"] == {"features": {"dtype": "float32", "shape": [None, 10]}}
