@@ -278,20 +278,36 @@ def _collect(model: Any, traced: TracedModel) -> list[_Var]:
     """Model weights (tracked) first, then captured variables the model does not track."""
     trainable = {_tf_variable(w).ref() for w in model.trainable_weights}
     by_ref: dict[Any, _Var] = {}
+    names: set[str] = set()
+
+    def add(tf_var: tf.Variable, name: str, **flags: Any) -> None:
+        unique, n = name, 1
+        while unique in names:  # tf_keras names unnamed variables "Variable" each time
+            unique, n = f"{name}_{n}", n + 1
+        names.add(unique)
+        by_ref[tf_var.ref()] = _Var(tf_var, unique, **flags)
+
     for w in model.weights:
         tf_var = _tf_variable(w)
         if tf_var.ref() not in by_ref:
-            by_ref[tf_var.ref()] = _Var(
-                tf_var, _weight_name(w), tracked=True, trainable=tf_var.ref() in trainable
-            )
-    tracked_elsewhere = {_tf_variable(v).ref() for v in getattr(model, "variables", [])}
+            add(tf_var, _weight_name(w), tracked=True, trainable=tf_var.ref() in trainable)
+    # Tracked but not a weight (e.g. Keras 3 seed-generator state): listed only if captured.
+    other_tracked = {_tf_variable(v).ref(): v for v in getattr(model, "variables", [])}
     owners = _untracked_owners(model)
     for captured in traced.function.variables:
         ref = captured.ref()
         if ref in by_ref:
             by_ref[ref].used = True
-        elif ref not in tracked_elsewhere:
-            by_ref[ref] = _Var(
+        elif ref in other_tracked:
+            add(
+                captured,
+                _weight_name(other_tracked[ref]),
+                tracked=True,
+                trainable=ref in trainable,
+                used=True,
+            )
+        else:
+            add(
                 captured,
                 _strip(captured.name),
                 tracked=False,
@@ -300,10 +316,8 @@ def _collect(model: Any, traced: TracedModel) -> list[_Var]:
                 owner=owners.get(ref, ""),
             )
     for ref, (loss_var, owner) in _loss_variables(model).items():
-        if ref not in by_ref and ref not in tracked_elsewhere:
-            by_ref[ref] = _Var(
-                loss_var, _strip(loss_var.name), tracked=False, trainable=False, owner=owner
-            )
+        if ref not in by_ref and ref not in other_tracked:
+            add(loss_var, _strip(loss_var.name), tracked=False, trainable=False, owner=owner)
     return list(by_ref.values())
 
 

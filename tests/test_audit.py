@@ -186,3 +186,16 @@ def test_statuses_cover_every_scalar(reference_report: AuditReport) -> None:
 def test_not_a_model_raises_audit_error(not_a_model: object) -> None:
     with pytest.raises(AuditError, match="needs a Keras model"):
         audit_model(not_a_model)
+
+
+def test_same_named_untracked_variables_get_distinct_names() -> None:
+    first, second = keras.Variable(1.0), keras.Variable(2.0)  # both named "variable"
+    inputs = keras.Input((2,), name="x")
+    hidden = keras.layers.Lambda(lambda x: x * first, name="times")(inputs)
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x + second, name="plus")(hidden))
+    report = audit_model(model)
+    by_name = {s.name: s for s in report.scalars}
+    assert set(by_name) == {"variable", "variable_1"}
+    assert {by_name[n].variable.ref() for n in by_name} == {first.value.ref(), second.value.ref()}
+    assert len(report.findings_for("variable", "error")) == 1
+    assert len(report.findings_for("variable_1", "error")) == 1
