@@ -18,7 +18,7 @@ import tensorflow as tf
 from exporter.audit import AuditReport, audit_model
 from exporter.errors import AuditError, ExportError, ParityError
 from exporter.freeze import FrozenGraph, freeze
-from exporter.onnx_export import OnnxArtifact, check_opset, write_onnx
+from exporter.onnx_export import TRITON_CONFIG, OnnxArtifact, check_opset, triton_config, write_onnx
 from exporter.parity import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
@@ -28,7 +28,12 @@ from exporter.parity import (
     sample_batches,
     savedmodel_runner,
 )
-from exporter.publish import atomic_directory, ensure_writable_dir, next_version
+from exporter.publish import (
+    atomic_directory,
+    atomic_write_bytes,
+    ensure_writable_dir,
+    next_version,
+)
 from exporter.report import ExportReport
 from exporter.savedmodel import check_warmup_requests, write_savedmodel
 from exporter.trace import trace_model
@@ -201,6 +206,7 @@ def export_model(
         onnx={"opset": onnx_art.opset, "external_data": onnx_art.external_data},
         warnings=warnings,
     )
+    atomic_write_bytes(onnx_base / TRITON_CONFIG, triton_config(name, report.signature).encode())
     report.write(out / "reports" / name / f"{version}.json")
     say(f"report: {report.path}")
     return report

@@ -24,6 +24,7 @@ from exporter.freeze import FrozenGraph
 MAX_OPSET = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
 DEFAULT_OPSET = 17
 MODEL_FILE = "model.onnx"
+TRITON_CONFIG = "config.pbtxt"
 EXTERNAL_DATA_FILE = "model.onnx.data"
 PROTOBUF_LIMIT = 2**31 - 1
 BATCH_DIM = "batch"
@@ -79,6 +80,41 @@ def _convert(frozen: FrozenGraph, opset: int) -> onnx.ModelProto:
         if dims and not dims[0].HasField("dim_value"):
             dims[0].dim_param = BATCH_DIM
     return model
+
+
+_TRITON_TYPES = {
+    "float32": "TYPE_FP32",
+    "float64": "TYPE_FP64",
+    "float16": "TYPE_FP16",
+    "int8": "TYPE_INT8",
+    "int16": "TYPE_INT16",
+    "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64",
+    "uint8": "TYPE_UINT8",
+    "bool": "TYPE_BOOL",
+    "string": "TYPE_STRING",
+}
+
+
+def triton_config(name: str, signature: dict[str, dict[str, dict]]) -> str:
+    """Triton `config.pbtxt` for the ONNX model: platform onnxruntime_onnx, dynamic batch.
+
+    `max_batch_size: 0` keeps the batch dimension explicit (-1) in every tensor's dims, which
+    matches the ONNX graph exactly.
+    """
+
+    def tensors(kind: str) -> str:
+        entries = []
+        for tensor, spec in signature[kind].items():
+            dims = ", ".join("-1" if d is None else str(d) for d in spec["shape"])
+            dtype = _TRITON_TYPES[spec["dtype"]]
+            entries.append(f'  {{ name: "{tensor}" data_type: {dtype} dims: [ {dims} ] }}')
+        return f"{kind[:-1]} [\n" + ",\n".join(entries) + "\n]"
+
+    return (
+        f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 0\n'
+        f"{tensors('inputs')}\n{tensors('outputs')}\n"
+    )
 
 
 def _validate(model: onnx.ModelProto, frozen: FrozenGraph, path: Path) -> None:

@@ -195,7 +195,8 @@ def test_crash_mid_write_publishes_nothing(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(OSError, match="simulated crash"):
         export_model(model, tmp_path, "m", parity_samples=1)
     for base in (tmp_path / "tfserving" / "m", tmp_path / "onnx" / "m"):
-        assert sorted(p.name for p in base.iterdir()) == ["1"], "no version 2, no .tmp-* left"
+        entries = sorted(p.name for p in base.iterdir() if p.name != "config.pbtxt")
+        assert entries == ["1"], "no version 2, no .tmp-* left"
     assert (first.savedmodel_dir / "saved_model.pb").read_bytes() == pb_before
     assert not (tmp_path / "reports" / "m" / "2.json").exists()
 
@@ -264,3 +265,11 @@ def test_inspect_says_our_export_is_frozen(exported: dict) -> None:
     assert scale in [s["value"] for s in saved.scalars]
     onnx_result = inspect_artifact(report.onnx_path)
     assert onnx_result.frozen
+
+
+def test_triton_config_describes_the_onnx_model(exported: dict) -> None:
+    _, report = exported["multi_io"]
+    config = (report.onnx_path.parent.parent / "config.pbtxt").read_text()
+    assert 'platform: "onnxruntime_onnx"' in config
+    assert 'name: "signal" data_type: TYPE_FP32 dims: [ -1, 8 ]' in config
+    assert 'name: "class_logits" data_type: TYPE_FP32 dims: [ -1, 3 ]' in config
