@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="export even if an untracked variable is captured (it never trained)",
     )
+    export.add_argument(
+        "--inputs",
+        action="append",
+        default=[],
+        metavar="NPZ",
+        help="extra parity inputs: .npz keyed by input name (repeatable)",
+    )
 
     audit = sub.add_parser("audit", help="classify the model's scalars; exit 1 on an error")
     add_model_args(audit)
@@ -89,6 +96,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 def _run_export(args: argparse.Namespace) -> int:
     from exporter import export_model
+    from exporter.sample_inputs import load_inputs
 
     model = _load(args)
     report = export_model(
@@ -101,6 +109,7 @@ def _run_export(args: argparse.Namespace) -> int:
         atol=args.atol,
         rtol=args.rtol,
         allow_untracked=args.allow_untracked,
+        parity_inputs=[load_inputs(path) for path in args.inputs],
         progress=lambda msg: _stderr(f"[export] {msg}"),
     )
     print("\n" + report.summary())

@@ -63,6 +63,18 @@ def _refuse_unsafe_scalars(audit: AuditReport, allow_untracked: bool) -> list[st
     return warnings
 
 
+def _checked_inputs(
+    batch: Mapping[str, Any], specs: Mapping[str, tf.TensorSpec]
+) -> dict[str, np.ndarray]:
+    """A user parity batch, cast to the signature's dtypes, or an ExportError naming the gap."""
+    if set(batch) != set(specs):
+        raise ExportError(
+            f"Parity inputs have keys {sorted(batch)} but the model's inputs are "
+            f"{sorted(specs)}: name every input exactly once."
+        )
+    return {name: np.asarray(batch[name], dtype=specs[name].dtype.as_numpy_dtype) for name in specs}
+
+
 def _int_high(model: Any) -> int:
     """Upper bound for random int inputs: the smallest Embedding vocabulary, else 10."""
     dims = [
@@ -144,6 +156,7 @@ def export_model(
 
     say("trace: building tf.function from the model's signature")
     traced = trace_model(model, input_signature)
+    parity_inputs = [_checked_inputs(batch, traced.input_specs) for batch in parity_inputs]
     say("audit: classifying scalars")
     audit = audit_model(model, traced=traced, initial_values=initial_values)
     warnings = _refuse_unsafe_scalars(audit, allow_untracked)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,3 +38,16 @@ def random_inputs(
                 "pass explicit inputs for it."
             )
     return arrays
+
+
+def load_inputs(path: str | Path) -> dict[str, np.ndarray]:
+    """User inputs from an `.npz` file whose keys are the model's input names."""
+    from exporter.errors import ModelLoadError
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"--inputs {path}: {exc}. Save inputs with np.savez(path, input_name=array, ...)."
+        ) from exc

@@ -233,3 +233,20 @@ def test_legacy_keras2_files_export(capsys, tmp_path: Path, save_format: str) ->
     assert "Frozen proof: PASSED" in out
     report = json.loads((tmp_path / "out" / "reports" / "legacy" / "1.json").read_text())
     assert report["signature"]["inputs"] == {"features": {"dtype": "float32", "shape": [None, 10]}}
+
+
+def test_user_parity_inputs(capsys, factories: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    good = tmp_path / "good.npz"
+    np.savez(good, features=np.linspace(-1, 1, 30).reshape(3, 10))
+    code, _, err = _run(capsys, "export", "--model", f"{factories}:reference", "--name", "m",
+                          "--out", str(tmp_path / "out"), "--inputs", str(good))
+    assert code == 0, err
+    assert json.loads((tmp_path / "out/reports/m/1.json").read_text())["parity"]["samples"] == 9
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, wrong_name=np.zeros((1, 10)))
+    code, _, err = _run(capsys, "export", "--model", f"{factories}:reference", "--name", "m",
+                        "--out", str(tmp_path / "out"), "--inputs", str(bad))
+    assert code == 2
+    assert "['wrong_name']" in _error_line(err) and "['features']" in err
