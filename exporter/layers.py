@@ -15,6 +15,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from exporter.errors import ModelLoadError
+
 _PACKAGE = "frozen_scalars"
 
 
@@ -101,24 +103,44 @@ class Temperature(_ScalarLayer):
         return {**super().get_config(), "initial_value": self.initial_value}
 
 
+@keras.saving.register_keras_serializable(package=_PACKAGE)
 class UncertaintyWeightedLoss(keras.losses.Loss):
     """exp(-s_i)·L_i + s_i for one task, reading s_i from a `LossWeighting` layer.
 
     A loss object is not a model weight, so the layer it reads must be tracked by the
-    model (see `LossWeighting.attach`) for the optimizer to update s_i.
+    model (see `LossWeighting.attach`) for the optimizer to update s_i. Serializable so a
+    `.keras` file of a model compiled with it loads; the loaded loss has no layer (a
+    fresh, untracked one would silently never train), so using it for training raises.
     """
 
-    def __init__(self, weighting: LossWeighting, index: int, base_loss: Any, **kwargs: Any):
+    def __init__(self, weighting: LossWeighting | None, index: int, base_loss: Any, **kwargs: Any):
         kwargs.setdefault("name", f"uncertainty_weighted_{index}")
         super().__init__(**kwargs)
         self.weighting = weighting
-        self.index = index
+        self.index = int(index)
         self.base_loss = keras.losses.get(base_loss)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
+        if self.weighting is None:
+            raise ModelLoadError(
+                f"Loss {self.name!r} was loaded from a file without its LossWeighting layer. "
+                "Re-attach one before training: "
+                "model.compile(loss=LossWeighting(n).attach(model, base_losses))."
+            )
         s = self.weighting.log_vars[self.index]
         per_sample = self.base_loss(y_true, y_pred)
         return ops.exp(-s) * per_sample + s
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "index": self.index,
+            "base_loss": keras.losses.serialize(self.base_loss),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> UncertaintyWeightedLoss:
+        return cls(weighting=None, **config)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

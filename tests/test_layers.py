@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from exporter.errors import ModelLoadError
 from exporter.layers import LossWeighting, Offset, Scale, Temperature
 from exporter.trace import trace_model
 from tests.models import loss_weighting_model, sample_inputs, train
@@ -165,3 +166,14 @@ def test_loss_weighting_is_not_captured_by_inference(trained_loss_weighting: ker
     weighting.log_vars[0].assign(trained)
     for key in ("y1", "y2"):
         np.testing.assert_array_equal(before[key], after[key])
+
+
+def test_model_compiled_with_loss_weighting_loads_and_refuses_silent_training(
+    trained_loss_weighting: keras.Model, tmp_path: Path
+) -> None:
+    loaded = _round_trip(trained_loss_weighting, tmp_path / "weighted.keras")
+    x = sample_inputs(trained_loss_weighting, 4, seed=5)
+    for key in ("y1", "y2"):
+        np.testing.assert_array_equal(loaded(x)[key], trained_loss_weighting(x)[key])
+    with pytest.raises(ModelLoadError, match="without its LossWeighting layer"):
+        train(loaded, epochs=1, seed=0)
