@@ -41,25 +41,24 @@ from exporter.trace import trace_model
 Progress = Callable[[str], None]
 
 
-def _refuse_unsafe_scalars(audit: AuditReport, allow_untracked: bool) -> list[str]:
-    """Raise AuditError for scalars that must not ship; return warnings for the rest."""
+def _refuse_unsafe(audit: AuditReport, allow_untracked: bool) -> list[str]:
+    """Raise AuditError on the audit's first error finding; return warnings to report.
+
+    An untracked captured variable is the one error a user may override
+    (`allow_untracked`): it then ships, untrained, with a warning in the report.
+    """
     warnings = []
-    for s in audit.scalars:
-        if not s.finite:
+    for finding in audit.findings:
+        overridable = finding.code == "untracked_captured"
+        if finding.level == "warning" or (
+            finding.level == "error" and overridable and allow_untracked
+        ):
+            warnings.append(finding.message)
+        elif finding.level == "error":
+            hint = " (Pass --allow-untracked to export it anyway.)" if overridable else ""
             raise AuditError(
-                f"Scalar {s.name!r} is {s.value}: refusing to export a non-finite value. "
-                "Retrain or reset it (e.g. variable.assign(...)) before exporting."
+                f"Refusing to export ({finding.code.replace('_', '-')}): {finding.message}{hint}"
             )
-        if s.used_by_inference and not s.tracked:
-            message = (
-                f"Scalar {s.name!r} is captured by the inference graph but is not a weight of "
-                "the model: the optimizer never saw it, so it still holds "
-                f"{s.value!r}. Create it with layer.add_weight(...) or use exporter.layers."
-                "Offset/Scale."
-            )
-            if not allow_untracked:
-                raise AuditError(message + " (Pass --allow-untracked to export it anyway.)")
-            warnings.append(message)
     return warnings
 
 
@@ -159,8 +158,7 @@ def export_model(
     parity_inputs = [_checked_inputs(batch, traced.input_specs) for batch in parity_inputs]
     say("audit: classifying scalars")
     audit = audit_model(model, traced=traced, initial_values=initial_values)
-    warnings = _refuse_unsafe_scalars(audit, allow_untracked)
-    warnings += [f["message"] for f in audit.to_dict()["findings"] if f["level"] == "warning"]
+    warnings = _refuse_unsafe(audit, allow_untracked)
 
     say("freeze: variables -> constants, proving no variable op is left")
     frozen = freeze(traced)
