@@ -772,3 +772,87 @@ def test_bad_usage_exits_2(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "Error parsing text-format tensorflow.serving.ModelServerConfig" in err
+
+
+def test_flag_forms() -> None:
+    args = parse_args(["--port", "9000", "--enable_batching=false", "--enable_model_warmup"])
+    assert (args.port, args.enable_batching, args.enable_model_warmup) == (9000, False, True)
+    args = parse_args(["--enable_batching", "--model_name=x", "--saved_model_tags=serve,gpu"])
+    assert args.enable_batching and args.model_name == "x"
+    _, options = core_inputs(parse_args(["--model_base_path=/m", "--saved_model_tags=serve,gpu"]))
+    assert options.saved_model_tags == ("serve", "gpu") and options.batching is None
+
+
+def test_latest_two_and_config_file_polling(sources: dict[str, Path], tmp_path: Path) -> None:
+    base = tmp_path / "two"
+    base.mkdir()
+    for version in (1, 2):
+        publish(sources[f"frozen{version}"], base, version)
+    publish(sources["frozen1"], base, 3)
+    config = tmp_path / "models.config"
+    entry = (
+        f'config {{ name: "two" base_path: "{base}" model_platform: "tensorflow" '
+        "model_version_policy { latest { num_versions: 2 } } }"
+    )
+    config.write_text(f"model_config_list {{ {entry} }}")
+    flags = (f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1")
+    with running(*flags) as client:
+        assert client.status("two") == {3: (AVAILABLE, 0), 2: (AVAILABLE, 0)}
+        pinned = client.predict.Predict(predict_request("two", ONES, version=2))
+        assert pinned.model_spec.version.value == 2
+        keras_base = tmp_path / "k"
+        keras_base.mkdir()
+        publish(sources["keras"], keras_base, 1)
+        more = f'config {{ name: "k" base_path: "{keras_base}" model_platform: "tensorflow" }}'
+        config.write_text(f"model_config_list {{ {entry} {more} }}")
+        wait_for(lambda: _available(client, "k"), "the config file poll to add k")
+        assert client.predict.Predict(_with_keras_input(ONES)).model_spec.name == "k"
+
+
+def _available(client: Client, name: str) -> bool:
+    try:
+        return client.status(name) == {1: (AVAILABLE, 0)}
+    except grpc.RpcError:
+        return False
+
+
+def _with_keras_input(x: np.ndarray) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "k"
+    request.inputs["feat"].CopyFrom(tensor(x))
+    return request
+
+
+@pytest.mark.slow
+def test_soak_many_version_switches(sources: dict[str, Path], tmp_path: Path) -> None:
+    base = tmp_path / "soak"
+    base.mkdir()
+    publish(sources["frozen1"], base, 1)
+    flags = (f"--model_base_path={base}", "--model_name=s", "--file_system_poll_wait_seconds=0.1")
+    with running(*flags) as client:
+        errors: list[str] = []
+        stop = threading.Event()
+
+        def hammer() -> None:
+            while not stop.is_set():
+                try:
+                    client.predict.Predict(predict_request("s", ONES), timeout=10)
+                except grpc.RpcError as e:
+                    errors.append(f"{e.code()}: {e.details()}")
+
+        workers = [threading.Thread(target=hammer) for _ in range(8)]
+        for w in workers:
+            w.start()
+        try:
+            for version in range(2, 22):
+                publish(sources[f"frozen{1 + version % 2}"], base, version)
+                wait_for(
+                    lambda v=version: client.status("s").get(v, (0, 0))[0] == AVAILABLE,
+                    f"version {version}",
+                )
+                shutil.rmtree(base / str(version - 1))
+        finally:
+            stop.set()
+            for w in workers:
+                w.join(timeout=30)
+        assert errors == []
