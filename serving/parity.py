@@ -194,17 +194,19 @@ def rest_runner(rest_target: str, model: str, version: int, sig: Any) -> Runner:
     return run
 
 
-def keras_runner_for(spec: str) -> Runner:
-    """Load the model the exporter's way (.keras path or module:factory) and run it traced."""
+def keras_runner_for(spec: str, custom_objects: Sequence[str] = ()) -> Runner:
+    """Load the model the exporter's way (.keras path or module:factory) and run it traced.
+    The project's own scalar layers are registered first so their .keras files load as is."""
+    import exporter.layers  # noqa: F401 - registers frozen_scalars>Scale etc. with Keras
     from exporter.errors import ExporterError
     from exporter.loading import load_model
     from exporter.parity import keras_runner
     from exporter.trace import trace_model
 
     try:
-        return keras_runner(trace_model(load_model(spec)))
+        return keras_runner(trace_model(load_model(spec, custom_objects)))
     except ExporterError as err:
-        raise ParityUsageError(f"--model {spec}: {err}") from None
+        raise ParityUsageError(f"--model {spec}: {' '.join(str(err).split())}") from None
 
 
 def _guarded(name: str, run: Runner, errors: dict[str, str]) -> Runner:
@@ -269,6 +271,7 @@ def run_parity(
     target: str | None = None,
     rest_target: str | None = None,
     model: str | None = None,
+    custom_objects: Sequence[str] = (),
     version: int | None = None,
     samples: int = DEFAULT_SAMPLES,
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
@@ -308,7 +311,7 @@ def run_parity(
     runners: dict[str, Runner] = {}
     if model is not None:
         say(f"keras: loading {model}")
-        runners["keras"] = keras_runner_for(model)
+        runners["keras"] = keras_runner_for(model, custom_objects)
     say(f"savedmodel: loading {savedmodel_dir}")
     runners["savedmodel"] = savedmodel_runner(savedmodel_dir)
     onnx_path = out / "onnx" / model_name / str(version) / "model.onnx"
@@ -370,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="gRPC HOST:PORT of a running server (default: embedded)")
     p.add_argument("--rest_target", help="REST HOST:PORT of that server")
     p.add_argument("--model", help="Keras reference: a .keras path or module:factory")
+    p.add_argument("--custom_objects", action="append", default=[],
+                   help="module or .py file with custom Keras objects for --model (repeatable)")
     p.add_argument("--version", type=int, help="version to check (default: the latest on disk)")
     p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
                    help="random batches per batch size")
@@ -399,7 +404,8 @@ def main(argv: Sequence[str]) -> int:
             raise ParityUsageError("--rest_target needs --target (the embedded server has both)")
         report = run_parity(
             args.export, args.model_name, target=args.target, rest_target=args.rest_target,
-            model=args.model, version=args.version, samples=args.samples,
+            model=args.model, custom_objects=args.custom_objects, version=args.version,
+            samples=args.samples,
             batch_sizes=batch_sizes, atol=args.atol, rtol=args.rtol, inputs=args.inputs,
             progress=lambda msg: print(msg, file=sys.stderr, flush=True),
         )
