@@ -57,7 +57,8 @@ def _dynamic_batch(shape: Sequence[int | None]) -> list[int | None]:
 
 
 def _is_legacy(model: Any) -> bool:
-    return type(model).__module__.startswith("tf_keras")
+    # The MRO, not the class's own module: user subclasses live in their own modules.
+    return any(cls.__module__.startswith("tf_keras") for cls in type(model).__mro__)
 
 
 def _keras3_input_structure(model: Any) -> Any:
@@ -84,6 +85,10 @@ def _legacy_input_structure(model: Any) -> Any:
     inputs = getattr(model, "_nested_inputs", None)
     if inputs is None:
         inputs = model.inputs
+    if inputs is None and model.save_spec() is not None:
+        # Subclassed models: the specs recorded when the model was first called.
+        args, _kwargs = model.save_spec(dynamic_batch=True)
+        inputs = args[0] if len(args) == 1 else list(args)
     if inputs is None:
         raise TraceError(
             f"tf_keras model {model.name!r} has no inputs yet. Build it with an "

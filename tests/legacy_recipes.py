@@ -160,12 +160,39 @@ def recipe3(out: Path) -> dict[str, Any]:
     }
 
 
+class RawVariableRegressor(keras.Model):
+    """A subclassed tf_keras model holding a raw `tf.Variable` attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = keras.layers.Dense(8, activation="relu")
+        self.head = keras.layers.Dense(1)
+        self.raw_offset = tf.Variable(0.5, trainable=True, name="raw_offset")
+
+    def call(self, x: Any) -> Any:
+        return self.head(self.hidden(x)) + self.raw_offset
+
+
+def raw_variable() -> dict[str, Any]:
+    keras.utils.set_random_seed(SEED)
+    model = RawVariableRegressor()
+    model(np.zeros((1, 10), "float32"))
+    model.compile(optimizer="adam", loss="mse")
+    fit(model)
+    return {
+        "tracked": any(w is model.raw_offset for w in model.weights),
+        "value_after_fit": float(model.raw_offset.numpy()),
+        "audit": audit_model(model).to_dict(),
+    }
+
+
 def main(out: Path) -> dict[str, Any]:
     return {
         "keras": keras.__name__ if hasattr(keras, "__name__") else str(keras),
         "recipe1": recipe1(out),
         "recipe2": recipe2(),
         "recipe3": recipe3(out),
+        "raw_variable": raw_variable(),
     }
 
 

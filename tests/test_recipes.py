@@ -262,3 +262,12 @@ def test_legacy_recipe3_export_refused_unless_allowed(legacy: dict[str, Any]) ->
     name = recipe["offset_name"].split(":")[0]
     assert any(repr(name) in w for w in allowed["warnings"])  # shipped, but not silently
     assert 0.0 in allowed["graph"]["scalar_consts"]  # the untrained offset, frozen as is
+
+
+def test_legacy_raw_tf_variable_audit_tells_the_truth(legacy: dict[str, Any]) -> None:
+    """tf_keras tracks raw tf.Variable attributes (tf.Module style), so this one trains."""
+    result = legacy["raw_variable"]
+    trained = result["value_after_fit"] != 0.5
+    scalar = next(s for s in result["audit"]["scalars"] if s["name"].endswith("raw_offset"))
+    assert scalar["tracked"] == result["tracked"] and scalar["trainable"] == trained
+    assert (result["tracked"], trained, scalar["status"]) == (True, True, "ok")
