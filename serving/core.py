@@ -74,7 +74,6 @@ class _Model:
     config: ModelConfig
     versions: dict[int, _Version] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
-    polled: bool = False
 
 
 def parse_config_text(text: str) -> ModelServerConfig:
@@ -215,7 +214,11 @@ class ServerCore:
         if self.options.file_system_poll_wait_seconds > 0:
             self._poller = threading.Thread(target=self._poll_loop, name="fs-poll", daemon=True)
             self._poller.start()
-        self._apply(self._configs, initial=True)
+        try:
+            self._apply(self._configs, initial=True)
+        except ServingError:
+            self.stop()
+            raise
 
     def reload_config(self, config: ModelServerConfig) -> None:
         """`HandleReloadConfigRequest`: serve exactly the new list; blocks until new models load."""
@@ -312,9 +315,8 @@ class ServerCore:
         on_disk = _versions_on_disk(model.config)
         aspired = _aspired(model.config, on_disk)
         with self._cond:
-            if self._stop.is_set():
-                return
-            model.polled = True
+            if self._stop.is_set() or self._models.get(model.config.name) is not model:
+                return  # stopping, or the model left the config while we listed its directory
             for number, ver in model.versions.items():
                 if ver.aspired and number not in aspired:
                     ver.cancel.set()

@@ -106,7 +106,9 @@ def core_inputs(args: argparse.Namespace) -> tuple[ModelServerConfig, ServerOpti
     elif args.model_base_path:
         config = config_from_flags(args.model_name, args.model_base_path)
     else:
-        raise UsageError("--model_base_path or --model_config_file must be set")
+        raise UsageError(
+            "Both server_options.model_base_path and server_options.model_config_file are empty!"
+        )
     options = ServerOptions(
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
         backend=args.backend,

@@ -667,8 +667,7 @@ def test_initial_load_failure_stops_startup(tmp_path: Path) -> None:
     options = ServerOptions(max_num_load_retries=0, file_system_poll_wait_seconds=0)
     core = ServerCore(config_from_flags("bad", str(tmp_path)), options)
     with pytest.raises(ServingError) as info:
-        core.start()
-    core.stop()
+        core.start()  # a failed start stops the core itself
     assert info.value.message.startswith(
         "1 servable(s) did not become available: {{name: bad version: 1} due to error: "
         "NOT_FOUND: SavedModel file does not exist at: "
@@ -699,7 +698,6 @@ def test_warmup_runs_and_bad_warmup_fails_the_load(
     core = ServerCore(config_from_flags("bad", str(bad)), options)
     with pytest.raises(ServingError, match="Please verify your warmup data is in TFRecord format"):
         core.start()
-    core.stop()
 
 
 # --- ONNX backend ------------------------------------------------------------------------
