@@ -184,7 +184,11 @@ def start_server(args: argparse.Namespace) -> RunningServer:
     if args.rest_api_port:
         from serving.rest import start_rest_server
 
-        running.rest = start_rest_server(core, args.host, args.rest_api_port)
+        try:
+            running.rest = start_rest_server(core, args.host, args.rest_api_port)
+        except OSError as e:
+            running.stop(grace_s=0)
+            raise ServingError(grpc.StatusCode.UNAVAILABLE, f"Failed to bind REST port: {e}") from e
         running.rest_port = getattr(running.rest, "port", args.rest_api_port)
         print(f"Serving REST on {args.host}:{running.rest_port}", flush=True)
     if args.model_config_file and args.model_config_file_poll_wait_seconds > 0:

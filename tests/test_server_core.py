@@ -674,6 +674,18 @@ def test_initial_load_failure_stops_startup(tmp_path: Path) -> None:
     )
 
 
+def test_tag_mismatch_is_tf_message(sources: dict[str, Path], tmp_path: Path) -> None:
+    publish(sources["frozen1"], tmp_path, 1)
+    options = ServerOptions(
+        max_num_load_retries=0, file_system_poll_wait_seconds=0, saved_model_tags=("gpu",)
+    )
+    with pytest.raises(ServingError) as info:
+        ServerCore(config_from_flags("t", str(tmp_path)), options).start()
+    assert "NOT_FOUND: Could not find meta graph def matching supplied tags: { gpu }." in str(
+        info.value
+    )
+
+
 # --- warmup --------------------------------------------------------------------------------
 
 
