@@ -25,11 +25,17 @@ from urllib.parse import unquote
 import grpc
 import numpy as np
 from google.protobuf import json_format
+from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
-from tensorflow_serving.apis import get_model_metadata_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    input_pb2,
+    regression_pb2,
+)
 
-from serving import tensor_proto
+from serving import inference, tensor_proto
 from serving.errors import ServingError
 
 log = logging.getLogger(__name__)
@@ -495,6 +501,103 @@ def _columnar_json(outputs: dict[str, np.ndarray]) -> str:
     return '{\n    "outputs": {\n        ' + fields + "\n    }\n}"
 
 
+# --- classify / regress (json_tensor.cc FillClassifyRegressRequestFromJson) ---------------------
+
+_KIND_NAMES = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64", None: "UNKNOWN"}
+
+
+def _add_feature_value(val: Any, name: str, feature: feature_pb2.Feature) -> None:
+    """AddValueToFeature: the first value fixes the feature's kind; later ones must agree."""
+
+    def kind_is(kind: str) -> None:
+        current = feature.WhichOneof("kind")
+        if current not in (None, kind):
+            raise _invalid(
+                f"Unexpected element type in feature: {name} expecting type: "
+                f"{_KIND_NAMES[current]}"
+            )
+
+    if val is None or isinstance(val, list) or (isinstance(val, dict) and not _is_b64_object(val)):
+        raise _invalid(
+            f"Feature: {name} has element with unexpected JSON type: {_json_type(val)}"
+        )
+    if isinstance(val, bool):
+        kind_is("int64_list")
+        feature.int64_list.value.append(int(val))
+    elif isinstance(val, dict):
+        kind_is("bytes_list")
+        feature.bytes_list.value.append(_decode_b64(val))
+    elif isinstance(val, str):
+        kind_is("bytes_list")
+        feature.bytes_list.value.append(val.encode("utf-8"))
+    elif isinstance(val, float) or not -(2**63) <= val < 2**64:
+        kind_is("float_list")
+        if not _lossless(val, types_pb2.DT_FLOAT):
+            raise _invalid(
+                f"Cannot convert JSON value: {_json_text(val)} to float without loss of precision."
+            )
+        feature.float_list.value.append(float(val))
+    else:
+        kind_is("int64_list")
+        if val > 2**63 - 1:
+            raise _invalid(f"Feature: {name} has uint64 element. Only int64 is supported.")
+        feature.int64_list.value.append(val)
+
+
+def _example(val: Any, example: example_pb2.Example) -> None:
+    """MakeExampleFromJsonObject: {feature: value | [values]}."""
+    if not isinstance(val, dict):
+        raise _invalid(f"Example must be JSON object but got JSON {_json_type(val)}")
+    for name, content in val.items():
+        feature = feature_pb2.Feature()
+        for item in content if isinstance(content, list) else [content]:
+            _add_feature_value(item, name, feature)
+        example.features.feature[name].CopyFrom(feature)
+
+
+def _examples_input(doc: dict[str, Any]) -> input_pb2.Input:
+    """The `Input` of a classify/regress body: optional `context`, required `examples`."""
+    inp = input_pb2.Input()
+    has_context = "context" in doc
+    if has_context:
+        _example(doc["context"], inp.example_list_with_context.context)
+    if "examples" not in doc:
+        # Sic: the real server says "classify" for regress requests too.
+        raise _format_error(
+            doc, "When method is classify, key 'examples' is expected and was not found"
+        )
+    examples = doc["examples"]
+    if not isinstance(examples, list):
+        raise _format_error(doc, "Expecting 'examples' value to be an list/array")
+    if not examples:
+        raise _format_error(doc, "'examples' value is an empty array")
+    target = inp.example_list_with_context if has_context else inp.example_list
+    for item in examples:
+        _example(item, target.examples.add())
+    return inp
+
+
+def _classification_json(result: classification_pb2.ClassificationResult) -> str:
+    if not result.classifications:
+        raise _invalid("Cannot convert empty ClassificationResults to JSON")
+    rows = [
+        "[" + ", ".join(
+            f"[{json.dumps(c.label, ensure_ascii=False)}, "
+            f"{_format_float(c.score, types_pb2.DT_FLOAT)}]"
+            for c in classifications.classes
+        ) + "]"
+        for classifications in result.classifications
+    ]
+    return '{\n    "results": [\n        ' + ",\n        ".join(rows) + "\n    ]\n}"
+
+
+def _regression_json(result: regression_pb2.RegressionResult) -> str:
+    if not result.regressions:
+        raise _invalid("Cannot convert empty RegressionResults to JSON")
+    values = ", ".join(_format_float(r.value, types_pb2.DT_FLOAT) for r in result.regressions)
+    return '{\n    "results": [' + values + "]\n}"
+
+
 # --- request handling ----------------------------------------------------------------------------
 
 
@@ -535,10 +638,7 @@ class RestApi:
             if verb == "predict":
                 return self._predict(name, version, label, body)
             if verb in ("classify", "regress"):
-                raise ServingError(
-                    grpc.StatusCode.UNIMPLEMENTED,
-                    f"{verb} is not supported over REST by this server; use gRPC",
-                )
+                return self._classify_regress(verb, name, version, label, body)
             raise malformed
         if not name:
             raise _invalid("Missing model name in request.")
@@ -582,6 +682,26 @@ class RestApi:
         if not outputs:
             raise _invalid("Cannot convert empty tensor map to JSON")
         return _row_json(outputs) if row_format else _columnar_json(outputs)
+
+    def _classify_regress(
+        self, verb: str, name: str, version: int | None, label: str | None, body: bytes
+    ) -> str:
+        """Body -> ClassificationRequest/RegressionRequest, then the same code path as gRPC."""
+        doc = _parse_json(body)
+        signature_name = doc.get("signature_name", "")
+        if not isinstance(signature_name, str):
+            raise _format_error(
+                doc, "not formatted correctly. 'signature_name' key must be a string value."
+            )
+        inp = _examples_input(doc)
+        servable = self.core.servable(name, version, label)
+        if verb == "classify":
+            request = classification_pb2.ClassificationRequest(input=inp)
+            request.model_spec.name, request.model_spec.signature_name = name, signature_name
+            return _classification_json(inference.classify(servable, request).result)
+        request = regression_pb2.RegressionRequest(input=inp)
+        request.model_spec.name, request.model_spec.signature_name = name, signature_name
+        return _regression_json(inference.regress(servable, request).result)
 
     def _status(self, name: str, version: int | None) -> str:
         response = self.core.model_status(name, version)

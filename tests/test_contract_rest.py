@@ -268,3 +268,60 @@ def test_incompatible_shape_is_a_kernel_error(server: Any) -> None:
     code, message = error(server, MULTI, body)
     assert code == 400
     assert message.startswith("Incompatible shapes: ")
+
+
+# --- classify / regress --------------------------------------------------------------------------
+
+CLASSIFY = "/v1/models/examples:classify"
+REGRESS = "/v1/models/examples:regress"
+
+
+def test_classify_results(server: Any) -> None:
+    doc = ok(server, "POST", CLASSIFY, {"examples": [{"x": 0.25}, {"x": [0.75]}]})
+    assert doc == {"results": [[["low", 0.25], ["high", 0.75]], [["low", 0.75], ["high", 0.25]]]}
+
+
+def test_classify_context_is_merged_into_every_example(server: Any) -> None:
+    doc = ok(server, "POST", CLASSIFY, {"context": {"x": 0.5}, "examples": [{}, {}]})
+    assert doc == {"results": [[["low", 0.5], ["high", 0.5]]] * 2}
+
+
+def test_regress_results(server: Any) -> None:
+    doc = ok(server, "POST", REGRESS, {"signature_name": "regress", "examples": [{"x": 1.5}]})
+    assert doc == {"results": [3.0]}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "expected"),
+    [
+        (CLASSIFY, {"signature_name": "nope", "examples": [{"x": 1.0}]},
+         (400, "No signature was found with the name: nope")),
+        (CLASSIFY, {"examples": [{"x": [1.0, "a"]}]},
+         (400, "Unexpected element type in feature: x expecting type: float")),
+        (CLASSIFY, {"examples": [{"x": None}]},
+         (400, "Feature: x has element with unexpected JSON type: Null")),
+        (CLASSIFY, {"examples": [3]}, (400, "Example must be JSON object but got JSON Number")),
+        ("/v1/models/nope:classify", {"examples": [{"x": 1.0}]},
+         (404, "Servable not found for request: Latest(nope)")),
+        (REGRESS, {"examples": [{"x": 1.0}]}, (400, "Expected one output Tensor.")),
+    ],
+)
+def test_classify_regress_errors(server: Any, path: str, body: Any, expected: Any) -> None:
+    assert error(server, path, body) == expected
+
+
+def test_classify_body_level_errors(server: Any) -> None:
+    for body, suffix in [
+        ({"x": 1}, "When method is classify, key 'examples' is expected and was not found"),
+        ({"examples": {}}, "Expecting 'examples' value to be an list/array"),
+        ({"examples": []}, "'examples' value is an empty array"),
+    ]:
+        code, message = error(server, REGRESS, body)
+        assert code == 400
+        assert message.startswith("JSON Value: {") and message.endswith(suffix), message
+
+
+def test_classify_needs_the_example_signature(server: Any) -> None:
+    code, message = error(server, f"/v1/models/{HPT}:classify", {"examples": [{"x": 1.0}]})
+    assert code == 400
+    assert message.startswith("No classification inputs found in SignatureDef: ")

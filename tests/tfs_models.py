@@ -59,10 +59,24 @@ def _strings() -> Signatures:
     return {"serving_default": ({"text": text}, {"text_bytes": same, "length": length})}
 
 
+def _examples() -> Signatures:
+    """The tf.Example contract of Classify/Regress: one `inputs` of serialized examples."""
+    serialized = v1.placeholder(tf.string, [None], name="tf_example")
+    x = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([1], tf.float32)})["x"]
+    scores = tf.concat([x, 1.0 - x], axis=1, name="scores")
+    classes = tf.tile(tf.constant([["low", "high"]]), [tf.shape(x)[0], 1], name="classes")
+    value = tf.multiply(x, 2.0, name="value")
+    return {
+        "serving_default": ({"inputs": serialized}, {"classes": classes, "scores": scores}),
+        "regress": ({"inputs": serialized}, {"outputs": value}),
+    }
+
+
 MODELS: dict[str, dict[int, Callable[[], Signatures]]] = {
     "half_plus_two": {1: _half_plus(2.0), 2: _half_plus(3.0)},
     "multi_io": {1: _multi_io},
     "strings": {1: _strings},
+    "examples": {1: _examples},
     # Its versions are added and removed by the version-switching tests.
     "switch": {1: _half_plus(2.0)},
 }
