@@ -606,6 +606,9 @@ class RestApi:
 
     def __init__(self, core: Any) -> None:
         self.core = core
+        # --rest_api_timeout_in_ms becomes the run timeout; 0 or less means none.
+        timeout_ms = core.options.rest_api_timeout_in_ms
+        self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, str]:
         """Answer one /v1/ request; errors become `{"error": ...}` with the mapped HTTP code."""
@@ -678,7 +681,7 @@ class RestApi:
             inputs, row_format = _columnar(doc["inputs"], infos), False
         else:
             raise _invalid("Missing 'inputs' or 'instances' key")
-        outputs = self.core.predict_arrays(servable, key, inputs)
+        outputs = self.core.predict_arrays(servable, key, inputs, timeout_s=self.timeout_s)
         if not outputs:
             raise _invalid("Cannot convert empty tensor map to JSON")
         return _row_json(outputs) if row_format else _columnar_json(outputs)
@@ -698,10 +701,11 @@ class RestApi:
         if verb == "classify":
             request = classification_pb2.ClassificationRequest(input=inp)
             request.model_spec.name, request.model_spec.signature_name = name, signature_name
-            return _classification_json(inference.classify(servable, request).result)
+            response = inference.classify(servable, request, self.timeout_s)
+            return _classification_json(response.result)
         request = regression_pb2.RegressionRequest(input=inp)
         request.model_spec.name, request.model_spec.signature_name = name, signature_name
-        return _regression_json(inference.regress(servable, request).result)
+        return _regression_json(inference.regress(servable, request, self.timeout_s).result)
 
     def _status(self, name: str, version: int | None) -> str:
         response = self.core.model_status(name, version)
