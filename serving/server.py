@@ -99,12 +99,31 @@ def _batching(args: argparse.Namespace) -> BatchingParameters | None:
         raise UsageError(f"Could not read batching parameters file: {e}") from e
 
 
+def _absolute_base_path(base_path: str) -> str:
+    """Resolve a relative `--model_base_path` against the working directory.
+
+    tensorflow_model_server rejects relative base paths; the embedded server resolves the
+    flag (not config-file entries, which stay strict) and says so, since a path typed on the
+    command line is unambiguous.
+    """
+    if "://" in base_path or os.path.isabs(base_path):
+        return base_path
+    resolved = os.path.abspath(base_path)
+    print(
+        f"note: --model_base_path={base_path} resolved to {resolved} "
+        "(tensorflow_model_server itself requires an absolute path)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return resolved
+
+
 def core_inputs(args: argparse.Namespace) -> tuple[ModelServerConfig, ServerOptions]:
     """The ModelServerConfig and ServerOptions the flags describe (UsageError if inconsistent)."""
     if args.model_config_file:
         config = load_config_file(args.model_config_file)
     elif args.model_base_path:
-        config = config_from_flags(args.model_name, args.model_base_path)
+        config = config_from_flags(args.model_name, _absolute_base_path(args.model_base_path))
     else:
         raise UsageError(
             "Both server_options.model_base_path and server_options.model_config_file are empty!"

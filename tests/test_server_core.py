@@ -557,6 +557,13 @@ def test_config_validation_messages() -> None:
         assert (info.value.code, info.value.message) == (INVALID, message)
 
 
+def test_relative_model_base_path_flag_is_resolved(monkeypatch, tmp_path) -> None:
+    monkeypatch.chdir(tmp_path)
+    config, _ = core_inputs(parse_args(["--model_name", "m", "--model_base_path", "rel/m"]))
+    (model,) = config.model_config_list.config
+    assert model.base_path == str(tmp_path / "rel" / "m")
+
+
 def test_batching_file_requires_enable_batching() -> None:
     args = parse_args(["--model_base_path=/m", "--batching_parameters_file=/b"])
     with pytest.raises(UsageError, match="batching_parameters_file is set without setting"):
