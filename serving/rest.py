@@ -601,6 +601,17 @@ def _regression_json(result: regression_pb2.RegressionResult) -> str:
 # --- request handling ----------------------------------------------------------------------------
 
 
+def _signature_name(doc: dict[str, Any]) -> str:
+    """FillSignature: optional, but a string when present."""
+    signature_name = doc.get("signature_name", "")
+    if not isinstance(signature_name, str):
+        raise _format_error(
+            doc, "not formatted correctly. 'signature_name' key must be a string value."
+        )
+    return signature_name
+
+
+
 class RestApi:
     """The request logic, independent of the HTTP plumbing: (method, path, body) -> (code, JSON)."""
 
@@ -627,7 +638,9 @@ class RestApi:
             match = _STATUS_RE.fullmatch(path)
         else:
             raise malformed
-        name, version_text, label, verb = match.groups() if match else (None,) * 4
+        if match is None:
+            raise malformed
+        name, version_text, label, verb = match.groups()
         name = unquote(name) if name else ""
         version = None
         if version_text:
@@ -635,8 +648,6 @@ class RestApi:
             if version > 2**63 - 1:
                 raise _invalid(f"Failed to convert version: {version_text} to numeric.")
         label = unquote(label) if label else None
-        if match is None:
-            raise malformed
         if method == "POST":
             if verb == "predict":
                 return self._predict(name, version, label, body)
@@ -651,11 +662,7 @@ class RestApi:
 
     def _predict(self, name: str, version: int | None, label: str | None, body: bytes) -> str:
         doc = _parse_json(body)
-        signature_name = doc.get("signature_name", "")
-        if not isinstance(signature_name, str):
-            raise _format_error(
-                doc, "not formatted correctly. 'signature_name' key must be a string value."
-            )
+        signature_name = _signature_name(doc)
         servable = self.core.servable(name, version, label)
         key = signature_name or "serving_default"
         sig = servable.signature_defs.get(key)
@@ -691,11 +698,7 @@ class RestApi:
     ) -> str:
         """Body -> ClassificationRequest/RegressionRequest, then the same code path as gRPC."""
         doc = _parse_json(body)
-        signature_name = doc.get("signature_name", "")
-        if not isinstance(signature_name, str):
-            raise _format_error(
-                doc, "not formatted correctly. 'signature_name' key must be a string value."
-            )
+        signature_name = _signature_name(doc)
         inp = _examples_input(doc)
         servable = self.core.servable(name, version, label)
         if verb == "classify":
