@@ -17,7 +17,9 @@ import pytest
 from serving.parity import main, run_parity
 from tests.conftest import REPO_ROOT
 
-EXPORTER_MODELS = ["reference", "multi_io", "cond", "subclassed", "embedding"]
+EXPORTER_MODELS = [
+    "reference", "multi_io", "cond", "subclassed", "embedding", "loss_weighting", "recipe1",
+]
 ALL_RUNTIMES = {"savedmodel", "onnxruntime", "grpc", "rest"}
 
 
