@@ -4,6 +4,7 @@ TF_SERVING_REST_TARGET."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import urllib.error
@@ -118,6 +119,14 @@ def test_paths_outside_v1_are_plain_404(server: Any) -> None:
     assert ctype != "application/json"
 
 
+def test_gzipped_request_body(server: Any) -> None:
+    body = gzip.compress(json.dumps({"instances": [1.0]}).encode())
+    request = urllib.request.Request(server.rest_url + PREDICT, data=body, method="POST",
+                                     headers={"Content-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        assert json.loads(resp.read()) == {"predictions": [3.5]}
+
+
 def test_url_encoded_model_name(server: Any) -> None:
     doc = ok(server, "POST", "/v1/models/half%5Fplus%5Ftwo:predict", {"instances": [1.0]})
     assert doc == {"predictions": [3.5]}
@@ -215,6 +224,10 @@ def test_scalar_output_only_in_columnar(server: Any) -> None:
         (PREDICT, {"instances": ["a"]},
          (400, "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
                'JSON Value: "a" Type: String is not of expected type: float')),
+        (MULTI, {"instances": [{"a": [1, 2, 3], "b": 1}, [1, 2, 3]]},
+         (400, "Expecting object but got list at item 1 of input list")),
+        (PREDICT, {"instances": [1.0, {"x": 1.0}]},
+         (400, "Expecting value/list but got object at item 1 of input list")),
         (PREDICT, {"inputs": [True]},
          (400, "JSON Value: true Type: True is not of expected type: float")),
         (MULTI, {"instances": [{"a": [1, 2, 3], "b": 1}, {"a": [1, 2], "b": 1}]},
