@@ -1,0 +1,79 @@
+"""`python -m bench [--large] [--quick] [--only NAME ...] [--results DIR]`: run the benchmarks,
+write `bench/results/*.json` + PNGs, print the ratios table with each target met/missed.
+
+Default (`make bench`): export speed at 0.1M/1M/3M/10M parameters, in-process latency, serving
+load; about 10 minutes on 2 cores. `--large` (`make bench-large`) adds the 100M-parameter
+export and the >2 GB growth model: each needs tens of GB or fails; see docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench import common, export_speed, large_model, latency, plots, report, serving_load
+
+BENCHMARKS = ("export_speed", "latency", "serving", "large_model")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the selected benchmarks in order; the table is printed even if one of them failed."""
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--large", action="store_true", help="add the 100M and >2 GB models")
+    p.add_argument("--quick", action="store_true", help="tiny models, few repeats (smoke run)")
+    p.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run just these benchmarks")
+    p.add_argument("--results", type=Path, default=common.RESULTS_DIR, help="output directory")
+    args = p.parse_args(argv)
+    selected = list(args.only or [b for b in BENCHMARKS if b != "large_model" or args.large])
+    out: Path = args.results
+    out.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    print(f"machine: {json.dumps(common.machine_info())}", flush=True)
+
+    if "export_speed" in selected:
+        print("[1/4] export time and peak RSS vs parameters", flush=True)
+        if args.quick:
+            sizes, repeats = export_speed.QUICK_SIZES, 1
+        else:
+            sizes = (*export_speed.SIZES, *((100_000_000,) if args.large else ()))
+            repeats = 3
+        payload = export_speed.run(
+            sizes=sizes, repeats=repeats, target_size=_target_size(args.quick), results_dir=out
+        )
+        plots.export_scaling(payload, out / "export_scaling.png")
+    if "latency" in selected:
+        print("[2/4] in-process inference latency", flush=True)
+        payload = latency.run(
+            params=20_000 if args.quick else 3_000_000, quick=args.quick, results_dir=out
+        )
+        plots.latency_bars(payload, out / "latency.png")
+    if "serving" in selected:
+        print("[3/4] embedded server under load", flush=True)
+        payload = serving_load.run(
+            params=20_000 if args.quick else 3_000_000,
+            clients=(1, 8) if args.quick else serving_load.CLIENTS,
+            duration_s=0.5 if args.quick else 2.5,
+            quick=args.quick,
+            results_dir=out,
+        )
+        plots.serving_curves(payload, out / "serving.png")
+    if "large_model" in selected:
+        print("[4/4] >2 GB model (opt-in)", flush=True)
+        large_model.run(params=2_000_000 if args.quick else large_model.PARAMS, results_dir=out)
+
+    targets = report.collect(out, target_size=_target_size(args.quick))
+    report.write_summary(targets, out)
+    print(f"\nratios (this run, {time.perf_counter() - began:.0f} s total):")
+    print(report.table(targets))
+    return 0
+
+
+def _target_size(quick: bool) -> int:
+    return export_speed.QUICK_SIZES[-1] if quick else export_speed.TARGET_SIZE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

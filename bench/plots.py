@@ -1,0 +1,124 @@
+"""PNG plots of the benchmark JSON (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # after use("Agg"): no display needed
+
+LABELS = {
+    "project": "frozen-scalars export_model (full: freeze+SM+ONNX+parity)",
+    "keras": "Keras 3 model.export (SavedModel + ONNX)",
+    "tf2onnx": "tf2onnx.convert.from_keras (ONNX only)",
+}
+
+
+def export_scaling(payload: dict[str, Any], path: Path) -> Path:
+    """Log-log export time and peak RSS (above the post-load baseline) against parameters."""
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.8))
+    rows = [r for r in payload["rows"] if "error" not in r]
+    for variant in LABELS:
+        pts = sorted((r["params"], r) for r in rows if r["variant"] == variant)
+        if not pts:
+            continue
+        xs = [p for p, _ in pts]
+        slope = payload["fits"].get(variant, {})
+        ax_t.plot(
+            xs,
+            [r["time_s"] for _, r in pts],
+            "o-",
+            label=f"{LABELS[variant]} (slope {_fmt(slope.get('time_slope'))})",
+        )
+        ax_m.plot(
+            xs,
+            [r["peak_above_baseline_bytes"] / 2**20 for _, r in pts],
+            "o-",
+            label=f"{variant} (slope {_fmt(slope.get('peak_above_baseline_slope'))})",
+        )
+    if rows:
+        weights = sorted({(r["params"], r["weights_bytes"]) for r in rows})
+        ax_m.plot(
+            [p for p, _ in weights],
+            [2.5 * w / 2**20 for _, w in weights],
+            "k--",
+            label="target: 2.5 x weights",
+        )
+    for ax, title, unit in (
+        (ax_t, "Export wall time", "seconds"),
+        (ax_m, "Export peak RSS above post-load baseline", "MiB"),
+    ):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def latency_bars(payload: dict[str, Any], path: Path) -> Path:
+    """Median latency (p99 as error bar) per runtime, one group per batch size."""
+    rows = payload["rows"]
+    batches = sorted({r["batch"] for r in rows})
+    runtimes = list(dict.fromkeys(r["runtime"] for r in rows))
+    fig, axes = plt.subplots(1, len(batches), figsize=(4.2 * len(batches), 4.5), squeeze=False)
+    for ax, batch in zip(axes[0], batches, strict=True):
+        sel = {r["runtime"]: r for r in rows if r["batch"] == batch}
+        med = [sel[n]["median_ms"] for n in runtimes]
+        err = [max(0.0, sel[n]["p99_ms"] - sel[n]["median_ms"]) for n in runtimes]
+        ax.bar(range(len(runtimes)), med, yerr=[[0] * len(err), err], capsize=3)
+        ax.set_xticks(range(len(runtimes)), runtimes, rotation=60, ha="right", fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms (bar: median, whisker: p99)")
+        ax.set_title(f"batch {batch}")
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(f"In-process inference latency, MLP {payload['params']:,} params")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def serving_curves(payload: dict[str, Any], path: Path) -> Path:
+    """Requests/s and p50 against concurrent clients for every server configuration."""
+    rows = payload["rows"]
+    fig, (ax_r, ax_l) = plt.subplots(1, 2, figsize=(12, 4.8))
+    configs = sorted({(r["backend"], r["batching"], r["protocol"]) for r in rows})
+    for backend, batching, protocol in configs:
+        pts = sorted(
+            (r["clients"], r)
+            for r in rows
+            if (r["backend"], r["batching"], r["protocol"]) == (backend, batching, protocol)
+        )
+        label = f"{backend} {protocol} batching {'on' if batching else 'off'}"
+        style = "-" if protocol == "grpc" else ":"
+        marker = "o" if batching else "x"
+        xs = [c for c, _ in pts]
+        ax_r.plot(xs, [r["requests_per_s"] for _, r in pts], style + marker, label=label)
+        ax_l.plot(xs, [r.get("median_ms", float("nan")) for _, r in pts], style + marker)
+    ax_r.set_title("Throughput (batch-1 requests)")
+    ax_r.set_ylabel("requests/s")
+    ax_l.set_title("p50 latency")
+    ax_l.set_ylabel("ms")
+    ax_l.set_yscale("log")
+    for ax in (ax_r, ax_l):
+        ax.set_xlabel("concurrent clients")
+        ax.set_xscale("log", base=2)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_r.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
