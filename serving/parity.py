@@ -67,8 +67,8 @@ class ParityReport:
 
     @property
     def passed(self) -> bool:
-        return bool(self.comparisons) and not self.errors and all(
-            c.passed for c in self.comparisons
+        return (
+            bool(self.comparisons) and not self.errors and all(c.passed for c in self.comparisons)
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,23 +88,37 @@ class ParityReport:
         """Polygraphy-style: one row per (runtime, output) against the reference."""
         header = ("runtime", "output", "max abs", "mean abs", "max rel", "atol", "rtol", "status")
         rows = [
-            (c.runtime, c.output, f"{c.max_abs:.3e}", f"{c.mean_abs:.3e}", f"{c.max_rel:.3e}",
-             f"{c.atol:g}", f"{c.rtol:g}", "PASSED" if c.passed else "FAILED")
+            (
+                c.runtime,
+                c.output,
+                f"{c.max_abs:.3e}",
+                f"{c.mean_abs:.3e}",
+                f"{c.max_rel:.3e}",
+                f"{c.atol:g}",
+                f"{c.rtol:g}",
+                "PASSED" if c.passed else "FAILED",
+            )
             for c in self.comparisons
         ]
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         lines = [
             f"parity: {self.model_name} version {self.version}, reference {self.reference}, "
             f"{self.batches} batches (batch sizes {', '.join(map(str, self.batch_sizes))})",
-            *("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
-              for r in [header, *rows]),
+            *(
+                "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+                for r in [header, *rows]
+            ),
         ]
         lines += [f"skipped {name}: {why}" for name, why in self.skipped.items()]
         lines += [f"error   {name}: {why}" for name, why in self.errors.items()]
         failed = sum(not c.passed for c in self.comparisons)
-        verdict = "PASSED" if self.passed else (
-            f"FAILED ({failed} of {len(self.comparisons)} over tolerance, "
-            f"{len(self.errors)} runtime error(s))"
+        verdict = (
+            "PASSED"
+            if self.passed
+            else (
+                f"FAILED ({failed} of {len(self.comparisons)} over tolerance, "
+                f"{len(self.errors)} runtime error(s))"
+            )
         )
         lines.append(f"parity {verdict}")
         return "\n".join(lines)
@@ -238,13 +252,15 @@ def embedded_server(model_name: str, base_path: Path) -> Iterator[tuple[str, str
     """The embedded server over one model on free 127.0.0.1 ports: (grpc, rest) targets."""
     from serving.server import parse_args, start_server
 
-    args = parse_args([
-        "--host=127.0.0.1",
-        "--port=0",
-        f"--rest_api_port={_free_port()}",
-        f"--model_name={model_name}",
-        f"--model_base_path={base_path.resolve()}",
-    ])
+    args = parse_args(
+        [
+            "--host=127.0.0.1",
+            "--port=0",
+            f"--rest_api_port={_free_port()}",
+            f"--model_name={model_name}",
+            f"--model_base_path={base_path.resolve()}",
+        ]
+    )
     with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the table
         running = start_server(args)
     try:
@@ -343,8 +359,15 @@ def run_parity(
         reference = runners.pop(reference_name)
         guarded = {name: _guarded(name, run, errors) for name, run in runners.items()}
         say(f"compare: {len(guarded)} runtimes vs {reference_name} on {len(batches)} batches")
-        result = compare(reference_name, reference, guarded, batches, atol=atol, rtol=rtol,
-                         batch_sizes=list(batch_sizes))
+        result = compare(
+            reference_name,
+            reference,
+            guarded,
+            batches,
+            atol=atol,
+            rtol=rtol,
+            batch_sizes=list(batch_sizes),
+        )
     return ParityReport(
         model_name=model_name,
         version=version,
@@ -373,14 +396,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="gRPC HOST:PORT of a running server (default: embedded)")
     p.add_argument("--rest_target", help="REST HOST:PORT of that server")
     p.add_argument("--model", help="Keras reference: a .keras path or module:factory")
-    p.add_argument("--custom_objects", action="append", default=[],
-                   help="module or .py file with custom Keras objects for --model (repeatable)")
+    p.add_argument(
+        "--custom_objects",
+        action="append",
+        default=[],
+        help="module or .py file with custom Keras objects for --model (repeatable)",
+    )
     p.add_argument("--version", type=int, help="version to check (default: the latest on disk)")
-    p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
-                   help="random batches per batch size")
+    p.add_argument(
+        "--samples", type=int, default=DEFAULT_SAMPLES, help="random batches per batch size"
+    )
     p.add_argument("--batch_sizes", default=",".join(map(str, DEFAULT_BATCH_SIZES)))
-    p.add_argument("--inputs", type=Path, action="append", default=[],
-                   help=".npz with one array per input name (repeatable)")
+    p.add_argument(
+        "--inputs",
+        type=Path,
+        action="append",
+        default=[],
+        help=".npz with one array per input name (repeatable)",
+    )
     p.add_argument("--atol", type=float, default=DEFAULT_ATOL)
     p.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
     p.add_argument("--json", type=Path, help="write the report here")
@@ -403,10 +436,18 @@ def main(argv: Sequence[str]) -> int:
         if args.target is None and args.rest_target is not None:
             raise ParityUsageError("--rest_target needs --target (the embedded server has both)")
         report = run_parity(
-            args.export, args.model_name, target=args.target, rest_target=args.rest_target,
-            model=args.model, custom_objects=args.custom_objects, version=args.version,
+            args.export,
+            args.model_name,
+            target=args.target,
+            rest_target=args.rest_target,
+            model=args.model,
+            custom_objects=args.custom_objects,
+            version=args.version,
             samples=args.samples,
-            batch_sizes=batch_sizes, atol=args.atol, rtol=args.rtol, inputs=args.inputs,
+            batch_sizes=batch_sizes,
+            atol=args.atol,
+            rtol=args.rtol,
+            inputs=args.inputs,
             progress=lambda msg: print(msg, file=sys.stderr, flush=True),
         )
     except ParityUsageError as err:
