@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 OUT ?= artifacts
 NAME ?= reference
 TARGET ?= 127.0.0.1:8500
+REST_TARGET ?=
+IMAGE ?= frozen-scalars/tfserving
+KERAS_REF = $(if $(wildcard $(OUT)/keras/$(NAME).keras),--model $(OUT)/keras/$(NAME).keras)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
@@ -40,6 +43,22 @@ bench: venv
 
 bench-large: venv
 	$(PY) -m bench --large
+
+## Build the TF Serving image with artifacts/tfserving baked in (serves MODEL_NAME=$(NAME)).
+docker-build:
+	@ls $(OUT)/tfserving/$(NAME)/*/saved_model.pb >/dev/null 2>&1 || { echo "error: no $(OUT)/tfserving/$(NAME)/<version>/saved_model.pb: run 'make export' first" >&2; exit 2; }
+	docker build -f docker/Dockerfile --build-arg MODEL_NAME=$(NAME) -t $(IMAGE):$(NAME) .
+
+## Start it with compose (gRPC 8500, REST 8501), wait until healthy, then prove parity through it.
+deploy: docker-build venv
+	MODEL_NAME=$(NAME) docker compose -f docker/docker-compose.yml up -d --no-build --wait tfserving
+	$(PY) -m serving parity --export $(OUT) --model_name $(NAME) $(KERAS_REF) \
+		--target 127.0.0.1:8500 --rest_target 127.0.0.1:8501 --json $(OUT)/reports/$(NAME)/parity-docker.json
+
+## Parity against any running TF Serving: make parity-remote TARGET=host:8500 [REST_TARGET=host:8501]
+parity-remote: venv
+	$(PY) -m serving parity --export $(OUT) --model_name $(NAME) $(KERAS_REF) --target $(TARGET) \
+		$(if $(REST_TARGET),--rest_target $(REST_TARGET)) --json $(OUT)/reports/$(NAME)/parity-remote.json
 
 clean:
 	rm -rf $(OUT) .pytest_cache
