@@ -64,25 +64,36 @@ class ParityReport:
 
     def table(self) -> str:
         """Aligned human-readable table, one row per runtime and output."""
-        header = ("runtime", "output", "max abs", "mean abs", "max rel", "status")
-        rows = [
-            (
-                c.runtime,
-                c.output,
-                f"{c.max_abs:.3e}",
-                f"{c.mean_abs:.3e}",
-                f"{c.max_rel:.3e}",
-                "PASSED" if c.passed else "FAILED",
-            )
-            for c in self.comparisons
-        ]
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        lines = [f"parity vs {self.reference} (atol={self.atol:g}, rtol={self.rtol:g})"]
-        lines += [
-            "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in [header, *rows]
-        ]
-        lines.append(f"parity {'PASSED' if self.passed else 'FAILED'}")
-        return "\n".join(lines)
+        return "\n".join(
+            [
+                f"parity vs {self.reference} (atol={self.atol:g}, rtol={self.rtol:g})",
+                *comparison_rows(self.comparisons),
+                f"parity {'PASSED' if self.passed else 'FAILED'}",
+            ]
+        )
+
+
+def comparison_rows(comparisons: Iterable[OutputComparison]) -> list[str]:
+    """Polygraphy-style rows (header first): runtime, output, errors, tolerances, status."""
+    header = ("runtime", "output", "max abs", "mean abs", "max rel", "atol", "rtol", "status")
+    rows = [
+        (
+            c.runtime,
+            c.output,
+            f"{c.max_abs:.3e}",
+            f"{c.mean_abs:.3e}",
+            f"{c.max_rel:.3e}",
+            f"{c.atol:g}",
+            f"{c.rtol:g}",
+            "PASSED" if c.passed else "FAILED",
+        )
+        for c in comparisons
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
 
 
 class _Accumulator:

@@ -31,6 +31,7 @@ from exporter.parity import (
     OutputComparison,
     Runner,
     compare,
+    comparison_rows,
     onnx_runner,
     sample_batches,
     savedmodel_runner,
@@ -86,28 +87,10 @@ class ParityReport:
 
     def table(self) -> str:
         """Polygraphy-style: one row per (runtime, output) against the reference."""
-        header = ("runtime", "output", "max abs", "mean abs", "max rel", "atol", "rtol", "status")
-        rows = [
-            (
-                c.runtime,
-                c.output,
-                f"{c.max_abs:.3e}",
-                f"{c.mean_abs:.3e}",
-                f"{c.max_rel:.3e}",
-                f"{c.atol:g}",
-                f"{c.rtol:g}",
-                "PASSED" if c.passed else "FAILED",
-            )
-            for c in self.comparisons
-        ]
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         lines = [
             f"parity: {self.model_name} version {self.version}, reference {self.reference}, "
             f"{self.batches} batches (batch sizes {', '.join(map(str, self.batch_sizes))})",
-            *(
-                "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
-                for r in [header, *rows]
-            ),
+            *comparison_rows(self.comparisons),
         ]
         lines += [f"skipped {name}: {why}" for name, why in self.skipped.items()]
         lines += [f"error   {name}: {why}" for name, why in self.errors.items()]
