@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,6 +17,8 @@ from types import ModuleType
 from typing import Any
 
 from exporter.errors import ModelLoadError
+
+_UNKNOWN_CLASS = re.compile(r"Could not locate (?:class|function) '([^']+)'")
 
 
 def _import(spec: str) -> ModuleType:
@@ -98,23 +101,25 @@ def _from_factory(spec: str) -> Any:
 def _load_keras_file(path: Path, custom_objects: dict[str, Any], allow_unsafe: bool) -> Any:
     import keras
 
+    import exporter.layers  # noqa: F401  (registers Scale, Offset, ... for deserialization)
+
     try:
         return keras.saving.load_model(
             path, custom_objects=custom_objects, safe_mode=not allow_unsafe
         )
-    except ValueError as exc:
+    except (ValueError, TypeError, OSError) as exc:
         text = str(exc)
         if "safe_mode" in text or "unsafe" in text.lower():
             raise ModelLoadError(
                 f"{path} holds Python bytecode (a Lambda layer); Keras' safe mode refuses to "
                 "load it. If you trust this file, pass --allow-unsafe-deserialization."
             ) from exc
+        unknown = _UNKNOWN_CLASS.search(text)
+        reason = f"unknown class {unknown.group(1)!r}." if unknown else text.splitlines()[0]
         raise ModelLoadError(
-            f"Keras cannot load {path}: {text.splitlines()[0]} "
-            "If it uses custom layers, pass --custom-objects FILE_OR_MODULE."
+            f"Keras cannot load {path}: {reason[:300]} "
+            "If it uses custom layers, pass --custom-objects FILE_OR_MODULE defining them."
         ) from exc
-    except (TypeError, OSError) as exc:
-        raise ModelLoadError(f"Keras cannot load {path}: {exc}") from exc
 
 
 def _load_legacy(path: Path, custom_objects: dict[str, Any]) -> Any:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import keras
 import pytest
@@ -250,3 +251,20 @@ def test_user_parity_inputs(capsys, factories: Path, tmp_path: Path) -> None:
                         "--out", str(tmp_path / "out"), "--inputs", str(bad))
     assert code == 2
     assert "['wrong_name']" in _error_line(err) and "['features']" in err
+
+
+def test_keras_file_with_unknown_custom_layer_names_it(capsys, tmp_path: Path) -> None:
+    @keras.saving.register_keras_serializable(package="only_in_this_test")
+    class Doubler(keras.layers.Layer):
+        def call(self, x: Any) -> Any:
+            return x * 2.0
+
+    inputs = keras.Input((4,), name="x")
+    path = tmp_path / "custom.keras"
+    keras.Model(inputs, Doubler()(inputs)).save(path)
+    keras.saving.get_custom_objects().pop("only_in_this_test>Doubler")
+    code, _, err = _run(capsys, "audit", "--model", str(path))
+    assert code == 2
+    line = _error_line(err)
+    assert "unknown class 'Doubler'" in line and "--custom-objects" in line
+    assert len(line) < 400
