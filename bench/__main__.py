@@ -1,8 +1,8 @@
 """`python -m bench [--large] [--quick] [--only NAME ...] [--results DIR]`: run the benchmarks,
 write `bench/results/*.json` + PNGs, print the ratios table with each target met/missed.
 
-Default (`make bench`): export speed at 0.1M/1M/3M/10M parameters, in-process latency, serving
-load; about 10 minutes on 2 cores. `--large` (`make bench-large`) adds the 100M-parameter
+Default (`make bench`): export speed at 0.1M/1M/3M/10M/30M parameters, in-process latency,
+serving load; about 7 minutes on 2 cores. `--large` (`make bench-large`) adds the 100M-parameter
 export and the >2 GB growth model: each needs tens of GB or fails; see docs/performance.md.
 """
 

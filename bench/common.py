@@ -57,7 +57,9 @@ def build_mlp(params: int, *, train_steps: int = 2, seed: int = 0) -> Any:
     x = keras.layers.Dense(1, name="head")(x)
     outputs = Offset(0.0, name="offset")(x)
     model = keras.Model(inputs, outputs, name="mlp")
-    if train_steps:
+    if not train_steps:
+        model(np.zeros((1, INPUT_DIM), "float32"))  # Keras' exporters refuse never-called models
+    else:
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
         rng = np.random.default_rng(seed)
         x_train = rng.standard_normal((32 * train_steps, INPUT_DIM)).astype("float32")

@@ -31,13 +31,13 @@ def export_scaling(payload: dict[str, Any], path: Path) -> Path:
             xs,
             [r["time_s"] for _, r in pts],
             "o-",
-            label=f"{LABELS[variant]} (slope {_fmt(slope.get('time_slope'))})",
+            label=f"{LABELS[variant]} (slope >=1M: {_fmt(slope.get('time_slope_ge_1m'))})",
         )
         ax_m.plot(
             xs,
             [r["peak_above_baseline_bytes"] / 2**20 for _, r in pts],
             "o-",
-            label=f"{variant} (slope {_fmt(slope.get('peak_above_baseline_slope'))})",
+            label=f"{variant} (slope >=1M: {_fmt(slope.get('peak_above_baseline_slope_ge_1m'))})",
         )
     if rows:
         weights = sorted({(r["params"], r["weights_bytes"]) for r in rows})
