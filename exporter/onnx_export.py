@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+import tensorflow as tf
 import tf2onnx
 from onnx import numpy_helper
 
@@ -28,6 +30,8 @@ TRITON_CONFIG = "config.pbtxt"
 EXTERNAL_DATA_FILE = "model.onnx.data"
 PROTOBUF_LIMIT = 2**31 - 1
 BATCH_DIM = "batch"
+# Variable constants with at least this many elements bypass tf2onnx (see _convert).
+WEIGHT_PLACEHOLDER_MIN_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -61,20 +65,59 @@ def check_opset(opset: int | None) -> int:
     return opset
 
 
+def _weights_as_placeholders(frozen: FrozenGraph) -> tuple[Any, dict[str, np.ndarray]]:
+    """A copy of the graph whose large variable constants are Placeholders, plus their values.
+
+    tf2onnx copies every constant many times while converting (about 30x the weights' size
+    in peak memory, and most of its run time). Weights that came from variables are only
+    ever fed to ops, never folded into shapes, so tf2onnx can convert them as graph inputs;
+    `_restore_weights` turns those inputs back into initializers holding the exact values.
+    """
+    weights = {
+        c.node_name: c.value for c in frozen.consts if c.value.size >= WEIGHT_PLACEHOLDER_MIN_SIZE
+    }
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.versions.CopyFrom(frozen.graph_def.versions)
+    graph_def.library.CopyFrom(frozen.graph_def.library)
+    for node in frozen.graph_def.node:
+        if node.name in weights:
+            value = weights[node.name]
+            placeholder = graph_def.node.add(name=node.name, op="Placeholder")
+            placeholder.attr["dtype"].type = tf.as_dtype(value.dtype).as_datatype_enum
+            placeholder.attr["shape"].shape.CopyFrom(tf.TensorShape(value.shape).as_proto())
+        else:
+            graph_def.node.add().CopyFrom(node)
+    return graph_def, weights
+
+
+def _restore_weights(model: onnx.ModelProto, weights: dict[str, np.ndarray]) -> None:
+    """Turn the weight inputs of `model` back into initializers with the exact values."""
+    names = {f"{node}:0": node for node in weights}
+    kept = [i for i in model.graph.input if i.name not in names]
+    restored = [i.name for i in model.graph.input if i.name in names]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    model.graph.initializer.extend(
+        numpy_helper.from_array(weights[names[name]], name=name) for name in restored
+    )
+
+
 def _convert(frozen: FrozenGraph, opset: int) -> onnx.ModelProto:
     renames = {t: k for k, t in {**frozen.inputs, **frozen.outputs}.items()}
+    graph_def, weights = _weights_as_placeholders(frozen)
     # tf2onnx logs every node at INFO; keep our progress output readable.
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     try:
         model, _ = tf2onnx.convert.from_graph_def(
-            frozen.graph_def,
-            input_names=list(frozen.inputs.values()),
+            graph_def,
+            input_names=[*frozen.inputs.values(), *(f"{n}:0" for n in weights)],
             output_names=list(frozen.outputs.values()),
             opset=opset,
             tensors_to_rename=renames,
         )
     except (ValueError, TypeError, KeyError, RuntimeError) as exc:
         raise ExportError(f"tf2onnx could not convert the frozen graph: {exc}") from exc
+    _restore_weights(model, weights)
     for value_info in [*model.graph.input, *model.graph.output]:
         dims = value_info.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):

@@ -273,3 +273,26 @@ def test_triton_config_describes_the_onnx_model(exported: dict) -> None:
     assert 'platform: "onnxruntime_onnx"' in config
     assert 'name: "signal" data_type: TYPE_FP32 dims: [ -1, 8 ]' in config
     assert 'name: "class_logits" data_type: TYPE_FP32 dims: [ -1, 3 ]' in config
+
+
+def test_large_weights_bypass_tf2onnx_and_stay_bit_exact(tmp_path: Path) -> None:
+    import keras
+    from onnx import numpy_helper
+
+    from exporter.layers import Scale
+    from exporter.onnx_export import WEIGHT_PLACEHOLDER_MIN_SIZE
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((40,), name="x")
+    hidden = keras.layers.Dense(64, activation="relu", name="wide")(inputs)
+    outputs = keras.layers.Dense(2, name="y")(Scale(0.75, name="scale")(hidden))
+    model = keras.Model(inputs, outputs)
+    kernel = np.asarray(model.get_layer("wide").kernel)
+    assert kernel.size >= WEIGHT_PLACEHOLDER_MIN_SIZE
+    report = export_model(model, tmp_path, "wide")
+    proto = onnx.load(str(report.onnx_path))
+    assert [i.name for i in proto.graph.input] == ["x"]
+    matches = [i for i in proto.graph.initializer if list(i.dims) == list(kernel.shape)]
+    assert len(matches) == 1
+    assert numpy_helper.to_array(matches[0]).tobytes() == kernel.tobytes()
+    assert report.parity.passed
