@@ -189,13 +189,13 @@ def test_not_a_model_raises_audit_error(not_a_model: object) -> None:
 
 
 def test_same_named_untracked_variables_get_distinct_names() -> None:
-    first, second = keras.Variable(1.0), keras.Variable(2.0)  # both named "variable"
+    first, second = keras.Variable(1.0, name="dup"), keras.Variable(2.0, name="dup")
     inputs = keras.Input((2,), name="x")
     hidden = keras.layers.Lambda(lambda x: x * first, name="times")(inputs)
     model = keras.Model(inputs, keras.layers.Lambda(lambda x: x + second, name="plus")(hidden))
     report = audit_model(model)
     by_name = {s.name: s for s in report.scalars}
-    assert set(by_name) == {"variable", "variable_1"}
+    assert set(by_name) == {"dup", "dup_1"}
     assert {by_name[n].variable.ref() for n in by_name} == {first.value.ref(), second.value.ref()}
-    assert len(report.findings_for("variable", "error")) == 1
-    assert len(report.findings_for("variable_1", "error")) == 1
+    assert len(report.findings_for("dup", "error")) == 1
+    assert len(report.findings_for("dup_1", "error")) == 1
