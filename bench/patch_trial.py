@@ -4,7 +4,7 @@
 Each DIR holds a copy of the `exporter` package (DIR0 defaults to this checkout; pin it with
 e.g. `git archive HEAD exporter | tar -x -C DIR0` while others edit the working tree). The
 same trained models are exported by both, alternating, each in a fresh process started outside
-the repository so that DIR wins on `sys.path`. Writes patch_trial.json.
+the repository so that DIR wins on `sys.path`. Writes patch_trial.json (or `--name`.json).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def run(
     sizes: Sequence[int] = (3_000_000, 10_000_000, 30_000_000),
     repeats: int = 2,
     results_dir: Path = common.RESULTS_DIR,
+    name: str = "patch_trial",
 ) -> dict[str, Any]:
     """Alternate before/after exports per size; keep the fastest of each."""
     rows = []
@@ -73,7 +74,7 @@ def run(
         "patched_root": str(patched),
         "rows": rows,
     }
-    common.write_result("patch_trial", payload, results_dir)
+    common.write_result(name, payload, results_dir)
     return payload
 
 
@@ -84,8 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--before", type=Path, default=common.REPO_ROOT, help="unpatched exporter/")
     p.add_argument("--sizes", type=int, nargs="+", default=[3_000_000, 10_000_000, 30_000_000])
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--name", default="patch_trial", help="results file stem")
     args = p.parse_args(argv)
-    run(args.patched.resolve(), args.before.resolve(), args.sizes, args.repeats)
+    run(args.patched.resolve(), args.before.resolve(), args.sizes, args.repeats, name=args.name)
     return 0
 
 
