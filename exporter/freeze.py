@@ -166,9 +166,27 @@ def _frozen_graph_def(function: Any) -> Any:
     return graph_def
 
 
+#: A frozen graph is one GraphDef protobuf (so is TF Serving's saved_model.pb): 2 GiB at most.
+GRAPHDEF_LIMIT = 2**31 - 1
+GRAPHDEF_HEADROOM = 64 * 2**20  # node defs, function library, signature
+
+
+def _refuse_oversized(function: Any) -> None:
+    """Fail in milliseconds, with the real reason, instead of after a multi-GB copy."""
+    total = sum(int(np.prod(v.shape)) * v.dtype.size for v in function.variables)
+    if total > GRAPHDEF_LIMIT - GRAPHDEF_HEADROOM:
+        raise FreezeError(
+            f"The model's weights total {total / 2**30:.2f} GiB: frozen into constants they would "
+            "make a GraphDef (and a saved_model.pb) past protobuf's 2 GiB limit, which neither "
+            "TensorFlow nor TF Serving can load. Export this model unfrozen (variables/ beside "
+            "saved_model.pb) or shard it."
+        )
+
+
 def freeze(traced: TracedModel) -> FrozenGraph:
     """Turn every variable of `traced` into a constant; raise FreezeError if unprovable."""
     source = traced.function
+    _refuse_oversized(source)
     _refuse_unfreezable(source.graph.as_graph_def())
     try:
         graph_def = _frozen_graph_def(source)

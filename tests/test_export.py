@@ -296,3 +296,16 @@ def test_large_weights_bypass_tf2onnx_and_stay_bit_exact(tmp_path: Path) -> None
     assert len(matches) == 1
     assert numpy_helper.to_array(matches[0]).tobytes() == kernel.tobytes()
     assert report.parity.passed
+
+
+def test_weights_past_graphdef_limit_are_refused_early(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import exporter.freeze as freeze_module
+
+    # A real >2 GiB model takes minutes and ~10 GiB (see `make bench-large`); lower the limit.
+    monkeypatch.setattr(freeze_module, "GRAPHDEF_LIMIT", 1024)
+    monkeypatch.setattr(freeze_module, "GRAPHDEF_HEADROOM", 0)
+    with pytest.raises(FreezeError, match=r"weights total .* past protobuf's 2 GiB limit"):
+        export_model(models.reference_model(), tmp_path, "big")
+    assert not (tmp_path / "tfserving").exists()
