@@ -63,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
         help="export even if an untracked variable is captured (it never trained)",
     )
     export.add_argument(
+        "--onnx-only",
+        action="store_true",
+        help="skip the SavedModel (for weights past protobuf's 2 GiB: ONNX external data)",
+    )
+    export.add_argument(
         "--inputs",
         action="append",
         default=[],
@@ -110,6 +115,7 @@ def _run_export(args: argparse.Namespace) -> int:
         rtol=args.rtol,
         allow_untracked=args.allow_untracked,
         parity_inputs=[load_inputs(path) for path in args.inputs],
+        onnx_only=args.onnx_only,
         progress=lambda msg: _stderr(f"[export] {msg}"),
     )
     print("\n" + report.summary())

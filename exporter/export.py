@@ -132,13 +132,16 @@ def export_model(
     initial_values: Mapping[str, float] | None = None,
     parity_inputs: Iterable[dict[str, np.ndarray]] = (),
     parity_samples: int = 4,
+    onnx_only: bool = False,
     progress: Progress | None = None,
 ) -> ExportReport:
     """Export `model` frozen to `out_dir` for TF Serving and ONNX Runtime; return the report.
 
     Layout: `tfserving/NAME/VERSION/`, `onnx/NAME/VERSION/model.onnx`,
-    `reports/NAME/VERSION.json`. Raises AuditError, FreezeError, ExportError or
-    ParityError; on any of them nothing is published.
+    `reports/NAME/VERSION.json`. `onnx_only` skips the SavedModel: the way to export models
+    whose weights pass protobuf's 2 GiB (ONNX external data; no frozen GraphDef can hold
+    them). Raises AuditError, FreezeError, ExportError or ParityError; on any of them
+    nothing is published.
     """
     say = progress or (lambda _msg: None)
     out = Path(out_dir)
@@ -161,29 +164,30 @@ def export_model(
     warnings = _refuse_unsafe(audit, allow_untracked)
 
     say("freeze: variables -> constants, proving no variable op is left")
-    frozen = freeze(traced)
+    frozen = freeze(traced, allow_oversized=onnx_only)
 
     int_high = _int_high(model)
     version = version or next_version(tfs_base, onnx_base)
+    candidates = {}
     with contextlib.ExitStack() as stack:
-        sm_dir = stack.enter_context(atomic_directory(tfs_base / str(version)))
+        if not onnx_only:
+            sm_dir = stack.enter_context(atomic_directory(tfs_base / str(version)))
+            say(f"savedmodel: writing version {version}")
+            write_savedmodel(
+                frozen, sm_dir, model_name=name, warmup_requests=warmup_requests, int_high=int_high
+            )
+            candidates["savedmodel"] = savedmodel_runner(sm_dir)
         onnx_dir = stack.enter_context(atomic_directory(onnx_base / str(version)))
-        say(f"savedmodel: writing version {version}")
-        write_savedmodel(
-            frozen, sm_dir, model_name=name, warmup_requests=warmup_requests, int_high=int_high
-        )
         say("onnx: converting with tf2onnx, checking with onnx.checker and ONNX Runtime")
         onnx_art = write_onnx(frozen, onnx_dir, opset=opset)
+        candidates["onnxruntime"] = onnx_runner(onnx_dir / onnx_art.filename)
 
-        say("parity: Keras vs SavedModel vs ONNX Runtime")
+        say(f"parity: Keras vs {' vs '.join(candidates)}")
         batch_sizes = [1, 8]
         parity = compare(
             "keras",
             keras_runner(traced),
-            {
-                "savedmodel": savedmodel_runner(sm_dir),
-                "onnxruntime": onnx_runner(onnx_dir / onnx_art.filename),
-            },
+            candidates,
             sample_batches(
                 traced.input_specs,
                 samples=parity_samples,
@@ -201,13 +205,13 @@ def export_model(
                 f"atol={atol:g}/rtol={rtol:g}; nothing was published.\n{parity.table()}"
             )
         scalars = _scalar_rows(audit, frozen, onnx_art)
-        say(f"publish: tfserving/{name}/{version} and onnx/{name}/{version}")
+        say(f"publish: version {version}")
 
     report = ExportReport(
         name=name,
         version=version,
         out_dir=out,
-        savedmodel_dir=tfs_base / str(version),
+        savedmodel_dir=None if onnx_only else tfs_base / str(version),
         onnx_path=onnx_base / str(version) / onnx_art.filename,
         signature=traced.signature_dict(),
         scalars=scalars,

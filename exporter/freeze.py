@@ -79,6 +79,11 @@ class FrozenGraph:
     remaining_variable_ops: list[str]
 
     @property
+    def weights_bytes(self) -> int:
+        """Bytes of every constant that came from a variable."""
+        return sum(c.value.nbytes for c in self.consts)
+
+    @property
     def proven(self) -> bool:
         """True when no variable op is left and every constant matches its variable."""
         return not self.remaining_variable_ops and all(c.bit_exact for c in self.consts)
@@ -171,22 +176,28 @@ GRAPHDEF_LIMIT = 2**31 - 1
 GRAPHDEF_HEADROOM = 64 * 2**20  # node defs, function library, signature
 
 
-def _refuse_oversized(function: Any) -> None:
-    """Fail in milliseconds, with the real reason, instead of after a multi-GB copy."""
+def fits_in_graphdef(function: Any) -> bool:
+    """Whether the captured variables, as constants, fit in one serializable GraphDef."""
     total = sum(int(np.prod(v.shape)) * v.dtype.size for v in function.variables)
-    if total > GRAPHDEF_LIMIT - GRAPHDEF_HEADROOM:
+    return total <= GRAPHDEF_LIMIT - GRAPHDEF_HEADROOM
+
+
+def freeze(traced: TracedModel, *, allow_oversized: bool = False) -> FrozenGraph:
+    """Turn every variable of `traced` into a constant; raise FreezeError if unprovable.
+
+    Weights past protobuf's 2 GiB make a GraphDef that TensorFlow can hold in memory but never
+    serialize or import: such a graph can only go on to ONNX (external data), so it is refused
+    in milliseconds unless the caller says that is the plan (`allow_oversized`).
+    """
+    source = traced.function
+    if not allow_oversized and not fits_in_graphdef(source):
+        total = sum(int(np.prod(v.shape)) * v.dtype.size for v in source.variables)
         raise FreezeError(
             f"The model's weights total {total / 2**30:.2f} GiB: frozen into constants they would "
             "make a GraphDef (and a saved_model.pb) past protobuf's 2 GiB limit, which neither "
-            "TensorFlow nor TF Serving can load. Export this model unfrozen (variables/ beside "
-            "saved_model.pb) or shard it."
+            "TensorFlow nor TF Serving can load. Pass --onnx-only to export ONNX alone (weights "
+            "as external data), or serve this model unfrozen (Keras' model.export)."
         )
-
-
-def freeze(traced: TracedModel) -> FrozenGraph:
-    """Turn every variable of `traced` into a constant; raise FreezeError if unprovable."""
-    source = traced.function
-    _refuse_oversized(source)
     _refuse_unfreezable(source.graph.as_graph_def())
     try:
         graph_def = _frozen_graph_def(source)

@@ -29,6 +29,7 @@ MODEL_FILE = "model.onnx"
 TRITON_CONFIG = "config.pbtxt"
 EXTERNAL_DATA_FILE = "model.onnx.data"
 PROTOBUF_LIMIT = 2**31 - 1
+EXTERNAL_DATA_HEADROOM = 64 * 2**20  # graph structure beside the weights
 BATCH_DIM = "batch"
 # Variable constants with at least this many elements bypass tf2onnx (see _convert).
 WEIGHT_PLACEHOLDER_MIN_SIZE = 1024
@@ -191,7 +192,8 @@ def write_onnx(frozen: FrozenGraph, export_dir: Path, *, opset: int | None = Non
     """
     opset = check_opset(opset)
     model = _convert(frozen, opset)
-    external = model.ByteSize() > PROTOBUF_LIMIT
+    # ModelProto.ByteSize() itself fails past 2 GiB: decide from the weights we restored.
+    external = frozen.weights_bytes > PROTOBUF_LIMIT - EXTERNAL_DATA_HEADROOM
     export_dir.mkdir(parents=True, exist_ok=True)
     path = export_dir / MODEL_FILE
     onnx.save_model(

@@ -55,7 +55,7 @@ class ExportReport:
     name: str
     version: int
     out_dir: Path
-    savedmodel_dir: Path
+    savedmodel_dir: Path | None  # None with onnx_only
     onnx_path: Path
     signature: dict[str, Any]
     scalars: list[dict[str, Any]]
@@ -78,8 +78,9 @@ class ExportReport:
                 "version": self.version,
                 "packages": package_versions(),
                 "artifacts": {
-                    "savedmodel_dir": str(self.savedmodel_dir),
-                    "saved_model_pb_sha256": sha256(self.savedmodel_dir / "saved_model.pb"),
+                    "savedmodel_dir": self.savedmodel_dir and str(self.savedmodel_dir),
+                    "saved_model_pb_sha256": self.savedmodel_dir
+                    and sha256(self.savedmodel_dir / "saved_model.pb"),
                     "onnx_path": str(self.onnx_path),
                     "onnx_sha256": sha256(self.onnx_path),
                 },
@@ -111,7 +112,7 @@ class ExportReport:
                 "",
                 self.parity.table(),
                 "",
-                f"SavedModel  {self.savedmodel_dir}",
+                f"SavedModel  {self.savedmodel_dir or '- (onnx only)'}",
                 f"ONNX        {self.onnx_path}",
                 f"Report      {self.path}",
             ]

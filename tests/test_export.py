@@ -309,3 +309,28 @@ def test_weights_past_graphdef_limit_are_refused_early(
     with pytest.raises(FreezeError, match=r"weights total .* past protobuf's 2 GiB limit"):
         export_model(models.reference_model(), tmp_path, "big")
     assert not (tmp_path / "tfserving").exists()
+
+
+def test_onnx_only_writes_external_data_past_the_protobuf_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import exporter.freeze as freeze_module
+    import exporter.onnx_export as onnx_module
+
+    # Shrink both 2 GiB limits so a small model takes the >2 GiB path end to end.
+    monkeypatch.setattr(freeze_module, "GRAPHDEF_LIMIT", 1024)
+    monkeypatch.setattr(freeze_module, "GRAPHDEF_HEADROOM", 0)
+    monkeypatch.setattr(onnx_module, "PROTOBUF_LIMIT", 1024)
+    monkeypatch.setattr(onnx_module, "EXTERNAL_DATA_HEADROOM", 0)
+    model = models.reference_model()
+    models.train(model, epochs=1)
+    report = export_model(model, tmp_path, "big", onnx_only=True)
+    assert report.savedmodel_dir is None and not (tmp_path / "tfserving").exists()
+    assert report.onnx["external_data"] is True
+    proto = onnx.load(str(report.onnx_path), load_external_data=False)
+    external = [i for i in proto.graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL]
+    assert external, "large initializers live in model.onnx.data"
+    assert (report.onnx_path.parent / "model.onnx.data").stat().st_size >= 10 * 64 * 4
+    assert {c.runtime for c in report.parity.comparisons} == {"onnxruntime"}
+    assert report.parity.passed
+    assert json.loads(report.path.read_text())["artifacts"]["savedmodel_dir"] is None
