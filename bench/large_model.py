@@ -40,7 +40,10 @@ def _export(variant: str, model: Any, out: Path, progress: Path) -> dict[str, An
     if variant == "project":
         from exporter import export_model
 
-        report = export_model(model, out, "big", progress=lambda m: _stage(progress, m))
+        # Past 2 GiB no frozen GraphDef (so no frozen SavedModel) can exist: ONNX alone.
+        report = export_model(
+            model, out, "big", onnx_only=True, progress=lambda m: _stage(progress, m)
+        )
         return {"onnx_external_data": report.onnx["external_data"]}
     if variant == "keras_onnx":
         _stage(progress, "keras model.export(format='onnx')")
