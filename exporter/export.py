@@ -180,7 +180,7 @@ def export_model(
         onnx_dir = stack.enter_context(atomic_directory(onnx_base / str(version)))
         say("onnx: converting with tf2onnx, checking with onnx.checker and ONNX Runtime")
         onnx_art = write_onnx(frozen, onnx_dir, opset=opset)
-        candidates["onnxruntime"] = onnx_runner(onnx_dir / onnx_art.filename)
+        candidates["onnxruntime"] = onnx_runner(onnx_art.session)
 
         say(f"parity: Keras vs {' vs '.join(candidates)}")
         batch_sizes = [1, 8]

@@ -43,6 +43,7 @@ class OnnxArtifact:
     opset: int
     external_data: bool
     initializers: dict[str, np.ndarray] = field(repr=False)
+    session: ort.InferenceSession = field(repr=False, compare=False)  # the one that loaded it
 
     def initializer_for(self, const_node: str) -> str | None:
         """The initializer tf2onnx made from a Const node, or None if it was folded away.
@@ -161,7 +162,8 @@ def triton_config(name: str, signature: dict[str, dict[str, dict]]) -> str:
     )
 
 
-def _validate(model: onnx.ModelProto, frozen: FrozenGraph, path: Path) -> None:
+def _validate(model: onnx.ModelProto, frozen: FrozenGraph, path: Path) -> ort.InferenceSession:
+    """Gate on names, onnx.checker and an ORT load; return the session that proved it."""
     inputs = [i.name for i in model.graph.input]
     if sorted(inputs) != sorted(frozen.inputs):
         raise ExportError(
@@ -176,7 +178,7 @@ def _validate(model: onnx.ModelProto, frozen: FrozenGraph, path: Path) -> None:
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"onnx.checker rejected the converted model: {exc}") from exc
     try:
-        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except (RuntimeError, ValueError) as exc:
         unsupported = sorted(
             {n.op_type for n in model.graph.node if n.domain not in ("", "ai.onnx")}
@@ -203,10 +205,10 @@ def write_onnx(frozen: FrozenGraph, export_dir: Path, *, opset: int | None = Non
         all_tensors_to_one_file=True,
         location=EXTERNAL_DATA_FILE,
     )
-    _validate(model, frozen, path)
+    session = _validate(model, frozen, path)
     initializers = {
         init.name: numpy_helper.to_array(init, base_dir=str(export_dir))
         for init in model.graph.initializer
         if np.prod(init.dims) <= 1
     }
-    return OnnxArtifact(MODEL_FILE, opset, external, initializers)
+    return OnnxArtifact(MODEL_FILE, opset, external, initializers, session)

@@ -226,11 +226,15 @@ def savedmodel_runner(export_dir: Path, signature: str = "serving_default") -> R
     return run
 
 
-def onnx_runner(path: Path) -> Runner:
-    """Run the ONNX file with ONNX Runtime's CPU provider."""
+def onnx_runner(source: Path | Any) -> Runner:
+    """Run an ONNX file (or an already-loaded InferenceSession) on ONNX Runtime's CPU."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = (
+        ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+        if isinstance(source, str | Path)
+        else source
+    )
     names = [o.name for o in session.get_outputs()]
 
     def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
