@@ -1,4 +1,4 @@
-"""`export_model`: audit → trace → freeze → write SavedModel + ONNX → parity → publish → report.
+"""`export_model`: trace → audit → freeze → write SavedModel + ONNX → parity → publish → report.
 
 Both artifacts are built in scratch directories and validated (freeze proof, onnx.checker,
 ORT load, parity) before either is published, so TF Serving never sees a version that
