@@ -206,6 +206,7 @@ def savedmodel_runner(export_dir: Path, signature: str = "serving_default") -> R
     by the SignatureDef); it is also 3x cheaper in time and memory than tf.saved_model.load.
     """
     import tensorflow as tf
+    from tensorflow.python.util import deprecation
 
     graph = tf.Graph()
     # Grappler's first-run rewrite of a frozen graph scales with its weight constants (4 s and
@@ -214,7 +215,7 @@ def savedmodel_runner(export_dir: Path, signature: str = "serving_default") -> R
     config = tf.compat.v1.ConfigProto()
     config.graph_options.rewrite_options.disable_meta_optimizer = True
     session = tf.compat.v1.Session(graph=graph, config=config)
-    with graph.as_default():
+    with graph.as_default(), deprecation.silence():  # TF1 loader: deprecated, and what TFS runs
         meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(export_dir))
     signature_def = meta_graph.signature_def[signature]
     fetches = {key: info.name for key, info in signature_def.outputs.items()}

@@ -18,6 +18,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 from tensorflow.python.client import pywrap_tf_session
 from tensorflow.python.saved_model import loader_impl
+from tensorflow.python.util import deprecation
 
 from serving.errors import ServingError, code_from_number
 
@@ -116,7 +117,8 @@ class TFServable(Servable):
         self._graph = tf.Graph()
         self._session = tf.compat.v1.Session(graph=self._graph)
         try:
-            with self._graph.as_default():
+            # The TF1 loader is deprecated in Python, and is exactly what TF Serving runs.
+            with self._graph.as_default(), deprecation.silence():
                 meta_graph = tf.compat.v1.saved_model.loader.load(self._session, list(tags), path)
         except tf.errors.OpError as e:
             self._session.close()

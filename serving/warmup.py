@@ -10,6 +10,7 @@ import time
 import grpc
 import tensorflow as tf
 from google.protobuf.message import DecodeError
+from tensorflow.python.util import deprecation
 from tensorflow_serving.apis import prediction_log_pb2
 
 from serving import inference
@@ -49,8 +50,10 @@ def run_warmup(servable: Servable, iterations: int = 1) -> int:
         return 0
     start = time.monotonic()
     count = 0
+    with deprecation.silence():  # the TF1 reader yields raw records, no eager tensors needed
+        records = tf.compat.v1.io.tf_record_iterator(path)
     try:
-        for raw in tf.compat.v1.io.tf_record_iterator(path):
+        for raw in records:
             count += 1
             if count > MAX_RECORDS:
                 raise invalid_argument(
