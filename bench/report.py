@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
+from exporter.formatting import aligned_rows
 
 
 @dataclass(frozen=True)
@@ -160,12 +161,7 @@ def table(targets: list[Target]) -> str:
         (t.name, "n/a" if t.measured is None else f"{t.measured:.2f}x", t.goal, t.status, t.detail)
         for t in targets
     ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
-    lines = []
-    for r in [header, *rows]:
-        cells = "  ".join(v.ljust(w) for v, w in zip(r[:4], widths, strict=True))
-        lines.append(f"{cells}  {r[4]}")
-    return "\n".join(lines)
+    return "\n".join(aligned_rows(header, rows))
 
 
 def markdown(targets: list[Target]) -> str:

@@ -22,7 +22,6 @@ raised only when the input is not a model.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -31,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from exporter.errors import AuditError
+from exporter.formatting import aligned_rows, json_safe
 from exporter.trace import TracedModel, trace_model
 
 Level = Literal["error", "warning", "info"]
@@ -84,7 +84,7 @@ class ScalarFinding:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "value": _json_number(self.value),
+            "value": json_safe(self.value),
             "shape": list(self.shape),
             "dtype": self.dtype,
             "tracked": self.tracked,
@@ -92,7 +92,7 @@ class ScalarFinding:
             "used_by_inference": self.used_by_inference,
             "finite": self.finite,
             "unchanged_since_init": self.unchanged_since_init,
-            "initial_value": _json_number(self.initial_value),
+            "initial_value": json_safe(self.initial_value),
             "status": self.status,
         }
 
@@ -174,12 +174,7 @@ class AuditReport:
             )
             for s in self.scalars
         ]
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        lines = [
-            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-            for r in [header, *rows]
-        ]
-        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines = aligned_rows(header, rows, rule=True)
         summary = self.non_scalar_summary
         lines.append(
             f"non-scalars: {summary.count} weights, {summary.total_params} params, "
@@ -547,12 +542,6 @@ def _loss_message(var: _Var) -> str:
         "(Σ exp(-s_i)·L_i + s_i): `model.compile(loss=LossWeighting(n).attach(model, "
         "losses))`."
     )
-
-
-def _json_number(value: float | int | bool | None) -> float | int | bool | str | None:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
 
 
 def _yes(flag: bool) -> str:

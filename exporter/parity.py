@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from exporter.formatting import aligned_rows
 from exporter.sample_inputs import random_inputs
 
 DEFAULT_ATOL = 1e-5
@@ -89,11 +90,7 @@ def comparison_rows(comparisons: Iterable[OutputComparison]) -> list[str]:
         )
         for c in comparisons
     ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return [
-        "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
-        for r in [header, *rows]
-    ]
+    return aligned_rows(header, rows)
 
 
 class _Accumulator:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from exporter.formatting import aligned_rows, json_safe
 from exporter.parity import ParityReport
 from exporter.publish import atomic_write_bytes
 
@@ -37,17 +37,6 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _json_safe(value: Any) -> Any:
-    """Non-finite floats as strings, so the report stays strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 @dataclass
 class ExportReport:
     """Everything one export produced and proved; `to_dict()` is the JSON schema."""
@@ -71,7 +60,7 @@ class ExportReport:
         return bool(self.freeze_proof.get("proven")) and self.parity.passed
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_safe(
+        return json_safe(
             {
                 "schema": REPORT_SCHEMA,
                 "name": self.name,
@@ -142,7 +131,4 @@ class ExportReport:
             )
             for s in self.scalars
         ]
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        return "\n".join(
-            "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in [header, *rows]
-        )
+        return "\n".join(aligned_rows(header, rows))

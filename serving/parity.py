@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from exporter.formatting import json_safe
 from exporter.parity import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
@@ -74,16 +75,7 @@ class ParityReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; non-finite errors become strings so the file stays valid JSON."""
-
-        def finite(value: Any) -> Any:
-            return value if not isinstance(value, float) or np.isfinite(value) else str(value)
-
-        data = asdict(self)
-        data["comparisons"] = [
-            {k: finite(v) for k, v in asdict(c).items()} for c in self.comparisons
-        ]
-        data["passed"] = self.passed
-        return data
+        return json_safe({**asdict(self), "passed": self.passed})
 
     def table(self) -> str:
         """Polygraphy-style: one row per (runtime, output) against the reference."""
