@@ -176,10 +176,9 @@ GRAPHDEF_LIMIT = 2**31 - 1
 GRAPHDEF_HEADROOM = 64 * 2**20  # node defs, function library, signature
 
 
-def fits_in_graphdef(function: Any) -> bool:
-    """Whether the captured variables, as constants, fit in one serializable GraphDef."""
-    total = sum(int(np.prod(v.shape)) * v.dtype.size for v in function.variables)
-    return total <= GRAPHDEF_LIMIT - GRAPHDEF_HEADROOM
+def _captured_bytes(function: Any) -> int:
+    """Bytes the captured variables will take as constants (read from shapes, not values)."""
+    return sum(int(np.prod(v.shape)) * v.dtype.size for v in function.variables)
 
 
 def freeze(traced: TracedModel, *, allow_oversized: bool = False) -> FrozenGraph:
@@ -190,8 +189,8 @@ def freeze(traced: TracedModel, *, allow_oversized: bool = False) -> FrozenGraph
     in milliseconds unless the caller says that is the plan (`allow_oversized`).
     """
     source = traced.function
-    if not allow_oversized and not fits_in_graphdef(source):
-        total = sum(int(np.prod(v.shape)) * v.dtype.size for v in source.variables)
+    total = _captured_bytes(source)
+    if not allow_oversized and total > GRAPHDEF_LIMIT - GRAPHDEF_HEADROOM:
         raise FreezeError(
             f"The model's weights total {total / 2**30:.2f} GiB: frozen into constants they would "
             "make a GraphDef (and a saved_model.pb) past protobuf's 2 GiB limit, which neither "
