@@ -1,8 +1,9 @@
 """gRPC client for TensorFlow Serving (real or embedded), on the tensorflow_serving.apis stubs.
 
 Numeric tensors go out as raw `tensor_content` bytes (one memcpy instead of a Python loop over
-`*_val` fields) and responses are decoded straight into numpy, so the client never runs
-TensorFlow ops. Every RPC failure surfaces as `ServingClientError` carrying the gRPC code.
+`*_val` fields) and responses are decoded straight into numpy by `serving.tensor_proto`, the
+codec the server uses too, so the client never runs TensorFlow ops. Every RPC failure
+surfaces as `ServingClientError` carrying the gRPC code.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import ml_dtypes
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -25,50 +25,12 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from serving import tensor_proto
+
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """gRPC's own default receive limit; TF Serving allows 2 GB, so raise it for big tensors."""
 
 DEFAULT_TIMEOUT_S = 30.0
-
-# dtype enum <-> numpy dtype for every type TF Serving can put in a TensorProto.
-_DT_TO_NP: dict[int, np.dtype] = {
-    types_pb2.DT_FLOAT: np.dtype(np.float32),
-    types_pb2.DT_DOUBLE: np.dtype(np.float64),
-    types_pb2.DT_HALF: np.dtype(np.float16),
-    types_pb2.DT_BFLOAT16: np.dtype(ml_dtypes.bfloat16),
-    types_pb2.DT_INT8: np.dtype(np.int8),
-    types_pb2.DT_INT16: np.dtype(np.int16),
-    types_pb2.DT_INT32: np.dtype(np.int32),
-    types_pb2.DT_INT64: np.dtype(np.int64),
-    types_pb2.DT_UINT8: np.dtype(np.uint8),
-    types_pb2.DT_UINT16: np.dtype(np.uint16),
-    types_pb2.DT_UINT32: np.dtype(np.uint32),
-    types_pb2.DT_UINT64: np.dtype(np.uint64),
-    types_pb2.DT_BOOL: np.dtype(np.bool_),
-    types_pb2.DT_COMPLEX64: np.dtype(np.complex64),
-    types_pb2.DT_COMPLEX128: np.dtype(np.complex128),
-}
-_NP_TO_DT: dict[np.dtype, int] = {v: k for k, v in _DT_TO_NP.items()}
-
-# Which typed repeated field TF's Tensor::AsProtoField writes for each dtype.
-_VAL_FIELD: dict[int, str] = {
-    types_pb2.DT_FLOAT: "float_val",
-    types_pb2.DT_DOUBLE: "double_val",
-    types_pb2.DT_HALF: "half_val",
-    types_pb2.DT_BFLOAT16: "half_val",
-    types_pb2.DT_INT8: "int_val",
-    types_pb2.DT_INT16: "int_val",
-    types_pb2.DT_INT32: "int_val",
-    types_pb2.DT_UINT8: "int_val",
-    types_pb2.DT_UINT16: "int_val",
-    types_pb2.DT_INT64: "int64_val",
-    types_pb2.DT_UINT32: "uint32_val",
-    types_pb2.DT_UINT64: "uint64_val",
-    types_pb2.DT_BOOL: "bool_val",
-    types_pb2.DT_COMPLEX64: "scomplex_val",
-    types_pb2.DT_COMPLEX128: "dcomplex_val",
-}
-
 
 class ServingClientError(Exception):
     """An RPC failed; `code` is the gRPC status code, `message` the server's exact text."""
@@ -101,62 +63,18 @@ class ModelMetadata:
 def make_tensor_proto(value: Any) -> tensor_pb2.TensorProto:
     """Encode an array as TF does for the wire: raw little-endian bytes, strings in string_val."""
     arr = np.asarray(value)
-    proto = tensor_pb2.TensorProto()
-    proto.tensor_shape.CopyFrom(
-        tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in arr.shape]
-        )
-    )
-    if arr.dtype.kind in "USO":
-        proto.dtype = types_pb2.DT_STRING
-        proto.string_val.extend(
-            v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in arr.reshape(-1)
-        )
-        return proto
-    native = arr.dtype.newbyteorder("=") if arr.dtype.byteorder != "|" else arr.dtype
-    dt = _NP_TO_DT.get(native)
-    if dt is None:
-        raise TypeError(f"numpy dtype {arr.dtype} has no TensorFlow equivalent")
-    proto.dtype = dt
-    little = arr.astype(native.newbyteorder("<"), copy=False)
-    proto.tensor_content = np.ascontiguousarray(little).tobytes()
-    return proto
+    try:
+        return tensor_proto.encode(arr, content=True)
+    except tensor_proto.TensorParseError:
+        raise TypeError(f"numpy dtype {arr.dtype} has no TensorFlow equivalent") from None
 
 
 def make_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
     """Decode a TensorProto like tf.make_ndarray (tensor_content, or typed *_val fields with
-    TF's fill rules: extra values ignored, a short list repeats its last value, none = zeros)."""
-    shape = tuple(d.size for d in proto.tensor_shape.dim)
-    count = int(np.prod(shape, dtype=np.int64))
-    if proto.dtype == types_pb2.DT_STRING:
-        values = list(proto.string_val)[:count]
-        if len(values) < count:
-            values += [values[-1] if values else b""] * (count - len(values))
-        out = np.empty(count, dtype=object)
-        out[:] = values
-        return out.reshape(shape)
-    dtype = _DT_TO_NP.get(proto.dtype)
-    if dtype is None:
-        raise TypeError(f"cannot decode tensor of dtype {types_pb2.DataType.Name(proto.dtype)}")
-    if proto.tensor_content:
-        flat = np.frombuffer(proto.tensor_content, dtype=dtype.newbyteorder("<"))
-        return flat.astype(dtype).reshape(shape)
-    field = _VAL_FIELD[proto.dtype]
-    raw = getattr(proto, field)
-    if field == "half_val":
-        # half/bfloat16 travel as their 16-bit patterns inside int32 values.
-        vals = np.asarray(raw, dtype=np.uint16).view(dtype)
-    elif field in ("scomplex_val", "dcomplex_val"):
-        pairs = np.asarray(raw, dtype=dtype.type(0).real.dtype)
-        vals = pairs[0::2] + 1j * pairs[1::2]
-    else:
-        vals = np.asarray(raw, dtype=dtype)
-    vals = vals.astype(dtype, copy=False)
-    if len(vals) >= count:
-        return vals[:count].reshape(shape)
-    if len(vals) == 0:
-        return np.zeros(shape, dtype=dtype)
-    return np.concatenate([vals, np.full(count - len(vals), vals[-1], dtype=dtype)]).reshape(shape)
+    TF's fill rules: extra values ignored, a short list repeats its last value, none = zeros).
+    The array is the caller's own (writeable, not a view of the response)."""
+    array = tensor_proto.decode(proto)
+    return array if array.flags.writeable else array.copy()
 
 
 class ServingClient:

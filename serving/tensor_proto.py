@@ -1,5 +1,9 @@
 """TensorProto <-> numpy, with the decode rules of TF's `Tensor::FromProto` and the typed-field
-encoding of `Tensor::AsProtoField` (what TF Serving's Predict answers with by default)."""
+encoding of `Tensor::AsProtoField` (what TF Serving's Predict answers with by default), or the
+raw `tensor_content` encoding of `Tensor::AsProtoTensorContent` (what clients send).
+
+The one TensorProto codec of the project: the server (`serving.inference`) and the client
+(`serving.client`) both use it, so both sides agree on dtypes and fill rules."""
 
 from __future__ import annotations
 
@@ -66,6 +70,8 @@ def numpy_dtype(dtype: DataType) -> np.dtype:
 def data_type(array: np.ndarray) -> DataType:
     """The TF DataType of a numpy array (object/bytes/str arrays are DT_STRING)."""
     kind = array.dtype
+    if kind.byteorder not in ("=", "|"):
+        kind = kind.newbyteorder("=")
     if kind.kind in "OSU":
         return types_pb2.DT_STRING
     for enum, (np_dtype, _) in _FIELDS.items():
@@ -100,7 +106,9 @@ def decode(proto: tensor_pb2.TensorProto) -> np.ndarray:
             raise TensorParseError("tensor_content is not supported for strings")
         if len(proto.tensor_content) != count * np_dtype.itemsize:
             raise TensorParseError("tensor_content size mismatch")
-        return np.frombuffer(proto.tensor_content, dtype=np_dtype).reshape(shape)
+        # tensor_content is little-endian on the wire, whatever the host's byte order.
+        little = np.frombuffer(proto.tensor_content, dtype=np_dtype.newbyteorder("<"))
+        return little.astype(np_dtype, copy=False).reshape(shape)
     field = _FIELDS[proto.dtype][1]
     raw = getattr(proto, field)
     if proto.dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
@@ -129,8 +137,10 @@ def _fill(values: np.ndarray, count: int, np_dtype: np.dtype) -> np.ndarray:
     return np.concatenate([values, np.repeat(values[-1:], count - n)])
 
 
-def encode(array: np.ndarray) -> tensor_pb2.TensorProto:
-    """Encodes like `Tensor::AsProtoField`: dtype, full tensor_shape, every element typed."""
+def encode(array: np.ndarray, *, content: bool = False) -> tensor_pb2.TensorProto:
+    """Encodes like `Tensor::AsProtoField` (dtype, full tensor_shape, every element typed) or,
+    with `content=True`, like `AsProtoTensorContent`: numeric values as raw little-endian bytes
+    (one memcpy instead of a Python loop), strings still in string_val."""
     array = np.asarray(array)
     dtype = data_type(array)
     proto = tensor_pb2.TensorProto(
@@ -142,7 +152,12 @@ def encode(array: np.ndarray) -> tensor_pb2.TensorProto:
     flat = array.ravel()
     field = _FIELDS[dtype][1]
     if dtype == types_pb2.DT_STRING:
-        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in flat)
+        proto.string_val.extend(
+            v if isinstance(v, bytes) else str(v).encode("utf-8") for v in flat
+        )
+    elif content:
+        little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+        proto.tensor_content = np.ascontiguousarray(little).tobytes()
     elif field == "half_val":
         proto.half_val.extend(flat.view(np.uint16).tolist())
     elif field in ("scomplex_val", "dcomplex_val"):

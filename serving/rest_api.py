@@ -1,0 +1,160 @@
+"""TF Serving's REST request dispatcher (`http_rest_api_handler.cc`), free of HTTP plumbing.
+
+(method, path, body) -> (HTTP code, JSON text): routes and error texts follow the real handler;
+JSON is decoded by `serving.json_tensor` / `serving.json_examples` and handed to the same core
+as gRPC, so both front-ends share every check. The socket side is `serving.rest`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import unquote
+
+import grpc
+from google.protobuf import json_format
+from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, regression_pb2
+
+from serving import inference, json_examples, json_tensor
+from serving.errors import ServingError, invalid_argument
+
+_PREDICT_RE = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
+    re.IGNORECASE,
+)
+_STATUS_RE = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+    re.IGNORECASE,
+)
+V1_PATH = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
+"""Paths the API answers; the HTTP server returns its own 404 for anything else."""
+
+# http_server.cc ToHTTPStatusCode.
+_HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+
+
+
+class RestApi:
+    """The request logic, independent of the HTTP plumbing: (method, path, body) -> (code, JSON)."""
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        # --rest_api_timeout_in_ms becomes the run timeout; 0 or less means none.
+        timeout_ms = core.options.rest_api_timeout_in_ms
+        self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
+
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, str]:
+        """Answer one /v1/ request; errors become `{"error": ...}` with the mapped HTTP code."""
+        try:
+            return 200, self._dispatch(method, path, body)
+        except ServingError as err:
+            return _HTTP_STATUS.get(err.code, 500), json.dumps(
+                {"error": err.message}, indent=4, ensure_ascii=False
+            )
+
+    def _dispatch(self, method: str, path: str, body: bytes) -> str:
+        malformed = invalid_argument(f"Malformed request: {method} {path}")
+        if method == "POST":
+            match = _PREDICT_RE.fullmatch(path)
+        elif method == "GET":
+            match = _STATUS_RE.fullmatch(path)
+        else:
+            raise malformed
+        if match is None:
+            raise malformed
+        name, version_text, label, verb = match.groups()
+        name = unquote(name) if name else ""
+        version = None
+        if version_text:
+            version = int(version_text)
+            if version > 2**63 - 1:
+                raise invalid_argument(f"Failed to convert version: {version_text} to numeric.")
+        label = unquote(label) if label else None
+        if method == "POST":
+            if verb == "predict":
+                return self._predict(name, version, label, body)
+            if verb in ("classify", "regress"):
+                return self._classify_regress(verb, name, version, label, body)
+            raise malformed
+        if not name:
+            raise invalid_argument("Missing model name in request.")
+        if verb == "metadata":
+            return self._metadata(name, version, label)
+        return self._status(name, version)
+
+    def _predict(self, name: str, version: int | None, label: str | None, body: bytes) -> str:
+        doc = json_tensor.parse_json(body)
+        signature_name = json_tensor.fill_signature(doc)
+        servable = self.core.servable(name, version, label)
+        key = signature_name or "serving_default"
+        sig = servable.signature_defs.get(key)
+        if sig is None:
+            raise invalid_argument(f'Serving signature name: "{key}" not found in signature def')
+        infos = dict(sig.inputs)
+        if not infos:
+            raise invalid_argument(
+                f"Failed to get input map for signature: {signature_name or 'DEFAULT'}"
+            )
+        inputs, row_format = json_tensor.predict_inputs(doc, infos)
+        outputs = inference.predict_arrays(servable, key, inputs, timeout_s=self.timeout_s)
+        return json_tensor.predict_response_json(outputs, row_format)
+
+    def _classify_regress(
+        self, verb: str, name: str, version: int | None, label: str | None, body: bytes
+    ) -> str:
+        """Body -> ClassificationRequest/RegressionRequest, then the same code path as gRPC."""
+        doc = json_tensor.parse_json(body)
+        signature_name = json_tensor.fill_signature(doc)
+        inp = json_examples.examples_input(doc)
+        servable = self.core.servable(name, version, label)
+        if verb == "classify":
+            request = classification_pb2.ClassificationRequest(input=inp)
+            request.model_spec.name, request.model_spec.signature_name = name, signature_name
+            response = inference.classify(servable, request, self.timeout_s)
+            return json_examples.classification_json(response.result)
+        request = regression_pb2.RegressionRequest(input=inp)
+        request.model_spec.name, request.model_spec.signature_name = name, signature_name
+        response = inference.regress(servable, request, self.timeout_s)
+        return json_examples.regression_json(response.result)
+
+    def _status(self, name: str, version: int | None) -> str:
+        response = self.core.model_status(name, version)
+        return json.dumps(
+            json_format.MessageToDict(response, always_print_fields_with_no_presence=True),
+            indent=2,
+        )
+
+    def _metadata(self, name: str, version: int | None, label: str | None) -> str:
+        servable = self.core.servable(name, version, label)
+        response = self.core.model_metadata(servable)
+        sig_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(sig_map)
+        options = {
+            "preserving_proto_field_name": True,
+            "always_print_fields_with_no_presence": True,
+        }
+        document = {
+            "model_spec": json_format.MessageToDict(response.model_spec, **options),
+            "metadata": {"signature_def": json_format.MessageToDict(sig_map, **options)},
+        }
+        return json.dumps(document, indent=2)
+
