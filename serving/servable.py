@@ -126,7 +126,6 @@ class TFServable(Servable):
         except (RuntimeError, ValueError, OSError) as e:
             self._session.close()
             raise ServingError(grpc.StatusCode.INTERNAL, str(e)) from e
-        self.meta_graph_def = meta_graph
         self.signature_defs = dict(meta_graph.signature_def)
         self._signatures = {
             key: _Signature(self._graph, sig) for key, sig in self.signature_defs.items()

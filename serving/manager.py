@@ -1,0 +1,254 @@
+"""Loading and unloading of model versions (TF Serving's `AspiredVersionsManager`).
+
+For each model the source (`serving.source`) names the aspired versions; new ones load on
+background threads with `--max_num_load_retries` retries, and versions no longer aspired are
+unloaded only once an aspired version is AVAILABLE (the availability-preserving policy). Requests
+get servables by Latest or Specific version, as `GetServableHandle` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import grpc
+from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving.errors import ServingError
+from serving.servable import Servable
+from serving.source import aspired_versions, versions_on_disk
+
+State = get_model_status_pb2.ModelVersionStatus.State
+ModelConfig = model_server_config_pb2.ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServableVersion:
+    """One version's life cycle: START -> LOADING -> AVAILABLE -> UNLOADING -> END (or END with
+    an error after failed loads)."""
+
+    version: int
+    path: str
+    state: int = State.START
+    error: ServingError | None = None
+    servable: Servable | None = None
+    aspired: bool = True
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class _Model:
+    config: ModelConfig
+    versions: dict[int, ServableVersion] = field(default_factory=dict)
+
+
+# (model name, version, version directory) -> a loaded servable; raises if it cannot load.
+ServableFactory = Callable[[str, int, str], Servable]
+
+
+class AspiredVersionsManager:
+    """Owns every version's state; the core tells it which models to manage."""
+
+    def __init__(
+        self,
+        create: ServableFactory,
+        *,
+        poll_wait_s: float,
+        max_load_retries: int,
+        load_retry_interval_s: float,
+    ) -> None:
+        self._create = create
+        self._poll_wait_s = poll_wait_s
+        self._max_load_retries = max_load_retries
+        self._retry_interval_s = load_retry_interval_s
+        self._models: dict[str, _Model] = {}
+        self._history: dict[str, _Model] = {}  # removed models keep reporting their status
+        self._cond = threading.Condition(threading.RLock())
+        self._loader = ThreadPoolExecutor(max_workers=4, thread_name_prefix="load")
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    def start_polling(self) -> None:
+        """Re-list every base path each `--file_system_poll_wait_seconds` (0: never again)."""
+        if self._poll_wait_s > 0:
+            self._poller = threading.Thread(target=self._poll_loop, name="fs-poll", daemon=True)
+            self._poller.start()
+
+    def stop(self) -> None:
+        """Stops polling and cancels loads; returns once the loader threads are done."""
+        self._stop.set()
+        with self._cond:
+            for model in self._models.values():
+                for ver in model.versions.values():
+                    ver.cancel.set()
+        if self._poller is not None:
+            self._poller.join(timeout=10)
+        self._loader.shutdown(wait=True, cancel_futures=True)
+
+    def manage(self, configs: Sequence[ModelConfig]) -> list[str]:
+        """Manage exactly these models (others are unloaded); poll each once; returns the names
+        that were not managed before."""
+        wanted = {c.name: c for c in configs}
+        with self._cond:
+            for name in [n for n in self._models if n not in wanted]:
+                removed = self._models.pop(name)
+                for ver in removed.versions.values():
+                    ver.aspired = False
+                    ver.cancel.set()
+                self._retire(removed)
+            added = [n for n in wanted if n not in self._models]
+            for name, cfg in wanted.items():
+                model = self._models.get(name) or self._history.get(name) or _Model(cfg)
+                model.config = cfg
+                self._models[name] = self._history[name] = model
+        for name in wanted:
+            self._poll(self._models[name])
+        return added
+
+    def wait_settled(self, names: Sequence[str]) -> list[tuple[str, ServableVersion]]:
+        """Waits until each model has aspired versions and none is still loading; returns the
+        aspired versions that ended in error."""
+
+        def aspired(name: str) -> list[ServableVersion]:
+            return [v for v in self._models[name].versions.values() if v.aspired]
+
+        def settled() -> bool:
+            return all(
+                aspired(n) and not any(v.state in (State.START, State.LOADING) for v in aspired(n))
+                for n in names
+            )
+
+        with self._cond:
+            while not settled():
+                if self._stop.is_set():
+                    raise ServingError(grpc.StatusCode.CANCELLED, "Server is stopping")
+                self._cond.wait(timeout=1.0)
+            return [(n, v) for n in names for v in aspired(n) if v.state == State.END and v.error]
+
+    # --- polling, loading, unloading --------------------------------------------------------
+
+    def _poll_loop(self) -> None:
+        while not self._stop.wait(self._poll_wait_s):
+            with self._cond:
+                models = list(self._models.values())
+            for model in models:
+                self._poll(model)
+
+    def _poll(self, model: _Model) -> None:
+        """One file-system poll of one model: aspire, load new versions, retire old ones."""
+        on_disk = versions_on_disk(model.config)
+        aspired = aspired_versions(model.config, on_disk)
+        with self._cond:
+            if self._stop.is_set() or self._models.get(model.config.name) is not model:
+                return  # stopping, or the model left the config while we listed its directory
+            for number, ver in model.versions.items():
+                if ver.aspired and number not in aspired:
+                    ver.cancel.set()
+                ver.aspired = number in aspired
+            for number in sorted(aspired):
+                ver = model.versions.get(number)
+                if ver is not None and not (ver.state == State.END and ver.cancel.is_set()):
+                    continue
+                ver = ServableVersion(number, on_disk[number], state=State.LOADING)
+                model.versions[number] = ver
+                self._loader.submit(self._load, model, ver)
+            self._retire(model)
+            self._cond.notify_all()
+
+    def _load(self, model: _Model, ver: ServableVersion) -> None:
+        """Loads with `max_num_load_retries` retries; removal of the directory cancels them."""
+        name = model.config.name
+        error: ServingError | None = None
+        servable: Servable | None = None
+        for attempt in range(self._max_load_retries + 1):
+            if attempt and ver.cancel.wait(self._retry_interval_s):
+                break
+            if ver.cancel.is_set():
+                break
+            try:
+                servable = self._create(name, ver.version, ver.path)
+                error = None
+                break
+            except ServingError as e:
+                error = e
+            except Exception as e:  # any load failure must end as END + status
+                error = ServingError(grpc.StatusCode.UNKNOWN, f"{type(e).__name__}: {e}")
+            log.error(
+                "Loading servable {name: %s version: %d} failed: %s", name, ver.version, error
+            )
+        with self._cond:
+            if servable is not None and not ver.cancel.is_set():
+                ver.servable, ver.state = servable, State.AVAILABLE
+                log.info(
+                    "Successfully loaded servable version {name: %s version: %d}", name, ver.version
+                )
+            else:
+                ver.state, ver.error = State.END, error
+            self._retire(model)
+            self._cond.notify_all()
+
+    def _retire(self, model: _Model) -> None:
+        """Availability-preserving unload: drop versions no longer aspired once an aspired one is
+        AVAILABLE, or when nothing is aspired at all."""
+        aspired = [v for v in model.versions.values() if v.aspired]
+        if aspired and not any(v.state == State.AVAILABLE for v in aspired):
+            return
+        for ver in model.versions.values():
+            if not ver.aspired and ver.state == State.AVAILABLE:
+                ver.state = State.UNLOADING
+                ver.servable = None  # freed when the last in-flight request releases it
+                ver.state = State.END
+                ver.cancel.set()
+                log.info(
+                    "Unloaded servable version {name: %s version: %d}",
+                    model.config.name,
+                    ver.version,
+                )
+
+    # --- lookups ----------------------------------------------------------------------------
+
+    def is_managed(self, name: str) -> bool:
+        """Whether the model is in the current config."""
+        with self._cond:
+            return name in self._models
+
+    def is_available(self, name: str, version: int) -> bool:
+        """Whether that version can serve requests now."""
+        with self._cond:
+            model = self._models.get(name)
+            ver = model.versions.get(version) if model is not None else None
+            return ver is not None and ver.state == State.AVAILABLE
+
+    def servable(self, name: str, version: int | None) -> Servable:
+        """`GetServableHandle`: the newest AVAILABLE version (Latest) or that one (Specific)."""
+        with self._cond:
+            model = self._models.get(name)
+            versions = model.versions if model is not None else {}
+            if version is None:
+                live = [v for v in versions.values() if v.state == State.AVAILABLE and v.servable]
+                if not live:
+                    raise ServingError(
+                        grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})"
+                    )
+                return max(live, key=lambda v: v.version).servable  # type: ignore[return-value]
+            ver = versions.get(version)
+            if ver is None or ver.state != State.AVAILABLE or ver.servable is None:
+                raise ServingError(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"Servable not found for request: Specific({name}, {version})",
+                )
+            return ver.servable
+
+    def version_states(self, name: str) -> dict[int, ServableVersion]:
+        """Every version this model ever had (also after it left the config), by number."""
+        with self._cond:
+            model = self._history.get(name)
+            return dict(model.versions) if model is not None else {}
