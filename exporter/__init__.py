@@ -3,7 +3,8 @@
 from exporter import export_model, audit_model
 """
 
-from exporter.audit import AuditReport, audit_model
+from exporter.audit import audit_model
+from exporter.audit_report import AuditReport
 from exporter.errors import (
     AuditError,
     ExporterError,

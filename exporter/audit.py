@@ -23,165 +23,29 @@ raised only when the input is not a model.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from exporter.audit_report import (
+    STATUSES,
+    AuditReport,
+    Finding,
+    NonScalarSummary,
+    ScalarFinding,
+)
 from exporter.errors import AuditError
-from exporter.formatting import aligned_rows, json_safe
+from exporter.loading import is_keras_model
 from exporter.trace import TracedModel, trace_model
 
-Level = Literal["error", "warning", "info"]
-
-# Highest-priority status first; a scalar's status is the first that applies.
-STATUSES = ("non-finite", "untracked", "unchanged", "not-used", "non-trainable", "ok")
 _CONSTANT_INITIALIZERS = {"zeros": 0.0, "ones": 1.0}
 _FIX = (
     "Fix: create it inside a layer with `self.add_weight(name=..., shape=(), "
     "initializer=keras.initializers.Constant(v))`, or use `exporter.layers.Offset` / "
     "`exporter.layers.Scale` instead of a Lambda or attribute holding a variable."
 )
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One audit result: `level` error/warning/info, about `variable` (a name)."""
-
-    level: Level
-    variable: str
-    code: str
-    message: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {
-            "level": self.level,
-            "variable": self.variable,
-            "code": self.code,
-            "message": self.message,
-        }
-
-
-@dataclass
-class ScalarFinding:
-    """Everything known about one scalar; `variable` is the `tf.Variable` (join key
-    for freezing via `variable.ref()`), left out of `repr` and `to_dict`."""
-
-    name: str
-    value: float | int | bool
-    shape: tuple[int, ...]
-    dtype: str
-    tracked: bool
-    trainable: bool
-    used_by_inference: bool
-    finite: bool
-    unchanged_since_init: bool | None
-    initial_value: float | None
-    status: str
-    variable: tf.Variable = field(repr=False, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "value": json_safe(self.value),
-            "shape": list(self.shape),
-            "dtype": self.dtype,
-            "tracked": self.tracked,
-            "trainable": self.trainable,
-            "used_by_inference": self.used_by_inference,
-            "finite": self.finite,
-            "unchanged_since_init": self.unchanged_since_init,
-            "initial_value": json_safe(self.initial_value),
-            "status": self.status,
-        }
-
-
-@dataclass
-class NonScalarSummary:
-    """Counts for weights with more than one element (kernels, embeddings, ...)."""
-
-    count: int = 0
-    total_params: int = 0
-    used_by_inference: int = 0
-    not_used_by_inference: int = 0
-    non_finite: list[str] = field(default_factory=list)
-    untracked: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "count": self.count,
-            "total_params": self.total_params,
-            "used_by_inference": self.used_by_inference,
-            "not_used_by_inference": self.not_used_by_inference,
-            "non_finite": list(self.non_finite),
-            "untracked": list(self.untracked),
-        }
-
-
-@dataclass
-class AuditReport:
-    """Scalars, a summary of the other weights, and the findings about both."""
-
-    model_name: str
-    scalars: list[ScalarFinding]
-    non_scalar_summary: NonScalarSummary
-    findings: list[Finding]
-
-    @property
-    def has_errors(self) -> bool:
-        return any(f.level == "error" for f in self.findings)
-
-    def scalar(self, name: str) -> ScalarFinding:
-        """The scalar called `name` (full path, or a unique last path component)."""
-        exact = [s for s in self.scalars if s.name == name]
-        if exact:
-            return exact[0]
-        tail = [s for s in self.scalars if s.name.rsplit("/", 1)[-1] == name]
-        if len(tail) != 1:
-            known = [s.name for s in self.scalars]
-            raise KeyError(f"No unique scalar named {name!r}; scalars are {known}.")
-        return tail[0]
-
-    def findings_for(self, name: str, level: Level | None = None) -> list[Finding]:
-        """Findings about variable `name`, optionally of one level."""
-        return [
-            f for f in self.findings if f.variable == name and (level is None or f.level == level)
-        ]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model_name,
-            "has_errors": self.has_errors,
-            "scalars": [s.to_dict() for s in self.scalars],
-            "non_scalar_summary": self.non_scalar_summary.to_dict(),
-            "findings": [f.to_dict() for f in self.findings],
-        }
-
-    def table(self) -> str:
-        """Aligned table of the scalars, then the summary and findings, for humans."""
-        header = ("name", "shape", "dtype", "value", "tracked", "trainable", "inference", "status")
-        rows = [
-            (
-                s.name,
-                str(list(s.shape)),
-                s.dtype,
-                f"{s.value:.6g}" if isinstance(s.value, float) else str(s.value),
-                _yes(s.tracked),
-                _yes(s.trainable),
-                _yes(s.used_by_inference),
-                s.status,
-            )
-            for s in self.scalars
-        ]
-        lines = aligned_rows(header, rows, rule=True)
-        summary = self.non_scalar_summary
-        lines.append(
-            f"non-scalars: {summary.count} weights, {summary.total_params} params, "
-            f"{summary.used_by_inference} used by inference"
-        )
-        lines.extend(f"{f.level.upper()}: {f.message}" for f in self.findings)
-        return "\n".join(lines)
 
 
 @dataclass
@@ -209,7 +73,7 @@ def audit_model(
     `exporter.layers` layers and of generic layers' `*_initializer` configs are found
     automatically.
     """
-    if not _is_keras_model(model):
+    if not is_keras_model(model):
         raise AuditError(
             f"audit_model needs a Keras model (keras.Model or tf_keras Model), got "
             f"{type(model).__name__}. Load or build the model first."
@@ -227,6 +91,7 @@ def audit_model(
         if value.size == 1:
             scalar = _scalar_finding(var, value, finite)
             scalars.append(scalar)
+            findings.extend(_variable_findings(var, value, finite, scalar))
             findings.extend(_scalar_findings(var, scalar))
             continue
         summary.count += 1
@@ -237,35 +102,14 @@ def audit_model(
             summary.not_used_by_inference += 1
         if not finite:
             summary.non_finite.append(var.name)
-            findings.append(
-                Finding(
-                    "error",
-                    var.name,
-                    "non_finite",
-                    f"{var.name!r} (shape {list(value.shape)}) holds NaN or Inf values: "
-                    "training diverged or the weights file is corrupt; retrain or reload.",
-                )
-            )
         if not var.tracked:
             summary.untracked.append(var.name)
-            findings.append(
-                Finding("error", var.name, "untracked_captured", _untracked_message(var, None))
-                if var.used
-                else Finding("warning", var.name, "untracked_loss_variable", _loss_message(var))
-            )
+        findings.extend(_variable_findings(var, value, finite, None))
     return AuditReport(
         model_name=str(getattr(model, "name", type(model).__name__)),
         scalars=scalars,
         non_scalar_summary=summary,
         findings=findings,
-    )
-
-
-def _is_keras_model(obj: Any) -> bool:
-    """A Keras 3 or tf_keras `Model` (layers alone cannot be traced with a signature)."""
-    return any(
-        cls.__name__ == "Model" and cls.__module__.startswith(("keras", "tf_keras"))
-        for cls in type(obj).__mro__
     )
 
 
@@ -476,23 +320,34 @@ def _status(var: _Var, finite: bool, unchanged: bool | None) -> str:
     return next((s for s in STATUSES if applies.get(s, True)), "ok")
 
 
-def _scalar_findings(var: _Var, scalar: ScalarFinding) -> list[Finding]:
+def _variable_findings(
+    var: _Var, value: np.ndarray, finite: bool, scalar: ScalarFinding | None
+) -> list[Finding]:
+    """The checks every variable gets, scalar or not: non-finite values and untracked capture."""
     out: list[Finding] = []
     name = var.name
-    if not scalar.finite:
-        out.append(
-            Finding(
-                "error",
-                name,
-                "non_finite",
-                f"{name!r} is {scalar.value}: training diverged or the weights are corrupt. "
-                "Exporting would bake it into every prediction; retrain or reload the weights.",
-            )
+    if not finite:
+        message = (
+            f"{name!r} is {scalar.value}: training diverged or the weights are corrupt. "
+            "Exporting would bake it into every prediction; retrain or reload the weights."
+            if scalar is not None
+            else f"{name!r} (shape {list(value.shape)}) holds NaN or Inf values: "
+            "training diverged or the weights file is corrupt; retrain or reload."
         )
-    if not var.tracked and var.used:
-        out.append(Finding("error", name, "untracked_captured", _untracked_message(var, scalar)))
-    if not var.tracked and not var.used:
-        out.append(Finding("warning", name, "untracked_loss_variable", _loss_message(var)))
+        out.append(Finding("error", name, "non_finite", message))
+    if not var.tracked:
+        out.append(
+            Finding("error", name, "untracked_captured", _untracked_message(var, scalar))
+            if var.used
+            else Finding("warning", name, "untracked_loss_variable", _loss_message(var))
+        )
+    return out
+
+
+def _scalar_findings(var: _Var, scalar: ScalarFinding) -> list[Finding]:
+    """The scalar-only checks: trainable but never moved, or a weight inference never reads."""
+    out: list[Finding] = []
+    name = var.name
     if var.trainable and scalar.unchanged_since_init:
         out.append(
             Finding(
@@ -542,7 +397,3 @@ def _loss_message(var: _Var) -> str:
         "(Σ exp(-s_i)·L_i + s_i): `model.compile(loss=LossWeighting(n).attach(model, "
         "losses))`."
     )
-
-
-def _yes(flag: bool) -> str:
-    return "yes" if flag else "no"

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from exporter.audit import STATUSES, AuditReport, ScalarFinding, audit_model
+from exporter.audit import audit_model
+from exporter.audit_report import STATUSES, AuditReport, ScalarFinding
 from exporter.errors import AuditError
 from exporter.layers import Scale
 from exporter.trace import trace_model
