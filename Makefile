@@ -25,7 +25,7 @@ venv: $(VENV)/.installed
 ## Train the reference model on real data, export it frozen, serve it, prove parity through gRPC.
 export: venv
 	$(PY) -m exporter.reference --out $(OUT) --name $(NAME)
-	$(PY) -m serving parity --export $(OUT) --model_name $(NAME) \
+	$(PY) -m exporter parity --export $(OUT) --model-name $(NAME) \
 		--model $(OUT)/keras/$(NAME).keras --json $(OUT)/reports/$(NAME)/parity.json
 
 ## The test suite (slow load/soak runs excluded), plus lint.
@@ -52,13 +52,13 @@ docker-build:
 ## Start it with compose (gRPC 8500, REST 8501), wait until healthy, then prove parity through it.
 deploy: docker-build venv
 	MODEL_NAME=$(NAME) docker compose -f docker/docker-compose.yml up -d --no-build --wait tfserving
-	$(PY) -m serving parity --export $(OUT) --model_name $(NAME) $(KERAS_REF) \
-		--target 127.0.0.1:8500 --rest_target 127.0.0.1:8501 --json $(OUT)/reports/$(NAME)/parity-docker.json
+	$(PY) -m exporter parity --export $(OUT) --model-name $(NAME) $(KERAS_REF) \
+		--target 127.0.0.1:8500 --rest-target 127.0.0.1:8501 --json $(OUT)/reports/$(NAME)/parity-docker.json
 
 ## Parity against any running TF Serving: make parity-remote TARGET=host:8500 [REST_TARGET=host:8501]
 parity-remote: venv
-	$(PY) -m serving parity --export $(OUT) --model_name $(NAME) $(KERAS_REF) --target $(TARGET) \
-		$(if $(REST_TARGET),--rest_target $(REST_TARGET)) --json $(OUT)/reports/$(NAME)/parity-remote.json
+	$(PY) -m exporter parity --export $(OUT) --model-name $(NAME) $(KERAS_REF) --target $(TARGET) \
+		$(if $(REST_TARGET),--rest-target $(REST_TARGET)) --json $(OUT)/reports/$(NAME)/parity-remote.json
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -1,4 +1,4 @@
-"""Command line: `python -m exporter {export,audit,inspect}`. No logic lives here.
+"""Command line: `python -m exporter {export,audit,inspect,parity}`. No logic lives here.
 
 Exit codes: 0 success, 1 a check failed (audit error, freeze proof, parity), 2 bad usage
 (bad arguments, a model that cannot be loaded, an unwritable output directory).
@@ -82,6 +82,13 @@ def _parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", help="is a SavedModel / ONNX file frozen? what scalars?")
     inspect.add_argument("path", help="SavedModel directory or .onnx file")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    from exporter.served_parity import add_arguments as add_parity_args
+
+    parity = sub.add_parser(
+        "parity", help="prove a published export agrees across Keras, ORT, gRPC and REST"
+    )
+    add_parity_args(parity)
     return parser
 
 
@@ -140,6 +147,13 @@ def _run_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_parity(args: argparse.Namespace) -> int:
+    from exporter.served_parity import run_command
+
+    report = run_command(args, progress=lambda msg: _stderr(f"[parity] {msg}"))
+    return EXIT_OK if report.passed else EXIT_CHECK_FAILED
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse, dispatch, and map typed errors to exit codes with a one-line message."""
     args = _parser().parse_args(argv)
@@ -153,7 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         TraceError,
     )
 
-    commands = {"export": _run_export, "audit": _run_audit, "inspect": _run_inspect}
+    commands = {
+        "export": _run_export,
+        "audit": _run_audit,
+        "inspect": _run_inspect,
+        "parity": _run_parity,
+    }
     try:
         return commands[args.command](args)
     except (ModelLoadError, TraceError, ExportError) as exc:

@@ -29,3 +29,7 @@ class ExportError(ExporterError):
 
 class ParityError(ExporterError):
     """Two runtimes disagree beyond the tolerance."""
+
+
+class ParityUsageError(ExportError):
+    """A parity check of an exported model could not start: missing export, version or input."""

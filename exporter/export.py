@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from exporter.audit import AuditReport, audit_model
+from exporter.audit import audit_model
+from exporter.audit_report import AuditReport
 from exporter.errors import AuditError, ExportError, ParityError
 from exporter.freeze import FrozenGraph, freeze
 from exporter.onnx_export import TRITON_CONFIG, OnnxArtifact, check_opset, triton_config, write_onnx
@@ -35,6 +36,7 @@ from exporter.publish import (
     next_version,
 )
 from exporter.report import ExportReport
+from exporter.sample_inputs import checked_inputs
 from exporter.savedmodel import check_warmup_requests, write_savedmodel
 from exporter.trace import trace_model
 
@@ -60,18 +62,6 @@ def _refuse_unsafe(audit: AuditReport, allow_untracked: bool) -> list[str]:
                 f"Refusing to export ({finding.code.replace('_', '-')}): {finding.message}{hint}"
             )
     return warnings
-
-
-def _checked_inputs(
-    batch: Mapping[str, Any], specs: Mapping[str, tf.TensorSpec]
-) -> dict[str, np.ndarray]:
-    """A user parity batch, cast to the signature's dtypes, or an ExportError naming the gap."""
-    if set(batch) != set(specs):
-        raise ExportError(
-            f"Parity inputs have keys {sorted(batch)} but the model's inputs are "
-            f"{sorted(specs)}: name every input exactly once."
-        )
-    return {name: np.asarray(batch[name], dtype=specs[name].dtype.as_numpy_dtype) for name in specs}
 
 
 def _int_high(model: Any) -> int:
@@ -158,7 +148,7 @@ def export_model(
 
     say("trace: building tf.function from the model's signature")
     traced = trace_model(model, input_signature)
-    parity_inputs = [_checked_inputs(batch, traced.input_specs) for batch in parity_inputs]
+    parity_inputs = [checked_inputs(batch, traced.input_specs) for batch in parity_inputs]
     say("audit: classifying scalars")
     audit = audit_model(model, traced=traced, initial_values=initial_values)
     warnings = _refuse_unsafe(audit, allow_untracked)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.formatting import aligned_rows
+from exporter.formatting import aligned_rows, json_safe
 from exporter.sample_inputs import random_inputs
 
 DEFAULT_ATOL = 1e-5
@@ -39,39 +39,60 @@ class OutputComparison:
 
 @dataclass
 class ParityReport:
-    """Every comparison of a parity run; `passed` only if all of them passed."""
+    """Every comparison of a parity run; `passed` only if all of them passed and no runtime
+    failed to answer. The export's own check (Keras vs SavedModel vs ONNX Runtime) leaves the
+    served-model fields empty; `exporter.served_parity` fills them (model, version, targets)."""
 
     reference: str
     atol: float
     rtol: float
     batch_sizes: list[int]
-    samples: int
+    samples: int  # batches compared
     comparisons: list[OutputComparison] = field(default_factory=list)
+    model_name: str | None = None
+    version: int | None = None
+    grpc_target: str | None = None
+    rest_target: str | None = None
+    errors: dict[str, str] = field(default_factory=dict)  # runtime -> first failure
+    skipped: dict[str, str] = field(default_factory=dict)  # runtime -> reason
 
     @property
     def passed(self) -> bool:
-        return bool(self.comparisons) and all(c.passed for c in self.comparisons)
+        return (
+            bool(self.comparisons) and not self.errors and all(c.passed for c in self.comparisons)
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "reference": self.reference,
-            "atol": self.atol,
-            "rtol": self.rtol,
-            "batch_sizes": self.batch_sizes,
-            "samples": self.samples,
-            "passed": self.passed,
-            "comparisons": [asdict(c) for c in self.comparisons],
-        }
+        """JSON-ready (non-finite errors become strings); served-model fields only when set."""
+        doc = {**asdict(self), "passed": self.passed}
+        if self.model_name is None:
+            for key in ("model_name", "version", "grpc_target", "rest_target", "errors", "skipped"):
+                del doc[key]
+        return json_safe(doc)
 
     def table(self) -> str:
-        """Aligned human-readable table, one row per runtime and output."""
-        return "\n".join(
-            [
-                f"parity vs {self.reference} (atol={self.atol:g}, rtol={self.rtol:g})",
-                *comparison_rows(self.comparisons),
-                f"parity {'PASSED' if self.passed else 'FAILED'}",
-            ]
+        """Polygraphy-style: one row per (runtime, output) against the reference."""
+        if self.model_name is None:
+            header = f"parity vs {self.reference} (atol={self.atol:g}, rtol={self.rtol:g})"
+        else:
+            header = (
+                f"parity: {self.model_name} version {self.version}, reference {self.reference}, "
+                f"{self.samples} batches (batch sizes {', '.join(map(str, self.batch_sizes))})"
+            )
+        lines = [header, *comparison_rows(self.comparisons)]
+        lines += [f"skipped {name}: {why}" for name, why in self.skipped.items()]
+        lines += [f"error   {name}: {why}" for name, why in self.errors.items()]
+        failed = sum(not c.passed for c in self.comparisons)
+        verdict = (
+            "PASSED"
+            if self.passed
+            else (
+                f"FAILED ({failed} of {len(self.comparisons)} over tolerance, "
+                f"{len(self.errors)} runtime error(s))"
+            )
         )
+        lines.append(f"parity {verdict}")
+        return "\n".join(lines)
 
 
 def comparison_rows(comparisons: Iterable[OutputComparison]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Dtype-aware random inputs for a signature: what parity checks and warmup files feed."""
+"""Inputs for a signature: dtype-aware random batches and the user's own `.npz` batches, checked
+and cast to the signature's dtypes. What parity checks and warmup files feed."""
 
 from __future__ import annotations
 
@@ -51,3 +52,19 @@ def load_inputs(path: str | Path) -> dict[str, np.ndarray]:
         raise ModelLoadError(
             f"--inputs {path}: {exc}. Save inputs with np.savez(path, input_name=array, ...)."
         ) from exc
+
+
+def checked_inputs(batch: Mapping[str, Any], specs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """A user batch cast to the signature's dtypes (`specs` as for `random_inputs`), or an
+    ExportError naming the missing or extra inputs."""
+    from exporter.errors import ExportError
+
+    if set(batch) != set(specs):
+        raise ExportError(
+            f"Parity inputs have keys {sorted(batch)} but the model's inputs are "
+            f"{sorted(specs)}: name every input exactly once."
+        )
+    return {
+        name: np.asarray(batch[name], dtype=getattr(spec.dtype, "as_numpy_dtype", spec.dtype))
+        for name, spec in specs.items()
+    }

@@ -1,5 +1,4 @@
-"""`python -m serving [flags]` runs the server; `python -m serving parity ...` runs the parity
-check (owned by serving.parity)."""
+"""`python -m serving [flags]`: the model server (tensorflow_model_server's flags)."""
 
 from __future__ import annotations
 
@@ -9,11 +8,7 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str]) -> int:
-    """Dispatches the `parity` subcommand, else parses server flags and serves."""
-    if argv and argv[0] == "parity":
-        from serving import parity
-
-        return parity.main(list(argv[1:]))
+    """Parses server flags and serves until SIGTERM/SIGINT."""
     from serving.server import parse_args, serve
 
     logging.basicConfig(

@@ -1,4 +1,4 @@
-"""`python -m serving parity`: every model of the exporter's test set is served and agrees across
+"""`python -m exporter parity`: every model of the exporter's test set is served and agrees across
 Keras, the SavedModel, ONNX Runtime, gRPC and REST; violations exit 1, bad usage exits 2."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from serving.parity import main, run_parity
+from exporter.cli import main as cli_main
+from exporter.served_parity import run_parity
 from tests.conftest import REPO_ROOT
 
 EXPORTER_MODELS = [
@@ -44,7 +45,7 @@ def test_exported_model_agrees_everywhere(server: Any, exported: Path, name: str
     assert report.reference == "keras"
     assert {c.runtime for c in report.comparisons} == ALL_RUNTIMES
     assert report.errors == {} and report.skipped == {}
-    assert report.batch_sizes == [1, 4] and report.batches == 4
+    assert report.batch_sizes == [1, 4] and report.samples == 4
     assert report.passed, report.table()
     assert max(c.max_abs for c in report.comparisons if c.runtime in ("grpc", "rest")) == 0.0
 
@@ -64,10 +65,10 @@ def test_tolerance_violation_exits_1_with_table_and_json(
     server: Any, tampered: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     report_path = tmp_path / "parity.json"
-    argv = ["--export", str(tampered), "--model_name", "half_plus_two",
+    argv = ["--export", str(tampered), "--model-name", "half_plus_two",
             "--target", server.grpc_target, "--samples", "2", "--json", str(report_path)]
     if server.rest_target:
-        argv += ["--rest_target", server.rest_target]
+        argv += ["--rest-target", server.rest_target]
     assert main(argv) == 1
     table = capsys.readouterr().out
     assert "onnxruntime" in table and "FAILED" in table and table.rstrip().endswith(
@@ -86,23 +87,26 @@ def test_user_inputs_join_the_random_batches(server: Any, model_repo: Path, tmp_
     report = run_parity(model_repo, "half_plus_two", target=server.grpc_target,
                         rest_target=server.rest_target, samples=1, batch_sizes=[1, 3],
                         inputs=[inputs])
-    assert report.batches == 3
+    assert report.samples == 3
     assert report.passed, report.table()
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--export", "/nonexistent/out", "--model_name", "m"],
+        (["--export", "/nonexistent/out", "--model-name", "m"],
          "error: --export /nonexistent/out: no such directory (run the exporter first)"),
-        (["--export", "{repo}", "--model_name", "missing"],
-         "error: {repo}/tfserving/missing: no such model directory (check --model_name)"),
+        (["--export", "{repo}", "--model-name", "missing"],
+         "error: {repo}/tfserving/missing: no such model directory (check --model-name)"),
         (["--export", "{repo}", "--model_name", "half_plus_two", "--version", "9"],
          "error: {repo}/tfserving/half_plus_two/9/saved_model.pb does not exist (check --version)"),
-        (["--export", "{repo}", "--model_name", "half_plus_two", "--inputs", "{repo}/x.npz"],
-         "error: --inputs {repo}/x.npz: no such file"),
-        (["--export", "{repo}", "--model_name", "half_plus_two", "--batch_sizes", "1,x"],
-         "error: --batch_sizes '1,x': invalid literal for int() with base 10: 'x'"),
+        (["--export", "{repo}", "--model-name", "half_plus_two", "--inputs", "{repo}/x.npz"],
+         "error: --inputs {repo}/x.npz: [Errno 2] No such file or directory: '{repo}/x.npz'. "
+         "Save inputs with np.savez(path, input_name=array, ...)."),
+        (["--export", "{repo}", "--model-name", "half_plus_two", "--batch-sizes", "1,x"],
+         "error: --batch-sizes '1,x': invalid literal for int() with base 10: 'x'"),
+        (["--export", "{repo}", "--model-name", "half_plus_two", "--rest-target", "h:1"],
+         "error: --rest-target needs --target (the embedded server has both)"),
     ],
 )
 def test_bad_usage_exits_2_with_one_line(
@@ -110,14 +114,19 @@ def test_bad_usage_exits_2_with_one_line(
 ) -> None:
     argv = [a.replace("{repo}", str(model_repo)) for a in argv]
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == message.replace("{repo}", str(model_repo))
+
+
+def main(argv: list[str]) -> int:
+    """`python -m exporter parity ARGV`, in-process."""
+    return cli_main(["parity", *argv])
 
 
 def test_cli_entry_point_dispatches_parity(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "serving", "parity", "--export", str(tmp_path / "none"),
-         "--model_name", "m"],
+        [sys.executable, "-m", "exporter", "parity", "--export", str(tmp_path / "none"),
+         "--custom_objects", "unused", "--model-name", "m"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"},
     )

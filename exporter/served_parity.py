@@ -1,102 +1,49 @@
 """Numeric parity of one exported model across every runtime that serves it.
 
-`python -m serving parity --export OUT --model_name NAME [--target HOST:PORT] ...` compares, on
+`python -m exporter parity --export OUT --model-name NAME [--target HOST:PORT] ...` compares, on
 the same random (dtype-aware, from the SavedModel's signature) and user inputs at batch size 1
 and >1: Keras (with --model), the SavedModel in-process, ONNX Runtime, gRPC Predict and REST.
 Without --target the embedded server is started in-process on free ports over OUT/tfserving and
-stopped afterwards. Exit codes: 0 all within tolerance, 1 a tolerance violation or a runtime
-that failed to answer, 2 bad usage (missing export, bad flags, unreadable inputs).
+stopped afterwards. The verdict is an `exporter.parity.ParityReport`, the export's report type.
+Exit codes: 0 all within tolerance, 1 a tolerance violation or a runtime that failed to answer,
+2 bad usage (missing export, bad flags, unreadable inputs).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
-import socket
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from exporter.formatting import json_safe
+from exporter.errors import ParityUsageError
 from exporter.parity import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
-    OutputComparison,
+    ParityReport,
     Runner,
     compare,
-    comparison_rows,
     onnx_runner,
     sample_batches,
     savedmodel_runner,
 )
-from serving.client import ServingClient, ServingClientError
-from serving.errors import ServingError
+from exporter.publish import existing_versions
+from exporter.sample_inputs import checked_inputs, load_inputs
+from serving.launch import free_port
 
 DEFAULT_SAMPLES = 4
 DEFAULT_BATCH_SIZES = (1, 4)
 SIGNATURE = "serving_default"
 SERVER_READY_TIMEOUT_S = 120.0
-
-
-class ParityUsageError(Exception):
-    """Bad usage or a missing artifact: one line for the user, exit code 2."""
-
-
-@dataclass
-class ParityReport:
-    """Every runtime's outputs against the reference, plus what could not be compared and why."""
-
-    model_name: str
-    version: int
-    reference: str
-    atol: float
-    rtol: float
-    batch_sizes: list[int]
-    batches: int
-    grpc_target: str | None
-    rest_target: str | None
-    comparisons: list[OutputComparison] = field(default_factory=list)
-    errors: dict[str, str] = field(default_factory=dict)  # runtime -> first failure
-    skipped: dict[str, str] = field(default_factory=dict)  # runtime -> reason
-
-    @property
-    def passed(self) -> bool:
-        return (
-            bool(self.comparisons) and not self.errors and all(c.passed for c in self.comparisons)
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready; non-finite errors become strings so the file stays valid JSON."""
-        return json_safe({**asdict(self), "passed": self.passed})
-
-    def table(self) -> str:
-        """Polygraphy-style: one row per (runtime, output) against the reference."""
-        lines = [
-            f"parity: {self.model_name} version {self.version}, reference {self.reference}, "
-            f"{self.batches} batches (batch sizes {', '.join(map(str, self.batch_sizes))})",
-            *comparison_rows(self.comparisons),
-        ]
-        lines += [f"skipped {name}: {why}" for name, why in self.skipped.items()]
-        lines += [f"error   {name}: {why}" for name, why in self.errors.items()]
-        failed = sum(not c.passed for c in self.comparisons)
-        verdict = (
-            "PASSED"
-            if self.passed
-            else (
-                f"FAILED ({failed} of {len(self.comparisons)} over tolerance, "
-                f"{len(self.errors)} runtime error(s))"
-            )
-        )
-        lines.append(f"parity {verdict}")
-        return "\n".join(lines)
 
 
 # --- inputs ---------------------------------------------------------------------------------------
@@ -125,28 +72,6 @@ def input_specs(sig: Any) -> dict[str, SimpleNamespace]:
             dtype=tf.dtypes.as_dtype(info.dtype).as_numpy_dtype,
         )
     return specs
-
-
-def load_user_inputs(
-    paths: Sequence[Path], specs: Mapping[str, Any]
-) -> list[dict[str, np.ndarray]]:
-    """Each .npz is one batch keyed by input name, cast to the signature's dtypes."""
-    batches = []
-    for path in paths:
-        if not path.is_file():
-            raise ParityUsageError(f"--inputs {path}: no such file")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as err:
-            raise ParityUsageError(f"--inputs {path}: not a readable .npz ({err})") from None
-        if set(arrays) != set(specs):
-            raise ParityUsageError(
-                f"--inputs {path}: keys {sorted(arrays)} must equal the signature inputs "
-                f"{sorted(specs)}"
-            )
-        batches.append({k: np.asarray(v).astype(specs[k].dtype) for k, v in arrays.items()})
-    return batches
 
 
 # --- runtimes -------------------------------------------------------------------------------------
@@ -187,15 +112,11 @@ def keras_runner_for(spec: str, custom_objects: Sequence[str] = ()) -> Runner:
     """Load the model the exporter's way (.keras path or module:factory) and run it traced.
     The project's own scalar layers are registered first so their .keras files load as is."""
     import exporter.layers  # noqa: F401 - registers frozen_scalars>Scale etc. with Keras
-    from exporter.errors import ExporterError
     from exporter.loading import load_model
     from exporter.parity import keras_runner
     from exporter.trace import trace_model
 
-    try:
-        return keras_runner(trace_model(load_model(spec, custom_objects)))
-    except ExporterError as err:
-        raise ParityUsageError(f"--model {spec}: {' '.join(str(err).split())}") from None
+    return keras_runner(trace_model(load_model(spec, custom_objects)))
 
 
 def _guarded(name: str, run: Runner, errors: dict[str, str]) -> Runner:
@@ -213,15 +134,6 @@ def _guarded(name: str, run: Runner, errors: dict[str, str]) -> Runner:
     return guarded
 
 
-# --- embedded server ------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def embedded_server(model_name: str, base_path: Path) -> Iterator[tuple[str, str]]:
     """The embedded server over one model on free 127.0.0.1 ports: (grpc, rest) targets."""
@@ -231,7 +143,7 @@ def embedded_server(model_name: str, base_path: Path) -> Iterator[tuple[str, str
         [
             "--host=127.0.0.1",
             "--port=0",
-            f"--rest_api_port={_free_port()}",
+            f"--rest_api_port={free_port()}",
             f"--model_name={model_name}",
             f"--model_base_path={base_path.resolve()}",
         ]
@@ -245,14 +157,6 @@ def embedded_server(model_name: str, base_path: Path) -> Iterator[tuple[str, str
 
 
 # --- the check ------------------------------------------------------------------------------------
-
-
-def latest_version(base: Path) -> int:
-    """The highest numeric version directory, as TF Serving's Latest would pick."""
-    versions = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
-    if not versions:
-        raise ParityUsageError(f"no numeric version directory under {base}")
-    return max(versions)
 
 
 def run_parity(
@@ -273,14 +177,21 @@ def run_parity(
 ) -> ParityReport:
     """Compare every available runtime with the reference (Keras if `model`, else the SavedModel
     in-process). With no `target`, serve OUT/tfserving/NAME in-process for gRPC and REST."""
+    from serving.client import ServingClient, ServingClientError
+    from serving.errors import ServingError
+
     say = progress or (lambda _msg: None)
     out = Path(export_dir)
     base = out / "tfserving" / model_name
     if not out.is_dir():
         raise ParityUsageError(f"--export {out}: no such directory (run the exporter first)")
     if not base.is_dir():
-        raise ParityUsageError(f"{base}: no such model directory (check --model_name)")
-    version = latest_version(base) if version is None else version
+        raise ParityUsageError(f"{base}: no such model directory (check --model-name)")
+    if version is None:
+        versions = existing_versions(base)
+        if not versions:
+            raise ParityUsageError(f"no numeric version directory under {base}")
+        version = versions[-1]
     savedmodel_dir = base / str(version)
     if not (savedmodel_dir / "saved_model.pb").is_file():
         raise ParityUsageError(f"{savedmodel_dir}/saved_model.pb does not exist (check --version)")
@@ -289,7 +200,7 @@ def run_parity(
 
     sig = signature_of(savedmodel_dir)
     specs = input_specs(sig)
-    user = load_user_inputs(inputs, specs)
+    user = [checked_inputs(load_inputs(path), specs) for path in inputs]
     try:
         batches = sample_batches(specs, samples=samples, batch_sizes=batch_sizes, extra=user)
     except TypeError as err:
@@ -328,7 +239,7 @@ def run_parity(
             if rest_target:
                 runners["rest"] = rest_runner(rest_target, model_name, version, sig)
             else:
-                skipped["rest"] = "no --rest_target given for the remote server"
+                skipped["rest"] = "no --rest-target given for the remote server"
 
         reference_name = next(iter(runners))
         reference = runners.pop(reference_name)
@@ -343,93 +254,86 @@ def run_parity(
             rtol=rtol,
             batch_sizes=list(batch_sizes),
         )
-    return ParityReport(
+    return dataclasses.replace(
+        result,
         model_name=model_name,
         version=version,
-        reference=reference_name,
-        atol=atol,
-        rtol=rtol,
-        batch_sizes=list(batch_sizes),
-        batches=len(batches),
         grpc_target=target,
         rest_target=rest_target,
-        comparisons=list(result.comparisons),
         errors=errors,
         skipped=skipped,
     )
 
 
-# --- CLI ------------------------------------------------------------------------------------------
+# --- CLI (`python -m exporter parity`, wired in exporter.cli) ------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m serving parity", description=__doc__.split("\n\n")[0]
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The parity subcommand's options; dashes as in the rest of the exporter CLI, and the
+    underscore spellings of `python -m serving parity` (and TF Serving's flags) still accepted."""
     p.add_argument("--export", required=True, type=Path, help="the exporter's OUT directory")
-    p.add_argument("--model_name", required=True)
+    p.add_argument("--model-name", "--model_name", dest="model_name", required=True)
     p.add_argument("--target", help="gRPC HOST:PORT of a running server (default: embedded)")
-    p.add_argument("--rest_target", help="REST HOST:PORT of that server")
+    p.add_argument("--rest-target", "--rest_target", dest="rest_target",
+                   help="REST HOST:PORT of that server")
     p.add_argument("--model", help="Keras reference: a .keras path or module:factory")
     p.add_argument(
+        "--custom-objects",
         "--custom_objects",
+        dest="custom_objects",
         action="append",
         default=[],
+        metavar="PY_OR_MODULE",
         help="module or .py file with custom Keras objects for --model (repeatable)",
     )
     p.add_argument("--version", type=int, help="version to check (default: the latest on disk)")
     p.add_argument(
         "--samples", type=int, default=DEFAULT_SAMPLES, help="random batches per batch size"
     )
-    p.add_argument("--batch_sizes", default=",".join(map(str, DEFAULT_BATCH_SIZES)))
+    p.add_argument(
+        "--batch-sizes",
+        "--batch_sizes",
+        dest="batch_sizes",
+        default=",".join(map(str, DEFAULT_BATCH_SIZES)),
+    )
     p.add_argument(
         "--inputs",
         type=Path,
         action="append",
         default=[],
+        metavar="NPZ",
         help=".npz with one array per input name (repeatable)",
     )
     p.add_argument("--atol", type=float, default=DEFAULT_ATOL)
     p.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
     p.add_argument("--json", type=Path, help="write the report here")
-    return p
 
 
-def main(argv: Sequence[str]) -> int:
-    """Thin CLI over run_parity: table on stdout, JSON on request, exit 0 / 1 / 2."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(list(argv))
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+def run_command(args: argparse.Namespace, progress: Callable[[str], None]) -> ParityReport:
+    """The subcommand: table on stdout, JSON on request; the caller maps the verdict to 0/1."""
     try:
         batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     except ValueError as err:
-        print(f"error: --batch_sizes {args.batch_sizes!r}: {err}", file=sys.stderr)
-        return 2
-    try:
-        if args.target is None and args.rest_target is not None:
-            raise ParityUsageError("--rest_target needs --target (the embedded server has both)")
-        report = run_parity(
-            args.export,
-            args.model_name,
-            target=args.target,
-            rest_target=args.rest_target,
-            model=args.model,
-            custom_objects=args.custom_objects,
-            version=args.version,
-            samples=args.samples,
-            batch_sizes=batch_sizes,
-            atol=args.atol,
-            rtol=args.rtol,
-            inputs=args.inputs,
-            progress=lambda msg: print(msg, file=sys.stderr, flush=True),
-        )
-    except ParityUsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise ParityUsageError(f"--batch-sizes {args.batch_sizes!r}: {err}") from None
+    if args.target is None and args.rest_target is not None:
+        raise ParityUsageError("--rest-target needs --target (the embedded server has both)")
+    report = run_parity(
+        args.export,
+        args.model_name,
+        target=args.target,
+        rest_target=args.rest_target,
+        model=args.model,
+        custom_objects=args.custom_objects,
+        version=args.version,
+        samples=args.samples,
+        batch_sizes=batch_sizes,
+        atol=args.atol,
+        rtol=args.rtol,
+        inputs=args.inputs,
+        progress=progress,
+    )
     print(report.table())
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    return 0 if report.passed else 1
+    return report
