@@ -1,0 +1,97 @@
+"""The packages match the architecture: `serving` stands alone (no exporter, tf2onnx or onnx),
+and every package the code imports is declared in pyproject.toml."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from tests.conftest import REPO_ROOT
+
+FORBIDDEN = ("exporter", "tf2onnx", "onnx")  # onnxruntime is allowed (--backend onnx)
+
+# Walk every serving module, then start the server (TF backend) over the test repository and
+# answer one request; print which forbidden top-level packages ended up in sys.modules.
+_PROBE = """
+import importlib, json, pkgutil, sys
+import serving
+for info in pkgutil.iter_modules(serving.__path__):
+    importlib.import_module(f"serving.{info.name}")
+from serving.client import ServingClient
+from serving.server import parse_args, start_server
+running = start_server(parse_args(["--port=0", "--rest_api_port=0", "--backend=tensorflow",
+                                   f"--model_config_file={sys.argv[1]}"]))
+try:
+    with ServingClient(f"127.0.0.1:{running.grpc_port}") as client:
+        client.status("half_plus_two")
+finally:
+    running.stop()
+loaded = sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[2].split(",")))
+print(json.dumps(loaded))
+"""
+
+
+def test_serving_imports_nothing_from_the_exporter_side(model_repo: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(model_repo / "tfserving" / "models.config"),
+         ",".join(FORBIDDEN)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+# Import name -> distribution name, where they differ.
+_DISTRIBUTIONS = {
+    "google": "protobuf",
+    "grpc": "grpcio",
+    "grpc_health": "grpcio-health-checking",
+    "tensorflow_serving": "tensorflow-serving-api",
+    "sklearn": "scikit-learn",
+    "yaml": "PyYAML",
+}
+_LOCAL = {"serving", "exporter", "bench", "tests"}
+
+
+def _imports(root: Path) -> set[str]:
+    names: set[str] = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - _LOCAL - {"__future__"}
+
+
+def _declared(requirements: list[str]) -> set[str]:
+    names = set()
+    for req in requirements:
+        name = req.split(";")[0].split("[")[0]
+        for sep in "<>=!~ ":
+            name = name.split(sep)[0]
+        names.add(name.lower().replace("_", "-"))
+    return names
+
+
+def test_every_imported_package_is_declared() -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    base = _declared(project["dependencies"])
+    for package, allowed in [
+        ("serving", base | _declared(extras["onnx"])),
+        ("exporter", base | _declared(extras["exporter"]) | _declared(extras["onnx"])),
+        ("bench", base | _declared(extras["bench"]) | _declared(extras["exporter"])
+         | _declared(extras["onnx"])),
+        ("tests", base | _declared(extras["dev"]) | _declared(extras["exporter"])
+         | _declared(extras["onnx"])),
+    ]:
+        used = {_DISTRIBUTIONS.get(n, n).lower().replace("_", "-") for n in _imports(
+            REPO_ROOT / package)}
+        assert used <= allowed, f"{package} imports undeclared {sorted(used - allowed)}"
