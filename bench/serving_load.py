@@ -13,9 +13,6 @@ import http.client
 import json
 import logging
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -26,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
+from serving.launch import start_server_process
 
 CLIENTS = (1, 4, 8, 16)
 BACKENDS = ("tensorflow", "onnx")
 PROTOCOLS = ("grpc", "rest")
 MODEL_NAME = "mlp"
-READY_LINE = "Serving gRPC on"
 STARTUP_TIMEOUT_S = 120.0
 # TF Serving's CPU advice: no added wait (batches form while the runtime is busy), one batch
 # thread per core, a queue deep enough for every client.
@@ -41,13 +38,6 @@ batch_timeout_micros { value: 0 }
 num_batch_threads { value: 2 }
 max_enqueued_batches { value: 64 }
 """
-
-
-def free_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -62,58 +52,22 @@ class Endpoints:
 def embedded_server(
     base_path: Path, backend: str, batching_file: Path | None
 ) -> Iterator[Endpoints]:
-    """Start `python -m serving` on free ports, wait for its ready line, stop it after."""
-    grpc_port, rest_port = free_port(), free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "serving",
-        "--port",
-        str(grpc_port),
-        "--rest_api_port",
-        str(rest_port),
-        "--model_name",
-        MODEL_NAME,
-        "--model_base_path",
-        str(base_path.resolve()),
-        "--backend",
-        backend,
-        "--file_system_poll_wait_seconds",
-        "0",
+    """Start `python -m serving` on free ports (serving.launch), stop it after."""
+    flags = [
+        f"--model_name={MODEL_NAME}",
+        f"--model_base_path={base_path.resolve()}",
+        f"--backend={backend}",
+        "--file_system_poll_wait_seconds=0",
     ]
     if batching_file is not None:
-        cmd += ["--enable_batching", "--batching_parameters_file", str(batching_file)]
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=common.bench_env(),
-        cwd=common.REPO_ROOT,
+        flags += ["--enable_batching", f"--batching_parameters_file={batching_file}"]
+    server = start_server_process(
+        flags, timeout_s=STARTUP_TIMEOUT_S, env=common.bench_env(), cwd=common.REPO_ROOT
     )
-    ready = threading.Event()
-
-    def drain() -> None:
-        # Keep reading so the server never blocks on a full stdout pipe.
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith(READY_LINE):
-                ready.set()
-
-    threading.Thread(target=drain, daemon=True).start()
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not ready.wait(0.1):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start (exit code {proc.poll()})")
-        yield Endpoints(f"127.0.0.1:{grpc_port}", rest_port)
+        yield Endpoints(server.grpc_target, server.rest_port)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        server.stop()
 
 
 def _grpc_caller(target: str, batch: Any) -> tuple[Callable[[], Any], Callable[[], None]]:

@@ -4,28 +4,40 @@ By default the embedded server (`python -m serving`) is started in a subprocess 
 127.0.0.1 ports over a repository built by `tests/tfs_models.py`. With TF_SERVING_GRPC_TARGET
 (and TF_SERVING_REST_TARGET for the REST suite) set, the same tests run unchanged against that
 server instead; it must serve the repository written by `python -m tests.tfs_models OUT`.
+An embedded server that cannot start FAILS every test that needs it (tests/test_conftest.py
+proves it); it never skips them.
 """
 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from serving.launch import ServerProcess, ServerStartError, free_port, start_server_process
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+pytest_plugins = ("pytester",)  # tests/test_conftest.py runs the fixtures on a broken server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 120.0
-READY_LINE = "Serving REST on"  # printed by serving.server once both ports are open
+__all__ = ["REPO_ROOT", "free_port", "wait_for"]
+
+
+def wait_for(predicate: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """The tests' one way to await state: poll `predicate` until truthy, fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
 
 
 @dataclass(frozen=True)
@@ -42,13 +54,6 @@ class ServerEndpoints:
         if self.rest_target is None:
             pytest.skip("no REST target: set TF_SERVING_REST_TARGET next to TF_SERVING_GRPC_TARGET")
         return f"http://{self.rest_target}"
-
-
-def free_port() -> int:
-    """A port that was free a moment ago on 127.0.0.1 (the server binds it right after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -69,29 +74,33 @@ def _rest_ready(rest_target: str, model: str) -> bool:
         return False
 
 
-def _wait_ready(
-    proc: subprocess.Popen[bytes], grpc_target: str, rest_target: str, log_path: Path
-) -> str | None:
-    """None once the server printed its REST ready line (ports open only after the initial
-    load) and every test model is AVAILABLE; otherwise why not (bounded by the timeout)."""
+def start_embedded_server(repo: Path) -> ServerProcess:
+    """`python -m serving` over the test repository, returned once every test model is
+    AVAILABLE; a server that exits, hangs or cannot load raises ServerStartError."""
     from serving.client import ServingClient, ServingClientError
     from tests.tfs_models import MODELS
 
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while READY_LINE not in log_path.read_text(errors="replace"):
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-2000:]
-            return f"server exited with {proc.returncode}:\n{tail}"
-        if time.monotonic() > deadline:
-            return f"no {READY_LINE!r} line after {STARTUP_TIMEOUT_S:g}s"
-        time.sleep(0.1)
-    with ServingClient(grpc_target, timeout=5.0) as client:
-        for model in MODELS:
-            try:
-                client.wait_until_available(model, timeout=max(1.0, deadline - time.monotonic()))
-            except ServingClientError as err:
-                return str(err)
-    return None if _rest_ready(rest_target, next(iter(MODELS))) else "REST did not answer"
+    server = start_server_process(
+        [
+            f"--model_config_file={repo / 'tfserving' / 'models.config'}",
+            "--file_system_poll_wait_seconds=1",
+        ],
+        log_path=repo / "server.log",
+        timeout_s=STARTUP_TIMEOUT_S,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"},
+        cwd=REPO_ROOT,
+    )
+    try:
+        with ServingClient(server.grpc_target, timeout=5.0) as client:
+            for model in MODELS:
+                client.wait_until_available(model, timeout=STARTUP_TIMEOUT_S)
+        if not _rest_ready(server.rest_target or "", next(iter(MODELS))):
+            raise ServerStartError(f"REST at {server.rest_target} did not answer")
+    except (ServingClientError, ServerStartError) as err:
+        tail = server.log_tail()
+        server.stop()
+        raise ServerStartError(f"embedded server is not serving: {err}; log:\n{tail}") from err
+    return server
 
 
 @pytest.fixture(scope="session")
@@ -102,34 +111,11 @@ def server(request: pytest.FixtureRequest) -> Iterator[ServerEndpoints]:
         yield ServerEndpoints(grpc_target, os.environ.get("TF_SERVING_REST_TARGET"), False, None)
         return
     out: Path = request.getfixturevalue("model_repo")
-    config = out / "tfserving" / "models.config"
-    grpc_port, rest_port = free_port(), free_port()
-    log_path = out / "server.log"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "serving",
-                f"--port={grpc_port}",
-                f"--rest_api_port={rest_port}",
-                f"--model_config_file={config}",
-                "--file_system_poll_wait_seconds=1",
-            ],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    grpc_target, rest_target = f"127.0.0.1:{grpc_port}", f"127.0.0.1:{rest_port}"
+    running = start_embedded_server(out)  # fails the session's server tests if it cannot start
     try:
-        problem = _wait_ready(proc, grpc_target, rest_target, log_path)
-        if problem is not None:
-            pytest.skip(f"embedded server could not start: {problem}")
-        yield ServerEndpoints(grpc_target, rest_target, True, out)
+        yield ServerEndpoints(running.grpc_target, running.rest_target, True, out)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        running.stop()
 
 
 @pytest.fixture(scope="session")

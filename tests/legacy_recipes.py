@@ -87,10 +87,8 @@ def frozen_consts(savedmodel_dir: Path) -> dict[str, Any]:
 
 
 def try_export(model: Any, out: Path, name: str, allow_untracked: bool) -> dict[str, Any]:
-    try:
-        from exporter import export_model
-    except ImportError as exc:
-        return {"status": "unavailable", "reason": str(exc)}
+    from exporter import export_model
+
     try:
         report = export_model(model, out, name, allow_untracked=allow_untracked)
     except ExporterError as exc:

@@ -3,7 +3,6 @@ messages and response shapes. Runs against the embedded server, or TF_SERVING_GR
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +19,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving.client import ServingClient, ServingClientError, make_ndarray, make_tensor_proto
+from tests.conftest import wait_for
 from tests.tfs_models import MODELS, half_plus, write_savedmodel
 
 HPT = "half_plus_two"
@@ -375,15 +375,6 @@ def test_large_response_needs_a_larger_client_limit(server: Any) -> None:
 # --- Version switching (§3): needs write access to the model base path ---------------------------
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
-
-
 def test_new_version_is_picked_up_and_old_one_unloaded(server: Any, client: ServingClient) -> None:
     if not server.embedded:
         pytest.skip("version switching writes into the model base path: embedded server only")
@@ -391,9 +382,10 @@ def test_new_version_is_picked_up_and_old_one_unloaded(server: Any, client: Serv
     x = np.array([2.0], F32)
     np.testing.assert_array_equal(client.predict({"x": x}, "switch")["y"], half_plus(x, 1))
 
-    # A directory whose name does not parse as an integer is never a version.
+    # A directory whose name does not parse as an integer is never a version: "3.partial"
+    # stays on disk through the polls that find version 2, and never shows up in the status.
+    write_savedmodel(base / "3.partial", MODELS["half_plus_two"][2])
     write_savedmodel(base / "2.partial", MODELS["half_plus_two"][2])
-    time.sleep(2.5)
     assert [s.version for s in client.status("switch")] == [1]
 
     # Publish atomically (rename), as the exporter does; the 1 s poll picks it up.
@@ -403,7 +395,7 @@ def test_new_version_is_picked_up_and_old_one_unloaded(server: Any, client: Serv
         spec = client.predict_raw(client.predict_request({"x": x}, "switch")).model_spec
         return spec.version.value == 2
 
-    assert _wait_for(serves_v2), "version 2 was not picked up within 30 s"
+    wait_for(serves_v2, "version 2 to be picked up")
     np.testing.assert_array_equal(client.predict({"x": x}, "switch")["y"], half_plus(x, 2))
 
     # latest{1}: version 1 is unloaded once 2 is AVAILABLE, and stays listed as END.
@@ -411,7 +403,7 @@ def test_new_version_is_picked_up_and_old_one_unloaded(server: Any, client: Serv
         return {s.version: s.state for s in client.status("switch")} == {
             2: "AVAILABLE", 1: "END"}
 
-    assert _wait_for(v1_ended), client.status("switch")
+    wait_for(v1_ended, "version 1 to end while 2 is AVAILABLE")
     with pytest.raises(ServingClientError) as info:
         client.predict({"x": x}, "switch", version=1)
     assert (info.value.code, info.value.message) == (

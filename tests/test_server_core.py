@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,10 +39,10 @@ from serving.core import ServerCore, ServerOptions, config_from_flags, parse_con
 from serving.core import validate_config as check_config
 from serving.errors import ServingError, UsageError
 from serving.server import RunningServer, core_inputs, parse_args, start_server
+from tests.conftest import wait_for
 
 v1 = tf.compat.v1
 REPO_ROOT = Path(__file__).resolve().parent.parent
-WAIT_S = 30.0
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 END = get_model_status_pb2.ModelVersionStatus.END
@@ -160,14 +159,6 @@ def running(*flags: str) -> Iterator[Client]:
     finally:
         channel.close()
         server.stop(grace_s=1.0)
-
-
-def wait_for(predicate: object, what: str, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def rpc_error(call: object, request: object) -> tuple[grpc.StatusCode, str]:
@@ -639,7 +630,8 @@ def test_new_version_replaces_old_without_dropping_requests(
             wait_for(lambda: len(seen) > 10, "first responses")
             publish(sources["frozen2"], base, 2)
             wait_for(lambda: seen and seen[-1] == 2, "version 2 to serve")
-            time.sleep(0.3)
+            switched = len(seen)
+            wait_for(lambda: len(seen) > switched + 20, "20 more answers after the switch")
         finally:
             stop.set()
             for w in workers:
