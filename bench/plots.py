@@ -58,10 +58,7 @@ def export_scaling(payload: dict[str, Any], path: Path) -> Path:
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def latency_bars(payload: dict[str, Any], path: Path) -> Path:
@@ -81,10 +78,7 @@ def latency_bars(payload: dict[str, Any], path: Path) -> Path:
         ax.set_title(f"batch {batch}")
         ax.grid(True, axis="y", alpha=0.3)
     fig.suptitle(f"In-process inference latency, MLP {payload['params']:,} params")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def serving_curves(payload: dict[str, Any], path: Path) -> Path:
@@ -114,11 +108,16 @@ def serving_curves(payload: dict[str, Any], path: Path) -> Path:
         ax.set_xscale("log", base=2)
         ax.grid(True, which="both", alpha=0.3)
     ax_r.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Write the PNG and free the figure (pyplot keeps every open figure alive)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -77,6 +77,17 @@ def make_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
     return array if array.flags.writeable else array.copy()
 
 
+def _set_spec(
+    spec: Any, model: str, version: int | None = None, version_label: str | None = None
+) -> None:
+    """Fill a request's ModelSpec: the name, and a version or a label when given."""
+    spec.name = model
+    if version is not None:
+        spec.version.value = version
+    if version_label is not None:
+        spec.version_label = version_label
+
+
 class ServingClient:
     """Blocking client for PredictionService and ModelService on one channel."""
 
@@ -126,12 +137,8 @@ class ServingClient:
     ) -> predict_pb2.PredictRequest:
         """Build the PredictRequest that `predict` sends (useful to replay or log it)."""
         request = predict_pb2.PredictRequest()
-        request.model_spec.name = model
+        _set_spec(request.model_spec, model, version, version_label)
         request.model_spec.signature_name = signature
-        if version is not None:
-            request.model_spec.version.value = version
-        if version_label is not None:
-            request.model_spec.version_label = version_label
         for key, value in inputs.items():
             request.inputs[key].CopyFrom(make_tensor_proto(value))
         if output_filter:
@@ -174,11 +181,7 @@ class ServingClient:
     ) -> ModelMetadata:
         """GetModelMetadata(signature_def), unpacked from its Any into SignatureDefs."""
         request = get_model_metadata_pb2.GetModelMetadataRequest()
-        request.model_spec.name = model
-        if version is not None:
-            request.model_spec.version.value = version
-        if version_label is not None:
-            request.model_spec.version_label = version_label
+        _set_spec(request.model_spec, model, version, version_label)
         request.metadata_field.append("signature_def")
         response = self._call(self._predict.GetModelMetadata, request, timeout)
         sig_map = get_model_metadata_pb2.SignatureDefMap()
@@ -197,9 +200,7 @@ class ServingClient:
     ) -> list[VersionStatus]:
         """GetModelStatus: every known version (newest first), or the one asked for."""
         request = get_model_status_pb2.GetModelStatusRequest()
-        request.model_spec.name = model
-        if version is not None:
-            request.model_spec.version.value = version
+        _set_spec(request.model_spec, model, version)
         response = self._call(self._models.GetModelStatus, request, timeout)
         return [
             VersionStatus(

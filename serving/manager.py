@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -103,7 +103,7 @@ class AspiredVersionsManager:
                 for ver in removed.versions.values():
                     ver.aspired = False
                     ver.cancel.set()
-                self._retire(removed)
+                _retire(removed)
             added = [n for n in wanted if n not in self._models]
             for name, cfg in wanted.items():
                 model = self._models.get(name) or self._history.get(name) or _Model(cfg)
@@ -116,22 +116,17 @@ class AspiredVersionsManager:
     def wait_settled(self, names: Sequence[str]) -> list[tuple[str, ServableVersion]]:
         """Waits until each model has aspired versions and none is still loading; returns the
         aspired versions that ended in error."""
-
-        def aspired(name: str) -> list[ServableVersion]:
-            return [v for v in self._models[name].versions.values() if v.aspired]
-
-        def settled() -> bool:
-            return all(
-                aspired(n) and not any(v.state in (State.START, State.LOADING) for v in aspired(n))
-                for n in names
-            )
-
         with self._cond:
-            while not settled():
+            while not all(_settled(self._models[n]) for n in names):
                 if self._stop.is_set():
                     raise ServingError(grpc.StatusCode.CANCELLED, "Server is stopping")
                 self._cond.wait(timeout=1.0)
-            return [(n, v) for n in names for v in aspired(n) if v.state == State.END and v.error]
+            return [
+                (n, v)
+                for n in names
+                for v in self._models[n].versions.values()
+                if v.aspired and v.state == State.END and v.error
+            ]
 
     # --- polling, loading, unloading --------------------------------------------------------
 
@@ -149,41 +144,21 @@ class AspiredVersionsManager:
         with self._cond:
             if self._stop.is_set() or self._models.get(model.config.name) is not model:
                 return  # stopping, or the model left the config while we listed its directory
-            for number, ver in model.versions.items():
-                if ver.aspired and number not in aspired:
-                    ver.cancel.set()
-                ver.aspired = number in aspired
-            for number in sorted(aspired):
-                ver = model.versions.get(number)
-                if ver is not None and not (ver.state == State.END and ver.cancel.is_set()):
-                    continue
-                ver = ServableVersion(number, on_disk[number], state=State.LOADING)
-                model.versions[number] = ver
+            for ver in _aspire(model, on_disk, aspired):
                 self._loader.submit(self._load, model, ver)
-            self._retire(model)
+            _retire(model)
             self._cond.notify_all()
 
     def _load(self, model: _Model, ver: ServableVersion) -> None:
-        """Loads with `max_num_load_retries` retries; removal of the directory cancels them."""
+        """Loads on a loader thread, then publishes AVAILABLE (or END with the error)."""
         name = model.config.name
-        error: ServingError | None = None
-        servable: Servable | None = None
-        for attempt in range(self._max_load_retries + 1):
-            if attempt and ver.cancel.wait(self._retry_interval_s):
-                break
-            if ver.cancel.is_set():
-                break
-            try:
-                servable = self._create(name, ver.version, ver.path)
-                error = None
-                break
-            except ServingError as e:
-                error = e
-            except Exception as e:  # any load failure must end as END + status
-                error = ServingError(grpc.StatusCode.UNKNOWN, f"{type(e).__name__}: {e}")
-            log.error(
-                "Loading servable {name: %s version: %d} failed: %s", name, ver.version, error
-            )
+        servable, error = _load_with_retries(
+            lambda: self._create(name, ver.version, ver.path),
+            f"{{name: {name} version: {ver.version}}}",
+            ver.cancel,
+            self._max_load_retries,
+            self._retry_interval_s,
+        )
         with self._cond:
             if servable is not None and not ver.cancel.is_set():
                 ver.servable, ver.state = servable, State.AVAILABLE
@@ -192,26 +167,8 @@ class AspiredVersionsManager:
                 )
             else:
                 ver.state, ver.error = State.END, error
-            self._retire(model)
+            _retire(model)
             self._cond.notify_all()
-
-    def _retire(self, model: _Model) -> None:
-        """Availability-preserving unload: drop versions no longer aspired once an aspired one is
-        AVAILABLE, or when nothing is aspired at all."""
-        aspired = [v for v in model.versions.values() if v.aspired]
-        if aspired and not any(v.state == State.AVAILABLE for v in aspired):
-            return
-        for ver in model.versions.values():
-            if not ver.aspired and ver.state == State.AVAILABLE:
-                ver.state = State.UNLOADING
-                ver.servable = None  # freed when the last in-flight request releases it
-                ver.state = State.END
-                ver.cancel.set()
-                log.info(
-                    "Unloaded servable version {name: %s version: %d}",
-                    model.config.name,
-                    ver.version,
-                )
 
     # --- lookups ----------------------------------------------------------------------------
 
@@ -231,24 +188,90 @@ class AspiredVersionsManager:
         """`GetServableHandle`: the newest AVAILABLE version (Latest) or that one (Specific)."""
         with self._cond:
             model = self._models.get(name)
-            versions = model.versions if model is not None else {}
-            if version is None:
-                live = [v for v in versions.values() if v.state == State.AVAILABLE and v.servable]
-                if not live:
-                    raise ServingError(
-                        grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})"
-                    )
-                return max(live, key=lambda v: v.version).servable  # type: ignore[return-value]
-            ver = versions.get(version)
-            if ver is None or ver.state != State.AVAILABLE or ver.servable is None:
+            live = {
+                v.version: v.servable
+                for v in (model.versions.values() if model is not None else ())
+                if v.state == State.AVAILABLE and v.servable is not None
+            }
+        if version is None:
+            if not live:
                 raise ServingError(
-                    grpc.StatusCode.NOT_FOUND,
-                    f"Servable not found for request: Specific({name}, {version})",
+                    grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})"
                 )
-            return ver.servable
+            return live[max(live)]
+        if version not in live:
+            raise ServingError(
+                grpc.StatusCode.NOT_FOUND,
+                f"Servable not found for request: Specific({name}, {version})",
+            )
+        return live[version]
 
     def version_states(self, name: str) -> dict[int, ServableVersion]:
         """Every version this model ever had (also after it left the config), by number."""
         with self._cond:
             model = self._history.get(name)
             return dict(model.versions) if model is not None else {}
+
+
+def _aspire(model: _Model, on_disk: Mapping[int, str], aspired: set[int]) -> list[ServableVersion]:
+    """Marks the aspired versions (cancelling loads of the others) and returns the new ones to
+    load: never seen, or cancelled before (a directory that came back)."""
+    for number, ver in model.versions.items():
+        if ver.aspired and number not in aspired:
+            ver.cancel.set()
+        ver.aspired = number in aspired
+    new = []
+    for number in sorted(aspired):
+        ver = model.versions.get(number)
+        if ver is None or (ver.state == State.END and ver.cancel.is_set()):
+            model.versions[number] = ver = ServableVersion(number, on_disk[number], State.LOADING)
+            new.append(ver)
+    return new
+
+
+def _settled(model: _Model) -> bool:
+    """Some version is aspired and none of the aspired ones is still loading."""
+    aspired = [v for v in model.versions.values() if v.aspired]
+    return bool(aspired) and not any(v.state in (State.START, State.LOADING) for v in aspired)
+
+
+def _load_with_retries(
+    create: Callable[[], Servable],
+    what: str,
+    cancel: threading.Event,
+    max_retries: int,
+    retry_interval_s: float,
+) -> tuple[Servable | None, ServingError | None]:
+    """`--max_num_load_retries` retries `--load_retry_interval_micros` apart; a cancel (the
+    directory went away, the server stops) ends them early. Any failure becomes a ServingError."""
+    error: ServingError | None = None
+    for attempt in range(max_retries + 1):
+        if attempt and cancel.wait(retry_interval_s):
+            break
+        if cancel.is_set():
+            break
+        try:
+            return create(), None
+        except ServingError as e:
+            error = e
+        except Exception as e:  # any load failure must end as END + status
+            error = ServingError(grpc.StatusCode.UNKNOWN, f"{type(e).__name__}: {e}")
+        log.error("Loading servable %s failed: %s", what, error)
+    return None, error
+
+
+def _retire(model: _Model) -> None:
+    """Availability-preserving unload: drop versions no longer aspired once an aspired one is
+    AVAILABLE, or when nothing is aspired at all. Called with the manager's lock held."""
+    aspired = [v for v in model.versions.values() if v.aspired]
+    if aspired and not any(v.state == State.AVAILABLE for v in aspired):
+        return
+    for ver in model.versions.values():
+        if not ver.aspired and ver.state == State.AVAILABLE:
+            ver.state = State.UNLOADING
+            ver.servable = None  # freed when the last in-flight request releases it
+            ver.state = State.END
+            ver.cancel.set()
+            log.info(
+                "Unloaded servable version {name: %s version: %d}", model.config.name, ver.version
+            )
