@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.launch import ServerProcess, ServerStartError, free_port, start_server_process
+from serving.launch import ServerProcess, ServerStartError, start_server_process
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -28,7 +28,6 @@ pytest_plugins = ("pytester",)  # tests/test_conftest.py runs the fixtures on a 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 120.0
-__all__ = ["REPO_ROOT", "free_port", "wait_for"]
 
 
 def wait_for(predicate: Callable[[], object], what: str, timeout: float = 30.0) -> None:

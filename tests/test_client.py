@@ -20,7 +20,7 @@ from serving.client import (
     make_ndarray,
     make_tensor_proto,
 )
-from tests.conftest import free_port
+from serving.launch import free_port
 from tests.tfs_models import half_plus
 
 NUMERIC = [np.float32, np.float64, np.float16, np.int8, np.int16, np.int32, np.int64, np.uint8,
