@@ -3,8 +3,8 @@
 The server prints `Serving gRPC on HOST:PORT` (and `Serving REST on ...`) only after its initial
 models loaded and its ports opened, so readiness is that line in its log, awaited by polling with
 a deadline. A server that exits or stays silent is a `ServerStartError` carrying its log's tail,
-never a silent skip. Tests, benchmarks and the exporter's parity check share this launcher and
-`free_port`.
+never a silent skip. Tests and benchmarks start servers with it; they and the exporter's
+parity check (which runs the server in-process) share `free_port`.
 """
 
 from __future__ import annotations
