@@ -36,7 +36,7 @@ test-all: venv lint
 	$(PY) -m pytest -q -m ''
 
 lint: venv
-	$(PY) -m ruff check exporter serving tests bench
+	$(PY) -m ruff check exporter serving tests bench tools
 
 bench: venv
 	$(PY) -m bench

@@ -1,4 +1,4 @@
-"""Command line: `python -m exporter {export,audit,inspect,parity}`. No logic lives here.
+"""Command line: `python -m exporter {export,audit,inspect,parity,deploy}`. No logic lives here.
 
 Exit codes: 0 success, 1 a check failed (audit error, freeze proof, parity), 2 bad usage
 (bad arguments, a model that cannot be loaded, an unwritable output directory).
@@ -11,6 +11,9 @@ import json
 import os
 import sys
 from typing import Any
+
+from exporter.deploy_cli import add_deploy_parser, deploy_options
+from exporter.serving_compat import DEFAULT_SERVING_VERSION
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -68,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
         help="skip the SavedModel (for weights past protobuf's 2 GiB: ONNX external data)",
     )
     export.add_argument(
+        "--serving-version",
+        default=DEFAULT_SERVING_VERSION,
+        help="refuse a SavedModel this TF Serving version cannot load (default: "
+        f"{DEFAULT_SERVING_VERSION}, the image docker/ and the manifests use)",
+    )
+    export.add_argument(
         "--inputs",
         action="append",
         default=[],
@@ -89,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
         "parity", help="prove a published export agrees across Keras, ORT, gRPC and REST"
     )
     add_parity_args(parity)
+
+    add_deploy_parser(sub)
     return parser
 
 
@@ -123,6 +134,7 @@ def _run_export(args: argparse.Namespace) -> int:
         allow_untracked=args.allow_untracked,
         parity_inputs=[load_inputs(path) for path in args.inputs],
         onnx_only=args.onnx_only,
+        serving_version=args.serving_version,
         progress=lambda msg: _stderr(f"[export] {msg}"),
     )
     print("\n" + report.summary())
@@ -154,16 +166,27 @@ def _run_parity(args: argparse.Namespace) -> int:
     return EXIT_OK if report.passed else EXIT_CHECK_FAILED
 
 
+def _run_deploy(args: argparse.Namespace) -> int:
+    from exporter.deploy import deploy
+
+    for path in deploy(args.out, args.name, version=args.version, options=deploy_options(args)):
+        print(path)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse, dispatch, and map typed errors to exit codes with a one-line message."""
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from exporter.errors import (
         AuditError,
+        DeployError,
         ExportError,
         FreezeError,
         ModelLoadError,
         ParityError,
+        ServingCompatError,
+        ServingVersionError,
         TraceError,
     )
 
@@ -172,12 +195,13 @@ def main(argv: list[str] | None = None) -> int:
         "audit": _run_audit,
         "inspect": _run_inspect,
         "parity": _run_parity,
+        "deploy": _run_deploy,
     }
     try:
         return commands[args.command](args)
-    except (ModelLoadError, TraceError, ExportError) as exc:
+    except (ModelLoadError, TraceError, ExportError, DeployError, ServingVersionError) as exc:
         _stderr(f"error: {exc}")
         return EXIT_USAGE
-    except (AuditError, FreezeError, ParityError) as exc:
+    except (AuditError, FreezeError, ParityError, ServingCompatError) as exc:
         _stderr(f"error: {exc}")
         return EXIT_CHECK_FAILED

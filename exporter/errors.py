@@ -33,3 +33,15 @@ class ParityError(ExporterError):
 
 class ParityUsageError(ExportError):
     """A parity check of an exported model could not start: missing export, version or input."""
+
+
+class ServingVersionError(ExporterError):
+    """A --serving-version the op table does not cover, or an unreadable SavedModel."""
+
+
+class ServingCompatError(ExporterError):
+    """The SavedModel uses an op, attr or GraphDef version the chosen TF Serving lacks."""
+
+
+class DeployError(ExporterError):
+    """Manifests cannot be generated from these flags or this export (bad value, no report)."""

@@ -38,6 +38,13 @@ from exporter.publish import (
 from exporter.report import ExportReport
 from exporter.sample_inputs import checked_inputs
 from exporter.savedmodel import check_warmup_requests, write_savedmodel
+from exporter.serving_compat import (
+    DEFAULT_SERVING_VERSION,
+    check_compatible,
+    image_tag,
+    savedmodel_facts,
+    version_table,
+)
 from exporter.trace import trace_model
 
 Progress = Callable[[str], None]
@@ -123,6 +130,7 @@ def export_model(
     parity_inputs: Iterable[dict[str, np.ndarray]] = (),
     parity_samples: int = 4,
     onnx_only: bool = False,
+    serving_version: str = DEFAULT_SERVING_VERSION,
     progress: Progress | None = None,
 ) -> ExportReport:
     """Export `model` frozen to `out_dir` for TF Serving and ONNX Runtime; return the report.
@@ -130,8 +138,9 @@ def export_model(
     Layout: `tfserving/NAME/VERSION/`, `onnx/NAME/VERSION/model.onnx`,
     `reports/NAME/VERSION.json`. `onnx_only` skips the SavedModel: the way to export models
     whose weights pass protobuf's 2 GiB (ONNX external data; no frozen GraphDef can hold
-    them). Raises AuditError, FreezeError, ExportError or ParityError; on any of them
-    nothing is published.
+    them). The SavedModel must load on TF Serving `serving_version` (its ops, op attrs and
+    GraphDef version). Raises AuditError, FreezeError, ExportError, ServingCompatError or
+    ParityError; on any of them nothing is published.
     """
     say = progress or (lambda _msg: None)
     out = Path(out_dir)
@@ -143,6 +152,7 @@ def export_model(
         raise ExportError(f"--version={version}: TF Serving versions are positive integers.")
     check_opset(opset)
     check_warmup_requests(warmup_requests)
+    version_table(serving_version)
     ensure_writable_dir(out)
     tfs_base, onnx_base = out / "tfserving" / name, out / "onnx" / name
 
@@ -158,7 +168,7 @@ def export_model(
 
     int_high = _int_high(model)
     version = version or next_version(tfs_base, onnx_base)
-    candidates = {}
+    candidates, tfserving = {}, None
     with contextlib.ExitStack() as stack:
         if not onnx_only:
             sm_dir = stack.enter_context(atomic_directory(tfs_base / str(version)))
@@ -166,6 +176,10 @@ def export_model(
             write_savedmodel(
                 frozen, sm_dir, model_name=name, warmup_requests=warmup_requests, int_high=int_high
             )
+            say(f"tfserving: checking ops against TF Serving {image_tag(serving_version)}")
+            facts = savedmodel_facts(sm_dir)
+            check_compatible(facts, serving_version)
+            tfserving = {**facts.to_dict(), "serving_version": image_tag(serving_version)}
             candidates["savedmodel"] = savedmodel_runner(sm_dir)
         onnx_dir = stack.enter_context(atomic_directory(onnx_base / str(version)))
         say("onnx: converting with tf2onnx, checking with onnx.checker and ONNX Runtime")
@@ -209,6 +223,8 @@ def export_model(
         freeze_proof=frozen.proof(),
         parity=parity,
         onnx={"opset": onnx_art.opset, "external_data": onnx_art.external_data},
+        weights_bytes=frozen.weights_bytes,
+        tfserving=tfserving,
         warnings=warnings,
     )
     atomic_write_bytes(onnx_base / TRITON_CONFIG, triton_config(name, report.signature).encode())

@@ -52,6 +52,8 @@ class ExportReport:
     freeze_proof: dict[str, Any]
     parity: ParityReport
     onnx: dict[str, Any]
+    weights_bytes: int  # frozen constants, what a server holds per loaded version
+    tfserving: dict[str, Any] | None  # GraphDef versions, ops, serving version checked
     warnings: list[str] = field(default_factory=list)
     path: Path | None = None
 
@@ -78,6 +80,8 @@ class ExportReport:
                 "audit": self.audit,
                 "freeze_proof": self.freeze_proof,
                 "onnx": self.onnx,
+                "weights_bytes": self.weights_bytes,
+                "tfserving": self.tfserving,
                 "parity": self.parity.to_dict(),
                 "warnings": self.warnings,
                 "passed": self.passed,

@@ -1,0 +1,88 @@
+"""KServe `serving.kserve.io/v1beta1` InferenceServices for one export.
+
+- `tensorflow.yaml`: the `tensorflow` predictor (KServe's kserve-tensorflow-serving runtime,
+  the official image at `runtimeVersion`) over `STORAGE/tfserving/NAME` (its version dirs).
+  KServe names the TF Serving model after the InferenceService: REST is
+  `/v1/models/<resource name>:predict`.
+- `triton.yaml`: the `triton` predictor over `STORAGE/onnx`, the Triton model repository the
+  exporter writes (`NAME/config.pbtxt`, `NAME/VERSION/model.onnx`); Triton loads only NAME
+  (`--model-control-mode=explicit --load-model=NAME`) and speaks KServe's v2 protocol.
+
+Field names follow the InferenceService CRD (config/crd/full/serving.kserve.io_inferenceservices
+.yaml, KServe 0.20); tests validate against tests/schemas/inferenceservice.schema.json.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from exporter.deploy_spec import DeployOptions, Export, StorageUri, resources, serving_image
+
+API_VERSION = "serving.kserve.io/v1beta1"
+DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+
+
+def _predictor(options: DeployOptions) -> dict[str, Any]:
+    """Autoscaling fields shared by both predictors (HPA on CPU in Standard mode)."""
+    spec: dict[str, Any] = {
+        "minReplicas": options.min_replicas,
+        "maxReplicas": options.max_replicas,
+        "scaleMetric": "cpu",
+        "scaleTarget": options.cpu_target,
+    }
+    if options.service_account:
+        spec["serviceAccountName"] = options.service_account
+    if options.batching:
+        # KServe's batcher: requests are grouped in front of the server, per replica.
+        spec["batcher"] = {"maxBatchSize": options.max_batch_size,
+                           "maxLatency": max(1, options.batch_timeout_micros // 1000)}
+    return spec
+
+
+def _service(name: str, export: Export, options: DeployOptions,
+             predictor: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "InferenceService",
+        "metadata": {
+            "name": name,
+            "namespace": options.namespace,
+            "labels": {"app.kubernetes.io/part-of": "frozen-scalars",
+                       "frozen-scalars/model-version": str(export.version)},
+            "annotations": {DEPLOYMENT_MODE_ANNOTATION: options.kserve_deployment_mode},
+        },
+        "spec": {"predictor": predictor},
+    }
+
+
+def tensorflow_service(export: Export, options: DeployOptions,
+                       storage: StorageUri) -> dict[str, Any]:
+    tag = serving_image(options).rpartition(":")[2]
+    predictor = _predictor(options)
+    predictor["tensorflow"] = {
+        "storageUri": storage.join("tfserving", export.name),
+        "runtimeVersion": tag,
+        "resources": resources(options, export.weights_bytes),
+    }
+    return _service(export.resource_name, export, options, predictor)
+
+
+def triton_service(export: Export, options: DeployOptions,
+                   storage: StorageUri) -> dict[str, Any]:
+    predictor = _predictor(options)
+    predictor["triton"] = {
+        "storageUri": storage.join("onnx"),
+        "runtimeVersion": options.triton_version,
+        "args": ["--model-control-mode=explicit", f"--load-model={export.name}"],
+        "resources": resources(options, export.weights_bytes),
+    }
+    return _service(f"{export.resource_name}-onnx", export, options, predictor)
+
+
+def inference_services(export: Export, options: DeployOptions,
+                       storage: StorageUri) -> dict[str, dict[str, Any]]:
+    """File name -> InferenceService (TF Serving only when the export has a SavedModel)."""
+    services = {"triton.yaml": triton_service(export, options, storage)}
+    if export.has_savedmodel:
+        services = {"tensorflow.yaml": tensorflow_service(export, options, storage), **services}
+    return services
