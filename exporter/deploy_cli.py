@@ -33,7 +33,8 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "service_type": (str, f"Service type: {', '.join(SERVICE_TYPES)}"),
     "max_batch_size": (int, "batching: largest batch"),
     "batch_timeout_micros": (int, "batching: longest wait to fill a batch"),
-    "num_batch_threads": (int, "batching: batches processed in parallel per replica"),
+    "num_batch_threads": (int, "batching: batches run in parallel per replica (default: the "
+                               "CPU request in whole cores)"),
     "num_versions": (int, "how many of the newest versions each replica serves"),
     "poll_seconds": (int, "TF Serving --file_system_poll_wait_seconds (new version dirs)"),
     "load_timeout_seconds": (int, "startup probe budget for the first model load"),

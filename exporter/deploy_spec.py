@@ -7,6 +7,7 @@ weight bytes. Rendering lives in exporter/manifests.py and exporter/kserve.py.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
 KSERVE_DEPLOYMENT_MODES = ("Standard", "Knative")
 DEFAULT_STORAGE_URI = "pvc://frozen-scalars-artifacts"
 _DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
-_QUANTITY = re.compile(r"\d+(\.\d+)?(m|[KMGTPE]i?)?")
+_CPU = re.compile(r"\d+(\.\d+)?m?")
+_MEMORY = re.compile(r"\d+(\.\d+)?([KMGTPE]i?)?")
 MIB = 2**20
 # Memory: the server's own footprint plus, per weight byte, the GraphDef proto and the
 # Session's constant tensors (2x), twice over while a new version loads beside the old (4x).
@@ -55,7 +57,7 @@ class DeployOptions:
     batching: bool = False
     max_batch_size: int = 64
     batch_timeout_micros: int = 2000
-    num_batch_threads: int = 4
+    num_batch_threads: int | None = None  # default: the CPU request, in whole cores
     num_versions: int = 1  # model_version_policy latest { num_versions }
     poll_seconds: int = 30  # --file_system_poll_wait_seconds
     load_timeout_seconds: int = 300  # startup probe budget for the first load
@@ -158,14 +160,6 @@ def _mebibytes(quantity: str) -> int:
 
 def resources(options: DeployOptions, weights_bytes: int) -> dict[str, dict[str, str]]:
     """Requests/limits: CPU from the flags, memory from the weights unless overridden."""
-    for flag, value in (("--cpu-request", options.cpu_request), ("--cpu-limit", options.cpu_limit),
-                        ("--memory-request", options.memory_request),
-                        ("--memory-limit", options.memory_limit)):
-        if value is not None and not _QUANTITY.fullmatch(value):
-            raise DeployError(
-                f"{flag}={value!r} is not a Kubernetes quantity: use e.g. 500m or 2 (CPU), "
-                "512Mi or 4Gi (memory)."
-            )
     memory = options.memory_request or memory_request(weights_bytes)
     limit = options.memory_limit or (
         f"{2 * _mebibytes(memory)}Mi" if memory.endswith("Mi") else memory
@@ -179,6 +173,15 @@ def resources(options: DeployOptions, weights_bytes: int) -> dict[str, dict[str,
 
 def check_options(options: DeployOptions) -> None:
     """Raise DeployError on values no cluster would accept, before anything is written."""
+    for flag, value, pattern in (
+            ("--cpu-request", options.cpu_request, _CPU), ("--cpu-limit", options.cpu_limit, _CPU),
+            ("--memory-request", options.memory_request, _MEMORY),
+            ("--memory-limit", options.memory_limit, _MEMORY)):
+        if value is not None and not pattern.fullmatch(value):
+            raise DeployError(
+                f"{flag}={value!r} is not a Kubernetes quantity: use e.g. 500m or 2 (CPU), "
+                "512Mi or 4Gi (memory)."
+            )
     replicas = options.replicas or options.min_replicas
     if not 1 <= options.min_replicas <= replicas <= options.max_replicas:
         raise DeployError(
@@ -190,11 +193,11 @@ def check_options(options: DeployOptions) -> None:
     if not 0 <= options.min_available <= options.min_replicas:
         raise DeployError(
             f"--min-available={options.min_available} must be 0..--min-replicas "
-            f"({options.min_replicas}), or no pod could ever be evicted."
+            f"({options.min_replicas}): above it, no pod could ever be evicted."
         )
     positives = {"--max-batch-size": options.max_batch_size,
                  "--batch-timeout-micros": options.batch_timeout_micros,
-                 "--num-batch-threads": options.num_batch_threads,
+                 "--num-batch-threads": batch_threads(options),
                  "--num-versions": options.num_versions, "--poll-seconds": options.poll_seconds,
                  "--load-timeout-seconds": options.load_timeout_seconds}
     for flag, value in positives.items():
@@ -211,6 +214,15 @@ def check_options(options: DeployOptions) -> None:
                         ("--credentials-secret", options.credentials_secret)):
         if value is not None and not _DNS_LABEL.fullmatch(value):
             raise DeployError(f"{flag}={value!r} is not a valid Kubernetes name.")
+
+
+def batch_threads(options: DeployOptions) -> int:
+    """TF Serving's advice: one batch thread per core the replica gets."""
+    if options.num_batch_threads is not None:
+        return options.num_batch_threads
+    cpu = options.cpu_request
+    cores = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+    return max(1, math.ceil(cores))
 
 
 def serving_image(options: DeployOptions) -> str:

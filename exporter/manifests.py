@@ -13,7 +13,14 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from exporter.deploy_spec import DeployOptions, Export, StorageUri, resources, serving_image
+from exporter.deploy_spec import (
+    DeployOptions,
+    Export,
+    StorageUri,
+    batch_threads,
+    resources,
+    serving_image,
+)
 
 GRPC_PORT, REST_PORT = 8500, 8501
 MODELS_DIR, CONFIG_DIR = "/models", "/config"
@@ -50,7 +57,7 @@ def batching_config(options: DeployOptions) -> str:
         f"max_batch_size {{ value: {options.max_batch_size} }}\n"
         f"batch_timeout_micros {{ value: {options.batch_timeout_micros} }}\n"
         "max_enqueued_batches { value: 100 }\n"
-        f"num_batch_threads {{ value: {options.num_batch_threads} }}\n"
+        f"num_batch_threads {{ value: {batch_threads(options)} }}\n"
         "pad_variable_length_inputs: false\n"
     )
 
