@@ -12,7 +12,7 @@ KERAS_REF = $(if $(wildcard $(OUT)/keras/$(NAME).keras),--model $(OUT)/keras/$(N
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: venv export test test-all lint bench bench-large docker-build deploy parity-remote clean
+.PHONY: venv export test test-all lint bench bench-large docker-build deploy manifests parity-remote clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ deploy: docker-build venv
 	MODEL_NAME=$(NAME) docker compose -f docker/docker-compose.yml up -d --no-build --wait tfserving
 	$(PY) -m exporter parity --export $(OUT) --model-name $(NAME) $(KERAS_REF) \
 		--target 127.0.0.1:8500 --rest-target 127.0.0.1:8501 --json $(OUT)/reports/$(NAME)/parity-docker.json
+
+## Kubernetes + KServe manifests for the export: make manifests [STORAGE_URI=s3://bucket/path]
+manifests: venv
+	$(PY) -m exporter deploy --out $(OUT) --name $(NAME) $(if $(STORAGE_URI),--storage-uri $(STORAGE_URI))
 
 ## Parity against any running TF Serving: make parity-remote TARGET=host:8500 [REST_TARGET=host:8501]
 parity-remote: venv
