@@ -228,3 +228,9 @@ def batch_threads(options: DeployOptions) -> int:
 def serving_image(options: DeployOptions) -> str:
     """The TF Serving image: --image, else the official one at --serving-version."""
     return options.image or f"{SERVING_IMAGE}:{image_tag(options.serving_version)}"
+
+
+def serving_tag(options: DeployOptions) -> str:
+    """The image's tag (KServe's runtimeVersion): --image's own, else --serving-version's."""
+    last = serving_image(options).rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else image_tag(options.serving_version)

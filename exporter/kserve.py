@@ -6,7 +6,9 @@
   `/v1/models/<resource name>:predict`.
 - `triton.yaml`: the `triton` predictor over `STORAGE/onnx`, the Triton model repository the
   exporter writes (`NAME/config.pbtxt`, `NAME/VERSION/model.onnx`); Triton loads only NAME
-  (`--model-control-mode=explicit --load-model=NAME`) and speaks KServe's v2 protocol.
+  (`--model-control-mode=explicit --load-model=NAME`) and speaks KServe's v2 protocol. The
+  default runtimeVersion, 23.10-py3, is the newest Triton KServe's own samples use; its ONNX
+  Runtime (1.16) reads the IR 8 / opset 17 models the exporter writes by default.
 
 Field names follow the InferenceService CRD (config/crd/full/serving.kserve.io_inferenceservices
 .yaml, KServe 0.20); tests validate against tests/schemas/inferenceservice.schema.json.
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.deploy_spec import DeployOptions, Export, StorageUri, resources, serving_image
+from exporter.deploy_spec import DeployOptions, Export, StorageUri, resources, serving_tag
 
 API_VERSION = "serving.kserve.io/v1beta1"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
@@ -57,11 +59,10 @@ def _service(name: str, export: Export, options: DeployOptions,
 
 def tensorflow_service(export: Export, options: DeployOptions,
                        storage: StorageUri) -> dict[str, Any]:
-    tag = serving_image(options).rpartition(":")[2]
     predictor = _predictor(options)
     predictor["tensorflow"] = {
         "storageUri": storage.join("tfserving", export.name),
-        "runtimeVersion": tag,
+        "runtimeVersion": serving_tag(options),
         "resources": resources(options, export.weights_bytes),
     }
     return _service(export.resource_name, export, options, predictor)

@@ -5,6 +5,7 @@ version lacks is refused in one line naming it, by export, deploy and the checke
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -24,15 +25,13 @@ from exporter.serving_compat import (
 )
 
 
-def _write_savedmodel(path: Path, build: callable) -> Path:
+def _write_savedmodel(path: Path, build: Callable[[], tuple[dict, dict]]) -> Path:
     """A TF1 SavedModel (tag serve, defaults stripped) written the way the exporter writes."""
     graph = tf.Graph()
     with graph.as_default():
         inputs, outputs = build()
-        info = tf.compat.v1.saved_model.utils.build_tensor_info
         signature = tf.compat.v1.saved_model.signature_def_utils.predict_signature_def(
             inputs=inputs, outputs=outputs)
-        del info
         with tf.compat.v1.Session(graph=graph) as session:
             builder = tf.compat.v1.saved_model.Builder(str(path))
             builder.add_meta_graph_and_variables(
