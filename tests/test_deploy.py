@@ -28,6 +28,7 @@ from tests.conftest import REPO_ROOT
 KUBERNETES_VERSION = "1.37.0"  # newest schemas kubernetes-validate ships
 ISVC_SCHEMA = json.loads((Path(__file__).parent / "schemas" /
                           "inferenceservice.schema.json").read_text())
+ISVC = jsonschema.Draft202012Validator(ISVC_SCHEMA)
 K8S_FILES = ("configmap.yaml", "deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml")
 KSERVE_FILES = ("tensorflow.yaml", "triton.yaml")
 
@@ -77,7 +78,7 @@ def _validate_all(docs: dict[str, Any]) -> None:
         if name.startswith("kubernetes/"):
             kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
         else:
-            jsonschema.validate(doc, ISVC_SCHEMA)
+            ISVC.validate(doc)
 
 
 def test_report_states_graph_versions_ops_and_weights(exported: Path) -> None:
@@ -112,6 +113,7 @@ def test_default_manifests_validate_offline(exported: Path,
 def test_schemas_refuse_a_broken_manifest(exported: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """The validators can fail: a misspelt field and a wrong type are caught."""
+    jsonschema.Draft202012Validator.check_schema(ISVC_SCHEMA)
     docs = _deploy(exported, capsys=capsys)
     deployment = docs["kubernetes/deployment.yaml"]
     deployment["spec"]["replicas"] = "two"
@@ -120,11 +122,11 @@ def test_schemas_refuse_a_broken_manifest(exported: Path,
     isvc = docs["kserve/tensorflow.yaml"]
     isvc["spec"]["predictor"]["tensorflow"]["storageURI"] = "s3://typo"
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(isvc, ISVC_SCHEMA)
+        ISVC.validate(isvc)
     isvc = docs["kserve/triton.yaml"]
     isvc["spec"]["predictor"]["tensorflow"] = {"storageUri": "s3://x"}  # two predictors
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(isvc, ISVC_SCHEMA)
+        ISVC.validate(isvc)
 
 
 def test_generated_yaml_passes_yamllint(exported: Path,
