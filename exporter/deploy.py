@@ -62,6 +62,11 @@ def deploy(out: str | Path, name: str, *, version: int | None = None,
     out = Path(out)
     check_options(options)
     storage = parse_storage_uri(options.storage_uri)
+    if storage.scheme == "pvc" and options.credentials_secret:
+        raise DeployError(
+            f"--credentials-secret={options.credentials_secret} has no use with a pvc:// "
+            "--storage-uri (the claim is mounted, nothing is downloaded): drop it."
+        )
     export = load_export(out, name, version, options.resource_name)
     if export.has_savedmodel:
         versions = existing_versions(out / "tfserving" / name)

@@ -40,7 +40,8 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "load_timeout_seconds": (int, "startup probe budget for the first model load"),
     "min_available": (int, "PodDisruptionBudget minAvailable"),
     "service_account": (str, "ServiceAccount (e.g. one bound to storage credentials)"),
-    "credentials_secret": (str, "Secret (by name) with storage credentials for the initializer"),
+    "credentials_secret": (str, "Secret (by name) with s3/gs credentials for the initializer "
+                                "(KServe reads them through --service-account)"),
     "storage_initializer_image": (str, "image that copies s3:// / gs:// models into the pod"),
     "kserve_deployment_mode": (str, f"KServe mode: {', '.join(KSERVE_DEPLOYMENT_MODES)}"),
     "triton_version": (str, "Triton runtimeVersion for the ONNX InferenceService"),
@@ -54,7 +55,9 @@ def add_deploy_parser(sub: argparse._SubParsersAction) -> None:
     )
     deploy.add_argument("--out", required=True, help="the export's output root, e.g. artifacts")
     deploy.add_argument("--name", required=True, help="model name (as exported)")
-    deploy.add_argument("--version", type=int, help="exported version (default: the newest)")
+    deploy.add_argument("--version", type=int,
+                        help="the export whose report sizes and checks the manifests (default: "
+                        "the newest); the servers serve the newest --num-versions")
     for dest, (kind, text) in _FLAGS.items():
         default = getattr(_DEFAULTS, dest)
         deploy.add_argument(f"--{dest.replace('_', '-')}", dest=dest, type=kind, default=default,

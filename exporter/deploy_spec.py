@@ -127,11 +127,12 @@ def load_export(out: Path, name: str, version: int | None, override: str | None)
     """The report of `version` (default: the newest) of model `name` under `out`."""
     reports = out / "reports" / name
     versions = sorted(int(p.stem) for p in reports.glob("*.json") if p.stem.isdigit())
-    version = version or (versions[-1] if versions else None)
+    if version is None and versions:
+        version = versions[-1]
     path = reports / f"{version}.json"
     if version is None or not path.is_file():
         raise DeployError(
-            f"No export report {path if version else reports / 'VERSION.json'}: run "
+            f"No export report {reports / 'VERSION.json' if version is None else path}: run "
             f"`python -m exporter export --name {name} --out {out}` first (or fix --version)."
         )
     report = json.loads(path.read_text())

@@ -338,6 +338,7 @@ def test_each_flag_reaches_the_yaml(exported: Path, capsys: pytest.CaptureFixtur
     (("--serving-version", "2.5"), "no op table for TF Serving 2.5"),
     (("--serving-version", "latest"), "not a version"),
     (("--version", "9"), "No export report"),
+    (("--credentials-secret", "s3-creds"), "has no use with a pvc://"),
 ])
 def test_bad_flags_exit_2_with_one_line(exported: Path, capsys: pytest.CaptureFixture[str],
                                         flags: tuple[str, ...], message: str) -> None:
