@@ -15,69 +15,14 @@ from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
-from google.protobuf import (
-    descriptor_pb2,
-    descriptor_pool,
-    message_factory,
-    text_format,
-    wrappers_pb2,
-)
+from google.protobuf import text_format
 
+from serving import config_protos, metrics
 from serving.errors import ServingError, UsageError, invalid_argument
 from serving.servable import Servable
 
-_WRAPPED_FIELDS = {
-    "max_batch_size": "Int64Value",
-    "batch_timeout_micros": "Int64Value",
-    "thread_pool_name": "StringValue",
-    "num_batch_threads": "Int64Value",
-    "max_enqueued_batches": "Int64Value",
-    "enable_large_batch_splitting": "BoolValue",
-    "max_execution_batch_size": "Int64Value",
-    "batch_padding_policy": "StringValue",
-}
-
-
-def _batching_parameters_class() -> type:
-    """`tensorflow.serving.BatchingParameters`: the real generated class if the wheel ships it,
-    else the same message built from a descriptor (so text-format errors read the same)."""
-    try:
-        from tensorflow_serving.servables.tensorflow import session_bundle_config_pb2
-    except ImportError:
-        pass
-    else:
-        return session_bundle_config_pb2.BatchingParameters
-    pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
-    proto = descriptor_pb2.FileDescriptorProto(
-        name="frozen_scalars/batching_parameters.proto",
-        package="tensorflow.serving",
-        dependency=["google/protobuf/wrappers.proto"],
-        syntax="proto3",
-    )
-    msg = proto.message_type.add(name="BatchingParameters")
-    fdp = descriptor_pb2.FieldDescriptorProto
-    for number, (name, wrapper) in enumerate(_WRAPPED_FIELDS.items(), start=1):
-        msg.field.add(
-            name=name,
-            number=number,
-            type=fdp.TYPE_MESSAGE,
-            type_name=f".google.protobuf.{wrapper}",
-            label=fdp.LABEL_OPTIONAL,
-        )
-    msg.field.add(
-        name="allowed_batch_sizes", number=20, type=fdp.TYPE_INT64, label=fdp.LABEL_REPEATED
-    )
-    msg.field.add(
-        name="pad_variable_length_inputs", number=21, type=fdp.TYPE_BOOL, label=fdp.LABEL_OPTIONAL
-    )
-    pool.Add(proto)
-    return message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
-    )
-
-
-BatchingParametersProto = _batching_parameters_class()
+BatchingParametersProto = config_protos.BatchingParameters
+BATCHING_PARAMS_FILE = "batching_params.pbtxt"  # per version, with per-model batching
 
 
 @dataclass(frozen=True)
@@ -89,6 +34,7 @@ class BatchingParameters:
     num_batch_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     max_enqueued_batches: int = 10
     allowed_batch_sizes: tuple[int, ...] = ()
+    thread_pool_name: str = "batch_threads"
 
     def __post_init__(self) -> None:
         sizes = self.allowed_batch_sizes
@@ -118,6 +64,21 @@ def parse_batching_parameters(text: str) -> BatchingParameters:
         raise UsageError(
             f"Error parsing text-format tensorflow.serving.BatchingParameters: {e}"
         ) from e
+    return from_proto(proto)
+
+
+def load_batching_parameters(path: str) -> BatchingParameters:
+    """A `batching_params.pbtxt` (or any BatchingParameters file), read as `ParseProtoTextFile`
+    reads it: ServingError with TF's code and text when unreadable or malformed."""
+    proto = config_protos.parse_text_file(path, BatchingParametersProto())
+    try:
+        return from_proto(proto)
+    except UsageError as e:
+        raise invalid_argument(f"{path}: {e}") from e
+
+
+def from_proto(proto: BatchingParametersProto) -> BatchingParameters:
+    """The effective settings of a `BatchingParameters` message (unset: scheduler defaults)."""
     values: dict[str, object] = {
         name: getattr(proto, name).value
         for name in (
@@ -129,6 +90,8 @@ def parse_batching_parameters(text: str) -> BatchingParameters:
         if proto.HasField(name)
     }
     values["allowed_batch_sizes"] = tuple(proto.allowed_batch_sizes)
+    if proto.HasField("thread_pool_name"):
+        values["thread_pool_name"] = proto.thread_pool_name.value
     return BatchingParameters(**values)  # type: ignore[arg-type]
 
 
@@ -141,6 +104,7 @@ class _Task:
         self.done = threading.Event()
         self.outputs: dict[str, np.ndarray] = {}
         self.error: ServingError | None = None
+        self.queued_at = time.monotonic()
 
 
 @dataclass
@@ -150,6 +114,7 @@ class _Batch:
     signature_key: str
     output_keys: tuple[str, ...]
     deadline: float
+    params: BatchingParameters
     tasks: list[_Task] = field(default_factory=list)
     size: int = 0
 
@@ -189,13 +154,17 @@ class BatchScheduler:
         signature_key: str,
         inputs: Mapping[str, np.ndarray],
         output_keys: Sequence[str],
+        queue: BatchingParameters | None = None,
     ) -> dict[str, np.ndarray]:
-        """Queues one run and blocks until its batch has run; errors stay with their batch."""
+        """Queues one run and blocks until its batch has run; errors stay with their batch.
+        `queue` is the model's own queue settings (`--enable_per_model_batching_parameters`);
+        the worker threads are always the shared ones."""
+        params = queue or self.params
         size = _task_size(inputs)
-        if size > self.params.max_batch_size:
+        if size > params.max_batch_size:
             raise invalid_argument(
                 f"Task size {size} is larger than maximum input batch size "
-                f"{self.params.max_batch_size}"
+                f"{params.max_batch_size}"
             )
         layout = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items()))
         key = (id(servable), signature_key, tuple(output_keys), layout)
@@ -204,22 +173,22 @@ class BatchScheduler:
             if self._stopped:
                 raise ServingError(grpc.StatusCode.UNAVAILABLE, "Batch scheduler is shutting down")
             batch = self._open.get(key)
-            if batch is not None and batch.size + size > self.params.max_batch_size:
+            if batch is not None and batch.size + size > params.max_batch_size:
                 self._close(batch)
                 batch = None
             if batch is None:
                 queued = sum(1 for b in self._ready if b.key == key)
-                if queued + 1 > self.params.max_enqueued_batches:
+                if queued + 1 > params.max_enqueued_batches:
                     raise ServingError(
                         grpc.StatusCode.UNAVAILABLE,
                         "The batch scheduling queue to which this task was submitted is full",
                     )
-                deadline = time.monotonic() + self.params.batch_timeout_micros / 1e6
-                batch = _Batch(key, servable, signature_key, tuple(output_keys), deadline)
+                deadline = time.monotonic() + params.batch_timeout_micros / 1e6
+                batch = _Batch(key, servable, signature_key, tuple(output_keys), deadline, params)
                 self._open[key] = batch
             batch.tasks.append(task)
             batch.size += size
-            if batch.size >= self.params.max_batch_size:
+            if batch.size >= params.max_batch_size:
                 self._close(batch)
             self._cond.notify_all()
         task.done.wait()
@@ -268,14 +237,22 @@ class BatchScheduler:
                 offset += task.size
                 task.done.set()
 
-    def _padded_size(self, size: int) -> int:
-        sizes = self.params.allowed_batch_sizes
+    @staticmethod
+    def _padded_size(size: int, params: BatchingParameters) -> int:
+        sizes = params.allowed_batch_sizes
         if not sizes:
             return size
         return sizes[bisect.bisect_left(sizes, size)]
 
     def _run(self, batch: _Batch) -> dict[str, np.ndarray]:
-        padded = self._padded_size(batch.size)
+        padded = self._padded_size(batch.size, batch.params)
+        now = time.monotonic()
+        metrics.record_batch(
+            self.params.thread_pool_name,
+            [(now - t.queued_at, t.size) for t in batch.tasks],
+            batch.size,
+            padded,
+        )
         tasks = batch.tasks
         if len(tasks) == 1 and padded == batch.size:
             merged = dict(tasks[0].inputs)
@@ -299,11 +276,17 @@ class BatchScheduler:
 class BatchingServable(Servable):
     """A Servable whose runs go through the shared scheduler; `inner` is the real runtime."""
 
-    def __init__(self, inner: Servable, scheduler: BatchScheduler) -> None:
+    def __init__(
+        self,
+        inner: Servable,
+        scheduler: BatchScheduler,
+        queue: BatchingParameters | None = None,
+    ) -> None:
         super().__init__(inner.name, inner.version, inner.path)
         self.inner = inner
         self.signature_defs = inner.signature_defs
         self._scheduler = scheduler
+        self._queue = queue
 
     def run(
         self,
@@ -314,4 +297,6 @@ class BatchingServable(Servable):
     ) -> dict[str, np.ndarray]:
         """Counts the request, then waits for its slice of a merged run."""
         self._count_run()
-        return self._scheduler.submit(self.inner, signature_key, inputs, output_keys)
+        return self._scheduler.submit(
+            self.inner, signature_key, inputs, output_keys, queue=self._queue
+        )

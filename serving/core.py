@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf import text_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.batching import BatchingParameters, BatchingServable, BatchScheduler
+from serving import metrics
+from serving.batching import (
+    BATCHING_PARAMS_FILE,
+    BatchingParameters,
+    BatchingServable,
+    BatchScheduler,
+    load_batching_parameters,
+)
 from serving.errors import ServingError, UsageError, invalid_argument
 from serving.manager import AspiredVersionsManager
 from serving.servable import Servable, TFServable
@@ -41,6 +50,12 @@ class ServerOptions:
     load_retry_interval_micros: int = 60_000_000
     allow_version_labels_for_unavailable_models: bool = False
     rest_api_timeout_in_ms: int = 30000
+    # The SavedModel bundle options (`--platform_config_file` or the flags that build it).
+    session_config: Any = None  # tensorflow.ConfigProto for each version's session
+    remove_unused_fields_from_bundle_metagraph: bool = True
+    enable_per_model_batching_params: bool = False
+    num_load_threads: int = 0  # 0: one version loads at a time (TF's serial load loop)
+    enable_serialization_as_tensor_content: bool = False  # gRPC Predict responses
 
 
 def parse_config_text(text: str) -> ModelServerConfig:
@@ -114,6 +129,7 @@ class ServerCore:
             poll_wait_s=self.options.file_system_poll_wait_seconds,
             max_load_retries=self.options.max_num_load_retries,
             load_retry_interval_s=self.options.load_retry_interval_micros / 1e6,
+            load_threads=self.options.num_load_threads,
         )
         self._labels: dict[str, dict[str, int]] = {}
         self._lock = threading.Lock()
@@ -147,11 +163,30 @@ class ServerCore:
 
             servable: Servable = OnnxServable(name, version, path)
         else:
-            servable = TFServable(name, version, path, self.options.saved_model_tags)
+            start, loaded = time.monotonic(), False
+            try:
+                servable = TFServable(
+                    name,
+                    version,
+                    path,
+                    self.options.saved_model_tags,
+                    self.options.session_config,
+                    self.options.remove_unused_fields_from_bundle_metagraph,
+                )
+                loaded = True
+            finally:
+                metrics.record_load(path, loaded, time.monotonic() - start)
         if self.options.enable_model_warmup:
             run_warmup(servable, self.options.num_request_iterations_for_warmup)
         if self._scheduler is not None:
-            servable = BatchingServable(servable, self._scheduler)
+            queue = None
+            if self.options.enable_per_model_batching_params:
+                # `GetPerModelBatchingParams`: only a version with its own file is batched.
+                own = os.path.join(path, BATCHING_PARAMS_FILE)
+                if not os.path.exists(own):
+                    return servable
+                queue = load_batching_parameters(own)
+            servable = BatchingServable(servable, self._scheduler, queue)
         return servable
 
     def _apply(self, configs: Sequence[ModelConfig], initial: bool) -> None:

@@ -3,8 +3,9 @@ plus the standard grpc.health.v1 service, answering as tensorflow_model_server d
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,7 +22,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving import inference
+from serving import inference, metrics
 from serving.core import ServerCore
 from serving.errors import ServingError, grpc_message, invalid_argument
 from serving.servable import Servable
@@ -40,6 +41,25 @@ def _answer(context: grpc.ServicerContext, handler: Callable[[], T]) -> T:
     except ServingError as e:
         context.abort(e.code, grpc_message(e.message))
         raise  # unreachable: abort raises
+
+
+def _counted(
+    context: grpc.ServicerContext, request: Any, api: str, handler: Callable[[], T]
+) -> T:
+    """`_answer` plus `RecordModelRequestCount` / `RecordRequestLatency` (entrypoint GRPC), as
+    `prediction_service_impl.cc` does for Predict, Classify and Regress."""
+    start = time.monotonic()
+    status = "OK"
+    try:
+        return handler()
+    except ServingError as e:
+        status = e.code.name
+        context.abort(e.code, grpc_message(e.message))
+        raise  # unreachable: abort raises
+    finally:
+        metrics.record_request(
+            request.model_spec.name, api, "GRPC", status, time.monotonic() - start
+        )
 
 
 def _timeout(context: grpc.ServicerContext) -> float | None:
@@ -73,9 +93,14 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         def handle() -> predict_pb2.PredictResponse:
             _require_spec(request)
             servable = _lookup(self._core, request.model_spec)
-            return inference.predict(servable, request, _timeout(context))
+            return inference.predict(
+                servable,
+                request,
+                _timeout(context),
+                self._core.options.enable_serialization_as_tensor_content,
+            )
 
-        return _answer(context, handle)
+        return _counted(context, request, "Predict", handle)
 
     def GetModelMetadata(
         self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext
@@ -105,7 +130,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             servable = _lookup(self._core, request.model_spec)
             return inference.classify(servable, request, _timeout(context))
 
-        return _answer(context, handle)
+        return _counted(context, request, "Classify", handle)
 
     def Regress(
         self, request: regression_pb2.RegressionRequest, context: grpc.ServicerContext
@@ -117,7 +142,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             servable = _lookup(self._core, request.model_spec)
             return inference.regress(servable, request, _timeout(context))
 
-        return _answer(context, handle)
+        return _counted(context, request, "Regress", handle)
 
     def MultiInference(
         self, request: inference_pb2.MultiInferenceRequest, context: grpc.ServicerContext
@@ -168,12 +193,17 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return _answer(context, handle)
 
 
-def add_services(server: grpc.Server, core: ServerCore) -> health.HealthServicer:
-    """Registers PredictionService, ModelService and Health (all names SERVING)."""
+def add_services(
+    server: grpc.Server, core: ServerCore, health_check: bool = True
+) -> health.HealthServicer | None:
+    """Registers PredictionService, ModelService and, with `health_check`
+    (`--enable_grpc_healthcheck_service`), Health with every name SERVING."""
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(core), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
+    if not health_check:
+        return None
     health_servicer = health.HealthServicer()
     for name in HEALTH_SERVICES:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -6,6 +6,7 @@ server (`predict_util.cc`, `cc/saved_model/util.cc GetInputValues`, `classifier.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -22,11 +23,12 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving import tensor_proto
+from serving import metrics, tensor_proto
 from serving.errors import ServingError, invalid_argument
 from serving.servable import Servable
 
 DEFAULT_SIGNATURE = "serving_default"
+PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 CLASSIFY_INPUTS = "inputs"
@@ -36,6 +38,38 @@ REGRESS_INPUTS = "inputs"
 REGRESS_OUTPUTS = "outputs"
 
 SignatureDef = meta_graph_pb2.SignatureDef
+
+# `--enable_signature_method_name_check`: process-wide in TF Serving too
+# (`SetSignatureMethodNameCheckFeature`, servables/tensorflow/util.cc).
+_method_name_check = False
+
+
+def set_signature_method_name_check(enabled: bool) -> None:
+    """Turns the SignatureDef method_name checks of Predict/Classify/Regress on or off."""
+    global _method_name_check
+    _method_name_check = enabled
+
+
+def _check_method(sig: SignatureDef, kind: str, expected: str) -> None:
+    if _method_name_check and sig.method_name != expected:
+        raise invalid_argument(
+            f"Expected {kind} signature method_name to be {expected}. Was: {sig.method_name}"
+        )
+
+
+def _timed_run(
+    servable: Servable,
+    api: str,
+    key: str,
+    values: Mapping[str, np.ndarray],
+    keys: Sequence[str],
+    timeout_s: float | None,
+) -> dict[str, np.ndarray]:
+    """One runtime call, recorded as `runtime_latency` for the API (`RecordRuntimeLatency`)."""
+    start = time.monotonic()
+    outputs = servable.run(key, values, list(keys), timeout_s=timeout_s)
+    metrics.record_runtime(servable.name, api, time.monotonic() - start)
+    return outputs
 
 
 def _join(keys: Any) -> str:
@@ -135,19 +169,34 @@ def predict_arrays(
     request value into an array, raising TensorParseError), invalid names, output_filter, run.
     Dtype and shape errors come from the runtime, as in TF Serving."""
     _, sig = signature_def(servable, signature_key)
+    if _method_name_check and sig.method_name not in (
+        PREDICT_METHOD,
+        CLASSIFY_METHOD,
+        REGRESS_METHOD,
+    ):
+        raise ServingError(
+            grpc.StatusCode.INTERNAL,
+            "Expected prediction signature method_name to be one of {"
+            f"{PREDICT_METHOD}, {CLASSIFY_METHOD}, {REGRESS_METHOD}}}. Was: {sig.method_name}",
+        )
     _check_input_count(sig, list(inputs))
     values = _input_values(sig, inputs, decode)
     keys = _output_keys(sig, output_filter)
-    outputs = servable.run(signature_key or DEFAULT_SIGNATURE, values, keys, timeout_s=timeout_s)
+    key = signature_key or DEFAULT_SIGNATURE
+    outputs = _timed_run(servable, "Predict", key, values, keys, timeout_s)
     if len(outputs) != len(keys):
         raise ServingError(grpc.StatusCode.UNKNOWN, "Predict internal error")
     return outputs
 
 
 def predict(
-    servable: Servable, request: predict_pb2.PredictRequest, timeout_s: float | None = None
+    servable: Servable,
+    request: predict_pb2.PredictRequest,
+    timeout_s: float | None = None,
+    as_tensor_content: bool = False,
 ) -> predict_pb2.PredictResponse:
-    """A full Predict on a resolved servable: typed-field outputs in output_filter order."""
+    """A full Predict on a resolved servable: outputs in output_filter order, as typed value
+    fields or (`as_tensor_content`) as tensor_content."""
     key, _ = signature_def(servable, request.model_spec.signature_name)
     outputs = predict_arrays(
         servable,
@@ -161,7 +210,7 @@ def predict(
         model_spec=make_model_spec(request.model_spec.name, key, servable.version)
     )
     for alias, array in outputs.items():
-        response.outputs[alias].CopyFrom(tensor_proto.encode(array))
+        response.outputs[alias].CopyFrom(tensor_proto.encode(array, content=as_tensor_content))
     return response
 
 
@@ -181,7 +230,8 @@ def _debug_string(sig: SignatureDef) -> str:
 
 
 def classification_tensors(sig: SignatureDef) -> tuple[str, list[str]]:
-    """`PreProcessClassification` (method-name check off, as by default since 2.4)."""
+    """`PreProcessClassification`."""
+    _check_method(sig, "classification", CLASSIFY_METHOD)
     if len(sig.inputs) != 1:
         raise invalid_argument("Expected one input Tensor.")
     if len(sig.outputs) not in (1, 2):
@@ -200,7 +250,8 @@ def classification_tensors(sig: SignatureDef) -> tuple[str, list[str]]:
 
 
 def regression_tensors(sig: SignatureDef) -> tuple[str, list[str]]:
-    """`PreProcessRegression` (method-name check off)."""
+    """`PreProcessRegression`."""
+    _check_method(sig, "regression", REGRESS_METHOD)
     if len(sig.inputs) != 1:
         raise invalid_argument("Expected one input Tensor.")
     if len(sig.outputs) != 1:
@@ -232,6 +283,7 @@ def serialized_examples(inp: input_pb2.Input) -> np.ndarray:
 
 def _run_examples(
     servable: Servable,
+    api: str,
     key: str,
     sig: SignatureDef,
     inp: input_pb2.Input,
@@ -240,7 +292,7 @@ def _run_examples(
 ) -> tuple[int, dict[str, np.ndarray]]:
     examples = serialized_examples(inp)
     alias = next(iter(sig.inputs))
-    outputs = servable.run(key, {alias: examples}, list(output_aliases), timeout_s=timeout_s)
+    outputs = _timed_run(servable, api, key, {alias: examples}, output_aliases, timeout_s)
     return len(examples), outputs
 
 
@@ -319,7 +371,7 @@ def classify(
     classification_tensors(sig)
     key = request.model_spec.signature_name or DEFAULT_SIGNATURE
     wanted = [k for k in (CLASSIFY_CLASSES, CLASSIFY_SCORES) if k in sig.outputs]
-    num, outputs = _run_examples(servable, key, sig, request.input, wanted, timeout_s)
+    num, outputs = _run_examples(servable, "Classify", key, sig, request.input, wanted, timeout_s)
     return classification_pb2.ClassificationResponse(
         model_spec=make_model_spec(request.model_spec.name, key, servable.version),
         result=_classification_result(sig, num, outputs),
@@ -333,7 +385,9 @@ def regress(
     sig = _lookup(servable, request.model_spec.signature_name)
     regression_tensors(sig)
     key = request.model_spec.signature_name or DEFAULT_SIGNATURE
-    num, outputs = _run_examples(servable, key, sig, request.input, [REGRESS_OUTPUTS], timeout_s)
+    num, outputs = _run_examples(
+        servable, "Regress", key, sig, request.input, [REGRESS_OUTPUTS], timeout_s
+    )
     return regression_pb2.RegressionResponse(
         model_spec=make_model_spec(request.model_spec.name, key, servable.version),
         result=_regression_result(num, outputs[REGRESS_OUTPUTS]),
@@ -343,12 +397,14 @@ def regress(
 def multi_inference(
     servable: Servable, request: inference_pb2.MultiInferenceRequest, timeout_s: float | None = None
 ) -> inference_pb2.MultiInferenceResponse:
-    """`TensorFlowMultiInferenceRunner::Infer`: all tasks validated first, then each task runs
-    on the same serialized examples."""
+    """`TensorFlowMultiInferenceRunner::Infer` as of TF Serving 2.4+: every task is validated
+    first, then the same serialized examples are fed to each signature's own input tensor (TF2
+    exports give every signature a differently named `inputs` placeholder; the old "Input
+    tensor must be the same for all Signatures." error is gone from the runtime TF Serving
+    ships), and the example count is recorded once."""
     model_name = ""
     seen: set[str] = set()
     plans: list[tuple[str, str, SignatureDef]] = []
-    input_tensor = ""
     for task in request.tasks:
         if not task.model_spec.name:
             raise invalid_argument("Found ModelSpec with an empty model name.")
@@ -365,28 +421,25 @@ def multi_inference(
         if sig is None:
             raise invalid_argument(f"Requested signature not found in model graph: {key}")
         if task.method_name == CLASSIFY_METHOD:
-            name, _ = classification_tensors(sig)
+            classification_tensors(sig)
         elif task.method_name == REGRESS_METHOD:
-            name, _ = regression_tensors(sig)
+            regression_tensors(sig)
         else:
             raise ServingError(
                 grpc.StatusCode.UNIMPLEMENTED,
                 f"Unsupported signature method_name: {task.method_name}",
             )
-        if input_tensor and input_tensor != name:
-            raise invalid_argument("Input tensor must be the same for all Signatures.")
-        input_tensor = name
         plans.append((task.method_name, key, sig))
-    response = inference_pb2.MultiInferenceResponse()
     examples = serialized_examples(request.input)
+    metrics.record_examples(model_name, len(examples))
+    response = inference_pb2.MultiInferenceResponse()
     for method, key, sig in plans:
-        alias = next(iter(sig.inputs))
         wanted = (
             [k for k in (CLASSIFY_CLASSES, CLASSIFY_SCORES) if k in sig.outputs]
             if method == CLASSIFY_METHOD
             else [REGRESS_OUTPUTS]
         )
-        outputs = servable.run(key, {alias: examples}, wanted, timeout_s=timeout_s)
+        outputs = servable.run(key, {CLASSIFY_INPUTS: examples}, wanted, timeout_s=timeout_s)
         result = response.results.add()
         result.model_spec.CopyFrom(make_model_spec(model_name, key, servable.version))
         if method == CLASSIFY_METHOD:

@@ -62,6 +62,7 @@ class AspiredVersionsManager:
         poll_wait_s: float,
         max_load_retries: int,
         load_retry_interval_s: float,
+        load_threads: int = 0,
     ) -> None:
         self._create = create
         self._poll_wait_s = poll_wait_s
@@ -70,7 +71,10 @@ class AspiredVersionsManager:
         self._models: dict[str, _Model] = {}
         self._history: dict[str, _Model] = {}  # removed models keep reporting their status
         self._cond = threading.Condition(threading.RLock())
-        self._loader = ThreadPoolExecutor(max_workers=4, thread_name_prefix="load")
+        # `--num_load_threads`; 0 is TF's serial load loop, i.e. one load at a time.
+        self._loader = ThreadPoolExecutor(
+            max_workers=max(1, load_threads), thread_name_prefix="load"
+        )
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
 

@@ -16,7 +16,7 @@ import grpc
 from google.protobuf import json_format
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, regression_pb2
 
-from serving import inference, json_examples, json_tensor
+from serving import inference, json_document, json_examples, json_tensor
 from serving.errors import ServingError, invalid_argument
 
 _PREDICT_RE = re.compile(
@@ -53,6 +53,24 @@ _HTTP_STATUS: dict[grpc.StatusCode, int] = {
 
 
 
+class _PathError(ServingError):
+    """`ParseModelInfo` failed: TF Serving answers with the status and an empty body."""
+
+
+def model_and_method(method: str, path: str) -> tuple[str, str]:
+    """What `ParseModelInfo` leaves in model_name and method for the request metrics: both
+    from the POST route (`predict`/`classify`/`regress`), the name only from a GET route."""
+    if method == "POST":
+        match = _PREDICT_RE.fullmatch(path)
+        if match:
+            return unquote(match.group(1)), match.group(4)
+    elif method == "GET":
+        match = _STATUS_RE.fullmatch(path)
+        if match and match.group(1):
+            return unquote(match.group(1)), ""
+    return "", ""
+
+
 class RestApi:
     """The request logic, independent of the HTTP plumbing: (method, path, body) -> (code, JSON)."""
 
@@ -64,12 +82,19 @@ class RestApi:
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, str]:
         """Answer one /v1/ request; errors become `{"error": ...}` with the mapped HTTP code."""
+        code, text, _ = self.handle_with_status(method, path, body)
+        return code, text
+
+    def handle_with_status(self, method: str, path: str, body: bytes) -> tuple[int, str, str]:
+        """`handle` plus the status code name the request counts under (`OK`, `NOT_FOUND`)."""
         try:
-            return 200, self._dispatch(method, path, body)
+            return 200, self._dispatch(method, path, body), "OK"
         except ServingError as err:
-            return _HTTP_STATUS.get(err.code, 500), json.dumps(
+            # A path that fails ParseModelInfo returns before MakeJsonFromStatus: empty body.
+            text = "" if isinstance(err, _PathError) else json.dumps(
                 {"error": err.message}, indent=4, ensure_ascii=False
             )
+            return _HTTP_STATUS.get(err.code, 500), text, err.code.name
 
     def _dispatch(self, method: str, path: str, body: bytes) -> str:
         malformed = invalid_argument(f"Malformed request: {method} {path}")
@@ -87,7 +112,10 @@ class RestApi:
         if version_text:
             version = int(version_text)
             if version > 2**63 - 1:
-                raise invalid_argument(f"Failed to convert version: {version_text} to numeric.")
+                raise _PathError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"Failed to convert version: {version_text} to numeric.",
+                )
         label = unquote(label) if label else None
         if method == "POST":
             if verb == "predict":
@@ -102,7 +130,7 @@ class RestApi:
         return self._status(name, version)
 
     def _predict(self, name: str, version: int | None, label: str | None, body: bytes) -> str:
-        doc = json_tensor.parse_json(body)
+        doc = json_document.parse_json(body)
         signature_name = json_tensor.fill_signature(doc)
         servable = self.core.servable(name, version, label)
         key = signature_name or "serving_default"
@@ -122,7 +150,7 @@ class RestApi:
         self, verb: str, name: str, version: int | None, label: str | None, body: bytes
     ) -> str:
         """Body -> ClassificationRequest/RegressionRequest, then the same code path as gRPC."""
-        doc = json_tensor.parse_json(body)
+        doc = json_document.parse_json(body)
         signature_name = json_tensor.fill_signature(doc)
         inp = json_examples.examples_input(doc)
         servable = self.core.servable(name, version, label)

@@ -109,13 +109,20 @@ class TFServable(Servable):
     """A SavedModel version loaded in a TF Session (frozen TF1 graphs and TF2/Keras exports)."""
 
     def __init__(
-        self, name: str, version: int, path: str, tags: Sequence[str] = ("serve",)
+        self,
+        name: str,
+        version: int,
+        path: str,
+        tags: Sequence[str] = ("serve",),
+        session_config: config_pb2.ConfigProto | None = None,
+        remove_unused_fields_from_bundle_metagraph: bool = True,
     ) -> None:
         super().__init__(name, version, path)
         _saved_model_file(path)
         _check_tags(path, tags)
         self._graph = tf.Graph()
-        self._session = tf.compat.v1.Session(graph=self._graph)
+        self.session_config = session_config  # the ConfigProto this version's session runs with
+        self._session = tf.compat.v1.Session(graph=self._graph, config=session_config)
         try:
             # The TF1 loader is deprecated in Python, and is exactly what TF Serving runs.
             with self._graph.as_default(), deprecation.silence():
@@ -127,6 +134,10 @@ class TFServable(Servable):
             self._session.close()
             raise ServingError(grpc.StatusCode.INTERNAL, str(e)) from e
         self.signature_defs = dict(meta_graph.signature_def)
+        if remove_unused_fields_from_bundle_metagraph:
+            # `saved_model_bundle_factory.cc`: keep only the signatures; the graph can be MBs.
+            meta_graph = meta_graph_pb2.MetaGraphDef(signature_def=meta_graph.signature_def)
+        self.meta_graph_def = meta_graph
         self._signatures = {
             key: _Signature(self._graph, sig) for key, sig in self.signature_defs.items()
         }

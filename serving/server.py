@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -19,7 +20,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health
 
-from serving.batching import BatchingParameters, parse_batching_parameters
+from serving import config_protos, flags, inference, metrics
+from serving.batching import BatchingParameters, from_proto
+from serving.bundle_config import session_bundle_config
 from serving.core import (
     ModelServerConfig,
     ServerCore,
@@ -27,76 +30,34 @@ from serving.core import (
     config_from_flags,
     load_config_file,
 )
-from serving.errors import ServingError, UsageError
+from serving.errors import ServingError, UsageError, invalid_argument
 from serving.grpc_service import add_services
 
 INT32_MAX = 2**31 - 1
 STOP_GRACE_S = 5.0
+_SIMPLE_ATOI = re.compile(r"^\s*[+-]?\d+\s*$")
 
 log = logging.getLogger(__name__)
 
 
-def _flag_bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """tensorflow_model_server's flag names (plus `--backend` and `--host`)."""
-    p = argparse.ArgumentParser(prog="python -m serving", description=__doc__)
-
-    def boolean(name: str, default: bool, help_text: str) -> None:
-        p.add_argument(
-            name, type=_flag_bool, nargs="?", const=True, default=default, help=help_text
-        )
-
-    p.add_argument("--port", type=int, default=8500, help="gRPC port (0 picks a free one)")
-    p.add_argument("--rest_api_port", type=int, default=8501, help="REST port; 0 disables REST")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind both servers to")
-    p.add_argument("--model_name", default="default")
-    p.add_argument("--model_base_path", default="")
-    p.add_argument("--model_config_file", default="")
-    p.add_argument("--model_config_file_poll_wait_seconds", type=int, default=0)
-    p.add_argument("--file_system_poll_wait_seconds", type=float, default=1)
-    boolean("--enable_batching", False, "merge concurrent requests into one run")
-    p.add_argument("--batching_parameters_file", default="")
-    p.add_argument("--grpc_max_threads", type=int, default=0, help="0 = 4 x cores")
-    boolean("--enable_model_warmup", True, "replay assets.extra/tf_serving_warmup_requests")
-    p.add_argument("--num_request_iterations_for_warmup", type=int, default=1)
-    p.add_argument("--rest_api_timeout_in_ms", type=int, default=30000)
-    p.add_argument("--saved_model_tags", default="serve")
-    p.add_argument("--max_num_load_retries", type=int, default=5)
-    p.add_argument("--load_retry_interval_micros", type=int, default=60_000_000)
-    boolean("--allow_version_labels_for_unavailable_models", False, "labels for loading versions")
-    boolean("--enable_grpc_healthcheck_service", True, "grpc.health.v1 (always served here)")
-    p.add_argument("--backend", choices=("tensorflow", "onnx"), default="tensorflow")
-    return p
-
-
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    """Parses flags; argparse exits with code 2 on bad usage."""
-    return build_parser().parse_args(list(argv))
+    """tensorflow_model_server's flags (see serving.flags); FlagParseError (a UsageError) on a
+    value TF's parser would reject. Unmatched arguments are kept in `unknown_arguments`."""
+    parsed = flags.parse(argv)
+    args = parsed.values
+    args.given_flags = parsed.given
+    args.unknown_arguments = parsed.unknown
+    args.help_requested = parsed.help
+    return args
 
 
-def _batching(args: argparse.Namespace) -> BatchingParameters | None:
-    if args.batching_parameters_file and not args.enable_batching:
-        raise UsageError(
-            "server_options.batching_parameters_file is set without setting "
-            "server_options.enable_batching to true."
-        )
-    if not args.enable_batching:
+def _batching(config: config_protos.SessionBundleConfig) -> BatchingParameters | None:
+    if not config.HasField("batching_parameters"):
         return None
-    if not args.batching_parameters_file:
-        return BatchingParameters()
     try:
-        with open(args.batching_parameters_file, encoding="utf-8") as f:
-            return parse_batching_parameters(f.read())
-    except OSError as e:
-        raise UsageError(f"Could not read batching parameters file: {e}") from e
+        return from_proto(config.batching_parameters)
+    except UsageError as e:
+        raise invalid_argument(str(e)) from e
 
 
 def _absolute_base_path(base_path: str) -> str:
@@ -119,7 +80,8 @@ def _absolute_base_path(base_path: str) -> str:
 
 
 def core_inputs(args: argparse.Namespace) -> tuple[ModelServerConfig, ServerOptions]:
-    """The ModelServerConfig and ServerOptions the flags describe (UsageError if inconsistent)."""
+    """The ModelServerConfig and ServerOptions the flags describe (UsageError or ServingError
+    with TF Serving's message if inconsistent or a file is unreadable)."""
     if args.model_config_file:
         config = load_config_file(args.model_config_file)
     elif args.model_base_path:
@@ -128,19 +90,98 @@ def core_inputs(args: argparse.Namespace) -> tuple[ModelServerConfig, ServerOpti
         raise UsageError(
             "Both server_options.model_base_path and server_options.model_config_file are empty!"
         )
+    bundle = session_bundle_config(args)
+    iterations = bundle.model_warmup_options.num_request_iterations
     options = ServerOptions(
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
         backend=args.backend,
-        saved_model_tags=tuple(t for t in args.saved_model_tags.split(",") if t),
-        enable_model_warmup=args.enable_model_warmup,
-        num_request_iterations_for_warmup=args.num_request_iterations_for_warmup,
-        batching=_batching(args),
+        saved_model_tags=tuple(bundle.saved_model_tags) or ("serve",),
+        enable_model_warmup=bundle.enable_model_warmup,
+        num_request_iterations_for_warmup=iterations.value if iterations.value > 0 else 1,
+        batching=_batching(bundle),
         max_num_load_retries=args.max_num_load_retries,
         load_retry_interval_micros=args.load_retry_interval_micros,
         allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
         rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
+        session_config=bundle.session_config,
+        remove_unused_fields_from_bundle_metagraph=(
+            bundle.remove_unused_fields_from_bundle_metagraph
+        ),
+        enable_per_model_batching_params=bundle.enable_per_model_batching_params,
+        num_load_threads=args.num_load_threads,
+        enable_serialization_as_tensor_content=args.enable_serialization_as_tensor_content,
     )
     return config, options
+
+
+def channel_arguments(text: str) -> list[tuple[str, int | str]]:
+    """`--grpc_channel_arguments` as `parseGrpcChannelArgs` reads it: comma-separated
+    `key=value`; a value `absl::SimpleAtoi` reads as an int32 is passed as an int, any other
+    as a string; gRPC ignores keys it does not know."""
+    result: list[tuple[str, int | str]] = []
+    for entry in text.split(","):
+        if not entry:
+            continue
+        key, sep, value = entry.partition("=")
+        if not sep or not key:
+            raise UsageError(
+                f"--grpc_channel_arguments entry {entry!r} is not key=value "
+                "(e.g. grpc.max_connection_age_ms=2000)"
+            )
+        if _SIMPLE_ATOI.match(value) and -(2**31) <= int(value) < 2**31:
+            result.append((key, int(value)))
+        else:
+            result.append((key, value))
+    return result
+
+
+def server_credentials(args: argparse.Namespace) -> grpc.ServerCredentials | None:
+    """`BuildServerCredentials`: ALTS, or TLS from a text SSLConfig, else None (insecure)."""
+    if args.use_alts_credentials:
+        log.info("Using ALTS credentials")
+        return grpc.alts_server_credentials()
+    if not args.ssl_config_file:
+        log.info("Using InsecureServerCredentials")
+        return None
+    ssl = config_protos.parse_text_file(args.ssl_config_file, config_protos.SSLConfig())
+    log.info("Using SSL credentials")
+    if ssl.client_verify and not ssl.custom_ca:
+        raise invalid_argument(
+            f"{args.ssl_config_file}: client_verify needs custom_ca (the CA that signs client "
+            "certificates)"
+        )
+    try:
+        return grpc.ssl_server_credentials(
+            [(ssl.server_key.encode(), ssl.server_cert.encode())],
+            root_certificates=ssl.custom_ca.encode() or None,
+            require_client_auth=ssl.client_verify,
+        )
+    except (TypeError, ValueError) as e:
+        raise invalid_argument(f"{args.ssl_config_file}: {e}") from e
+
+
+def _monitoring(args: argparse.Namespace) -> str | None:
+    """The Prometheus path if `--monitoring_config_file` enables it (read only when REST is
+    on, as in server.cc)."""
+    if not args.monitoring_config_file:
+        return None
+    config = config_protos.parse_text_file(
+        args.monitoring_config_file, config_protos.MonitoringConfig()
+    )
+    if not config.prometheus_config.enable:
+        return None
+    return config.prometheus_config.path or metrics.DEFAULT_PATH
+
+
+def _log_no_effect(args: argparse.Namespace) -> None:
+    """One line for each flag given that changes nothing here."""
+    for flag in flags.FLAGS:
+        if flag.status == flags.NO_EFFECT and flag.name in args.given_flags:
+            log.info("--%s has no effect in this server: %s", flag.name, flag.note)
+    if args.thread_pool_factory_config_file:
+        config_protos.parse_text_file(
+            args.thread_pool_factory_config_file, config_protos.ThreadPoolFactoryConfig()
+        )
 
 
 @dataclass
@@ -149,11 +190,12 @@ class RunningServer:
 
     core: ServerCore
     grpc_server: grpc.Server
-    health: health.HealthServicer
+    health: health.HealthServicer | None
     host: str
     grpc_port: int
     rest: Any = None
     rest_port: int = 0
+    socket_path: str = ""
     _config_poller: threading.Thread | None = None
     _stopping: threading.Event | None = None
 
@@ -161,7 +203,8 @@ class RunningServer:
         """Graceful stop: health NOT_SERVING, in-flight calls finish, then the core stops."""
         if self._stopping is not None:
             self._stopping.set()
-        self.health.enter_graceful_shutdown()
+        if self.health is not None:
+            self.health.enter_graceful_shutdown()
         if self.rest is not None:
             self.rest.shutdown()
         self.grpc_server.stop(grace_s).wait()
@@ -177,34 +220,96 @@ def _watch_config_file(core: ServerCore, path: str, every_s: int, stop: threadin
             log.error("Failed to reload model config %s: %s", path, e)
 
 
-def start_server(args: argparse.Namespace) -> RunningServer:
-    """Loads the initial models (blocking), then opens the ports and prints the ready line."""
-    config, options = core_inputs(args)
-    core = ServerCore(config, options)
-    core.start()
-    workers = args.grpc_max_threads or 4 * (os.cpu_count() or 1)
+def _check_flags(args: argparse.Namespace) -> None:
+    """`BuildAndStart`'s own checks, with its messages."""
+    flags.check_values(args)
+    channel_arguments(args.grpc_channel_arguments)
+    if args.use_alts_credentials and args.ssl_config_file:
+        raise invalid_argument(
+            "Either use_alts_credentials must be false or ssl_config_file must be empty."
+        )
+
+
+def _grpc_server(args: argparse.Namespace, core: ServerCore) -> tuple[grpc.Server, Any, int]:
+    """The gRPC server with TF Serving's message limits and the flag's channel arguments,
+    bound to the TCP port (0 without --grpc_socket_path: any free port) and/or the socket."""
+    workers = args.grpc_max_threads or 4 * flags.cpu_count()
+    given = channel_arguments(args.grpc_channel_arguments)
+    defaults = [
+        ("grpc.max_send_message_length", INT32_MAX),
+        ("grpc.max_receive_message_length", INT32_MAX),
+        ("grpc.so_reuseport", 0),
+    ]
+    overridden = {key for key, _ in given}
+    options = [(k, v) for k, v in defaults if k not in overridden] + given
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-        options=[
-            ("grpc.max_send_message_length", INT32_MAX),
-            ("grpc.max_receive_message_length", INT32_MAX),
-            ("grpc.so_reuseport", 0),
-        ],
+        options=options,
     )
-    health_servicer = add_services(server, core)
+    health_servicer = add_services(server, core, args.enable_grpc_healthcheck_service)
+    credentials = server_credentials(args)
+    addresses = []
+    if args.port or not args.grpc_socket_path:
+        addresses.append(f"{args.host}:{args.port}")
+    if args.grpc_socket_path:
+        addresses.append(f"unix:{args.grpc_socket_path}")
+    port = 0
+    for address in addresses:
+        try:
+            if credentials is None:
+                bound = server.add_insecure_port(address)
+            else:
+                bound = server.add_secure_port(address, credentials)
+        except RuntimeError as e:
+            raise ServingError(
+                grpc.StatusCode.UNAVAILABLE, f"Failed to BuildAndStart gRPC server: {e}"
+            ) from e
+        if not address.startswith("unix:"):
+            port = bound
+    return server, health_servicer, port
+
+
+def start_server(args: argparse.Namespace) -> RunningServer:
+    """Checks flags and config files, loads the initial models (blocking), then opens the
+    ports and prints the ready lines (`Serving gRPC on ...`, `Serving REST on ...`)."""
+    _check_flags(args)
+    inference.set_signature_method_name_check(args.enable_signature_method_name_check)
+    config, options = core_inputs(args)
+    server_credentials(args)  # a bad SSL file fails before the (slow) initial load
+    prometheus_path = _monitoring(args) if args.rest_api_port else None
+    _log_no_effect(args)
+    core = ServerCore(config, options)
+    core.start()
     try:
-        port = server.add_insecure_port(f"{args.host}:{args.port}")
-    except RuntimeError as e:
+        server, health_servicer, port = _grpc_server(args, core)
+    except (ServingError, UsageError):
         core.stop()
-        raise ServingError(grpc.StatusCode.UNAVAILABLE, f"Failed to bind gRPC port: {e}") from e
+        raise
     server.start()
-    running = RunningServer(core, server, health_servicer, args.host, port)
-    print(f"Serving gRPC on {args.host}:{port}", flush=True)
-    if args.rest_api_port:
+    running = RunningServer(
+        core, server, health_servicer, args.host, port, socket_path=args.grpc_socket_path
+    )
+    if port:
+        print(f"Serving gRPC on {args.host}:{port}", flush=True)
+    if args.grpc_socket_path:
+        print(f"Serving gRPC on unix:{args.grpc_socket_path}", flush=True)
+    if args.rest_api_port and args.rest_api_port == args.port:
+        log.error(
+            "server_options.http_port cannot be same as grpc_port. Please use a different port "
+            "for HTTP/REST API. Skipped exporting HTTP/REST API."
+        )
+    elif args.rest_api_port:
         from serving.rest import start_rest_server
 
         try:
-            running.rest = start_rest_server(core, args.host, args.rest_api_port)
+            running.rest = start_rest_server(
+                core,
+                args.host,
+                args.rest_api_port,
+                num_threads=args.rest_api_num_threads or 4 * flags.cpu_count(),
+                enable_cors=args.rest_api_enable_cors_support,
+                prometheus_path=prometheus_path,
+            )
         except OSError as e:
             running.stop(grace_s=0)
             raise ServingError(grpc.StatusCode.UNAVAILABLE, f"Failed to bind REST port: {e}") from e

@@ -13,7 +13,7 @@ from google.protobuf.message import DecodeError
 from tensorflow.python.util import deprecation
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving import inference
+from serving import inference, metrics
 from serving.errors import ServingError, code_from_number, invalid_argument
 from serving.servable import Servable
 
@@ -50,6 +50,7 @@ def run_warmup(servable: Servable, iterations: int = 1) -> int:
         return 0
     start = time.monotonic()
     count = 0
+    status = "OK"
     with deprecation.silence():  # the TF1 reader yields raw records, no eager tensors needed
         records = tf.compat.v1.io.tf_record_iterator(path)
     try:
@@ -68,10 +69,16 @@ def run_warmup(servable: Servable, iterations: int = 1) -> int:
             for _ in range(iterations):
                 _replay(servable, record)
     except tf.errors.OpError as e:
+        status = code_from_number(e.error_code).name
         raise ServingError(
             code_from_number(e.error_code),
             f"{e.message}. Please verify your warmup data is in TFRecord format.",
         ) from e
+    except ServingError as e:
+        status = e.code.name
+        raise
+    finally:
+        metrics.record_warmup(servable.path, status, time.monotonic() - start, count)
     log.info(
         "Finished reading warmup data for model at %s. Number of warmup records read: %d. "
         "Elapsed time (microseconds): %d.",
