@@ -15,14 +15,12 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
 from serving.errors import invalid_argument
+from serving.json_document import format_error
 from serving.json_tensor import (
     decode_b64,
-    format_error,
     format_float,
     is_b64_object,
-    json_text,
     json_type,
-    lossless,
 )
 
 # --- classify / regress (json_tensor.cc FillClassifyRegressRequestFromJson) ---------------------
@@ -56,15 +54,13 @@ def _add_feature_value(val: Any, name: str, feature: feature_pb2.Feature) -> Non
         feature.bytes_list.value.append(val.encode("utf-8"))
     elif isinstance(val, float) or not -(2**63) <= val < 2**64:
         kind_is("float_list")
-        if not lossless(val, types_pb2.DT_FLOAT):
-            raise invalid_argument(
-                f"Cannot convert JSON value: {json_text(val)} to float without loss of precision."
-            )
         feature.float_list.value.append(float(val))
     else:
         kind_is("int64_list")
         if val > 2**63 - 1:
-            raise invalid_argument(f"Feature: {name} has uint64 element. Only int64 is supported.")
+            raise invalid_argument(
+                f"Feature: {name} has uint64_t element. Only int64_t is supported."
+            )
         feature.int64_list.value.append(val)
 
 

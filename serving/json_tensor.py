@@ -23,18 +23,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving import tensor_proto
 from serving.errors import ServingError, invalid_argument
-
-# rapidjson's GetParseError_En texts for what Python's json module reports.
-_PARSE_ERRORS = {
-    "Expecting value": "Invalid value.",
-    "Extra data": "The document root must not be followed by other values.",
-    "Expecting property name enclosed in double quotes": "Missing a name for object member.",
-    "Expecting ':' delimiter": "Missing a colon after a name of object member.",
-    "Unterminated string starting at": "Missing a closing quotation mark in string.",
-    "Invalid \\escape": "Invalid escape character in string.",
-    "Invalid \\uXXXX escape": "Incorrect hex digit after \\u escape in string.",
-    "Invalid control character at": "Invalid encoding in string.",
-}
+from serving.json_document import format_error, json_text
 
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
@@ -49,8 +38,7 @@ _INT_RANGES = {
     types_pb2.DT_UINT32: _UINT32,
     types_pb2.DT_UINT64: _UINT64,
 }
-_FLOAT_DIGITS = {types_pb2.DT_FLOAT: 24, types_pb2.DT_DOUBLE: 53}
-_FLOAT_MAX = {types_pb2.DT_FLOAT: float(np.finfo(np.float32).max), types_pb2.DT_DOUBLE: math.inf}
+_FLOAT_TYPES = (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE)
 
 
 # --- JSON -> numpy (json_tensor.cc FillPredictRequestFromJson) ----------------------------------
@@ -70,17 +58,6 @@ def json_type(val: Any) -> str:
     if isinstance(val, str):
         return "String"
     return "Number"
-
-
-def json_text(val: Any) -> str:
-    """JsonValueToString: rapidjson's PrettyWriter output (4-space indent) of a value."""
-    if isinstance(val, float):
-        return format_float(val, types_pb2.DT_DOUBLE)
-    return json.dumps(val, indent=4, ensure_ascii=False)
-
-
-def format_error(doc: Any, *parts: str) -> ServingError:
-    return invalid_argument(f"JSON Value: {json_text(doc)} " + "".join(parts))
 
 
 def _type_error(val: Any, dtype: int) -> ServingError:
@@ -113,15 +90,11 @@ def _convert_scalar(val: Any, dtype: int) -> Any:
             return decode_b64(val)
         raise _type_error(val, dtype)
     is_number = isinstance(val, int | float) and not isinstance(val, bool)
-    if dtype in _FLOAT_DIGITS:
+    if dtype in _FLOAT_TYPES:
         if not is_number:
             raise _type_error(val, dtype)
-        if not lossless(val, dtype):
-            name = "float" if dtype == types_pb2.DT_FLOAT else "double"
-            raise invalid_argument(
-                f"Cannot convert JSON value: {json_text(val)} to {name} without loss of precision."
-            )
-        return val
+        # `GetFloat()` / `GetDouble()`: no precision check since TF Serving 2.5 (1e39 -> inf).
+        return float(val)
     if dtype in _INT_RANGES:
         lo, hi = _INT_RANGES[dtype]
         if not (isinstance(val, int) and not isinstance(val, bool) and lo <= val <= hi):
@@ -139,16 +112,6 @@ def _convert_scalar(val: Any, dtype: int) -> Any:
         grpc.StatusCode.UNIMPLEMENTED,
         f"Conversion of JSON Value: {json_text(val)} to type: {tensor_proto.type_name(dtype)}",
     )
-
-
-def lossless(val: float | int, dtype: int) -> bool:
-    """IsLosslessDecimal: integers must fit the mantissa, decimals the finite range."""
-    if isinstance(val, float) and not math.isfinite(val):
-        return True
-    if isinstance(val, int) and -(2**63) <= val < 2**64:
-        return abs(val) <= (1 << _FLOAT_DIGITS[dtype]) - 1
-    limit = _FLOAT_MAX[dtype]
-    return -limit <= float(val) <= limit
 
 
 def _dense_shape(val: Any) -> list[int]:
@@ -296,59 +259,6 @@ def _columnar(val: Any, infos: dict[str, meta_graph_pb2.TensorInfo]) -> dict[str
             raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
         tensors[name] = _tensor(val[name], infos[name].dtype)[0]
     return tensors
-
-
-def parse_json(body: bytes) -> Any:
-    """ParseJson: rapidjson's wording for empty and malformed documents; the root is an object."""
-    if not body:
-        raise invalid_argument("JSON Parse error: The document is empty")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise invalid_argument(
-            f"JSON Parse error: Invalid encoding in string. at offset: {err.start}"
-        ) from None
-    if not text.strip():
-        raise invalid_argument(f"JSON Parse error: The document is empty. at offset: {len(text)}")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise invalid_argument(
-            f"JSON Parse error: {_rapidjson_message(err)} at offset: {err.pos}"
-        ) from None
-    if not isinstance(doc, dict):
-        raise format_error(doc, "Is not object")
-    return doc
-
-
-def _rapidjson_message(err: json.JSONDecodeError) -> str:
-    if err.msg == "Expecting ',' delimiter":
-        opener = _innermost_open(err.doc, err.pos)
-        if opener == "{":
-            return "Missing a comma or '}' after an object member."
-        return "Missing a comma or ']' after an array element."
-    return _PARSE_ERRORS.get(err.msg, err.msg + ".")
-
-
-def _innermost_open(text: str, pos: int) -> str:
-    """The bracket that encloses `pos` (strings skipped), to word a missing-comma error."""
-    stack: list[str] = []
-    in_string = escaped = False
-    for ch in text[:pos]:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            stack.append(ch)
-        elif ch in "]}" and stack:
-            stack.pop()
-    return stack[-1] if stack else ""
 
 
 def fill_signature(doc: dict[str, Any]) -> str:

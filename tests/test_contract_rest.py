@@ -100,8 +100,6 @@ def test_metadata_json(server: Any) -> None:
         ("POST", f"/v1/models/{HPT}:explode",
          (400, f"Malformed request: POST /v1/models/{HPT}:explode")),
         ("POST", f"/v1/models/{HPT}", (400, f"Malformed request: POST /v1/models/{HPT}")),
-        ("GET", f"/v1/models/{HPT}/versions/99999999999999999999",
-         (400, "Failed to convert version: 99999999999999999999 to numeric.")),
         ("GET", "/v1/models/nope", (404, "Could not find any versions of model nope")),
         ("GET", f"/v1/models/{HPT}/versions/7", (404, f"Could not find version 7 of model {HPT}")),
         ("GET", "/v1/models/nope/metadata", (404, "Servable not found for request: Latest(nope)")),
@@ -111,6 +109,12 @@ def test_metadata_json(server: Any) -> None:
 )
 def test_route_errors(server: Any, method: str, path: str, expected: tuple[int, str]) -> None:
     assert error(server, path, method=method) == expected
+
+
+def test_version_that_overflows_has_an_empty_body(server: Any) -> None:
+    """`ParseModelInfo` fails before the error is written as JSON (since 2.4)."""
+    code, ctype, text = http(server, "GET", f"/v1/models/{HPT}/versions/99999999999999999999")
+    assert (code, ctype, text) == (400, "application/json", "")
 
 
 def test_paths_outside_v1_are_plain_404(server: Any) -> None:
@@ -176,6 +180,35 @@ def test_floats_whole_numbers_and_non_finite(server: Any) -> None:
     assert math.isnan(values[2]) and values[3] == math.inf and values[4] == -math.inf
 
 
+def test_numbers_as_tf_serving_2_21_reads_them(server: Any) -> None:
+    """No precision check since 2.5 (1e39 becomes inf, 2**24+1 rounds); rapidjson's NaN/Inf
+    spellings (`Inf`, `-Inf`, `-NaN`); anything after the document is ignored."""
+    code, _, text = http(server, "POST", f"/v1/models/{HPT}/versions/1:predict",
+                         '{"instances": [1e39, 16777217, Inf, -Inf, -NaN]} trailing')
+    assert code == 200, text
+    values = json.loads(text)["predictions"]
+    expected = half_plus(np.array([np.inf, 16777217, np.inf, -np.inf], np.float32), 1)
+    assert values[:4] == expected.tolist()
+    assert math.isnan(values[4])
+
+
+def test_repeated_keys_the_first_is_used(server: Any) -> None:
+    """rapidjson keeps every member; FindMember returns the first."""
+    code, _, text = http(server, "POST", f"/v1/models/{HPT}/versions/1:predict",
+                         '{"instances": [2.0], "instances": [4.0]}')
+    assert code == 200, text
+    assert json.loads(text) == {"predictions": [3.0]}
+
+
+def test_error_quotes_a_short_prefix_of_the_request(server: Any) -> None:
+    """JsonValueToDebugString: arrays on one line, cut after 256 bytes."""
+    code, message = error(server, PREDICT, json.dumps(list(range(1000))))
+    assert code == 400
+    assert message.startswith("JSON Value: [0, 1, 2, 3, ")
+    assert message.endswith(" Is not object")
+    assert len(message) < 300
+
+
 def test_b64_input_and_bytes_output(server: Any) -> None:
     doc = ok(server, "POST", "/v1/models/strings:predict",
              {"instances": [{"b64": "aGk="}, "h\u00e9"]})
@@ -237,8 +270,6 @@ def test_scalar_output_only_in_columnar(server: Any) -> None:
          (400, "Encountered list at unexpected size: 1 at level: 1 expected size: 2")),
         (PREDICT, {"inputs": [1.0, [2.0]]},
          (400, "Encountered list at unexpected level: 1 expected < 1")),
-        (PREDICT, {"inputs": [1e39]},
-         (400, "Cannot convert JSON value: 1e+39 to float without loss of precision.")),
     ],
 )
 def test_predict_errors(server: Any, path: str, body: Any, expected: Any) -> None:

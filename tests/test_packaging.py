@@ -67,6 +67,7 @@ _DISTRIBUTIONS = {
     "tensorflow_serving": "tensorflow-serving-api",
     "sklearn": "scikit-learn",
     "yaml": "PyYAML",
+    "rapidjson": "python-rapidjson",
 }
 _LOCAL = {"serving", "exporter", "bench", "tests"}
 
