@@ -77,7 +77,7 @@ def test_parse_batching_parameters() -> None:
         thread_pool_name { value: "pool" }
         """
     )
-    assert params == BatchingParameters(8, 1000, 2, 3, (4, 8))
+    assert params == BatchingParameters(8, 1000, 2, 3, (4, 8), "pool")
     defaults = parse_batching_parameters("")
     assert (defaults.max_batch_size, defaults.batch_timeout_micros) == (1000, 0)
     assert defaults.max_enqueued_batches == 10 and defaults.num_batch_threads >= 1

@@ -205,7 +205,11 @@ def shared(sources: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
            model_version_policy {{ specific {{ versions: 1 }} }} }}
 }}"""
     )
-    with running(f"--model_config_file={config}", "--file_system_poll_wait_seconds=0.5") as client:
+    with running(
+        f"--model_config_file={config}",
+        "--file_system_poll_wait_seconds=0.5",
+        "--enable_grpc_healthcheck_service",
+    ) as client:
         yield client
 
 
@@ -452,6 +456,7 @@ def test_model_status(shared: Client) -> None:
 
 
 def test_health_service(shared: Client) -> None:
+    """With --enable_grpc_healthcheck_service (off by default, as in TF Serving 2.21)."""
     stub = health_pb2_grpc.HealthStub(shared.channel)
     for service in ("", "ModelService", "PredictionService"):
         response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
@@ -557,8 +562,8 @@ def test_relative_model_base_path_flag_is_resolved(monkeypatch, tmp_path) -> Non
 
 def test_batching_file_requires_enable_batching() -> None:
     args = parse_args(["--model_base_path=/m", "--batching_parameters_file=/b"])
-    with pytest.raises(UsageError, match="batching_parameters_file is set without setting"):
-        core_inputs(args)
+    with pytest.raises(ServingError, match="batching_parameters_file is set without setting"):
+        core_inputs(args)  # BuildAndStart's INVALID_ARGUMENT
 
 
 def test_reload_config(shared: Client, sources: dict[str, Path], tmp_path: Path) -> None:
