@@ -1,9 +1,9 @@
 """TF Serving's JSON <-> tensor codec for the REST predict API (`util/json_tensor.cc`).
 
-JSON documents are parsed with rapidjson's error wording, decoded with the signature's dtypes
-into numpy (row "instances" or columnar "inputs" format), and outputs are written back with the
-same float formatting and layout as the real server. Classify/regress bodies are in
-`serving.json_examples`. It is one job at ~500 lines because it ports one C++ file whose
+JSON documents (parsed by `serving.json_document`, rapidjson) are decoded with the signature's
+dtypes into numpy (row "instances" or columnar "inputs" format), and outputs are written back
+with the same float formatting and layout as the real server. Classify/regress bodies are in
+`serving.json_examples`. It is one job at ~400 lines because it ports one C++ file whose
 error texts a client can see: keeping the checks in the source's order keeps those texts true.
 """
 

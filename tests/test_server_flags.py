@@ -1,7 +1,8 @@
 """tensorflow_model_server's flags (issue 12): one server started with every flag of TF Serving
 2.21's main.cc, reached through the official stubs over TLS (certificates made here), over a
 `unix:` socket, and scraped for Prometheus metrics; the flags whose effect is internal are checked
-on an in-process server; bad values end the process with one line."""
+on an in-process server; bad values end the process with one line. One module for one job
+(the flags): its fixtures (certificates, models, the every-flag server) serve every test here."""
 
 from __future__ import annotations
 
