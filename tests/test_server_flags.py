@@ -593,29 +593,22 @@ def _last_error_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[-1]
 
 
-def test_bad_values_exit_with_one_line(flag_models: Path, tmp_path: Path) -> None:
-    """As processes: a negative count stops before TensorFlow is imported (exit 2); a
-    malformed config file stops before any model loads (exit 1, TF Serving's line)."""
-    base = f"--model_base_path={flag_models / 'plain'}"
-    negative = _run(base, "--rest_api_num_threads=-4")
+def test_bad_values_exit_with_one_line(flag_models: Path) -> None:
+    """As a process: a negative count stops before TensorFlow is even imported (exit 2). The
+    config-file cases below take the same path to the exit code without a new interpreter."""
+    negative = _run(f"--model_base_path={flag_models / 'plain'}", "--rest_api_num_threads=-4")
     assert negative.returncode == 2
     assert _last_error_line(negative) == (
         "error: --rest_api_num_threads=-4 is negative; expected 0 (auto/default) or a positive "
         "count (see --help)"
-    )
-    monitoring = tmp_path / "monitoring.config"
-    monitoring.write_text("prometheus_config { enable: maybe }")
-    malformed = _run(base, f"--rest_api_port={free_port()}",
-                     f"--monitoring_config_file={monitoring}")
-    assert malformed.returncode == 1
-    assert _last_error_line(malformed).startswith(
-        f"Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: '{monitoring}' "
     )
 
 
 @pytest.mark.parametrize(
     ("flag", "content", "expected"),
     [
+        ("monitoring_config_file", "prometheus_config { enable: maybe }",
+         "INVALID_ARGUMENT: Invalid protobuf file: '"),
         ("ssl_config_file", "server_key: 1 2 3", "INVALID_ARGUMENT: Invalid protobuf file: '"),
         ("platform_config_file", "platform_configs { key: ",
          "INVALID_ARGUMENT: Invalid protobuf file: '"),
@@ -641,7 +634,7 @@ def test_bad_values_in_process(
             path.write_text(content)
         value = str(path)
     code = serve(parse_args(["--port=0", f"--model_base_path={flag_models / 'plain'}",
-                             f"--{flag}={value}"]))
+                             f"--rest_api_port={free_port()}", f"--{flag}={value}"]))
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == (2 if expected.startswith("error:") else 1)
     prefix = "" if expected.startswith("error:") else "Failed to start server. Error: "
