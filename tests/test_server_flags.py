@@ -490,6 +490,18 @@ def test_platform_config_file_replaces_the_bundle_flags(flag_models: Path, tmp_p
     assert options.enable_model_warmup and options.saved_model_tags == ("serve",)
 
 
+def test_mixed_precision_and_gpu_fraction_reach_the_session_config(flag_models: Path) -> None:
+    base = f"--model_base_path={flag_models / 'plain'}"
+    _, options = core_inputs(parse_args([base, "--mixed_precision=bfloat16",
+                                         "--per_process_gpu_memory_fraction=0.25"]))
+    config = options.session_config
+    assert config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 == 1  # ON
+    assert config.gpu_options.per_process_gpu_memory_fraction == 0.25
+    _, plain = core_inputs(parse_args([base, "--mixed_precision=fp16"]))  # warns, changes nothing
+    rewrite = plain.session_config.graph_options.rewrite_options
+    assert not rewrite.auto_mixed_precision_onednn_bfloat16
+
+
 def test_remove_unused_fields_from_bundle_metagraph(flag_models: Path, in_process) -> None:
     base = f"--model_base_path={flag_models / 'plain'}"
     trimmed = in_process(base).core.servable("default").meta_graph_def
