@@ -58,8 +58,9 @@ def json_text(val: Any) -> str:
         out.append(text)
         size += len(text.encode("utf-8"))
 
-    def write(value: Any, indent: int) -> bool:
-        if size >= _MAX_DEBUG_BYTES:
+    def write(value: Any, indent: int, checked: bool = False) -> bool:
+        # Each value is one writer event: the limit is checked once, before its separator.
+        if not checked and size >= _MAX_DEBUG_BYTES:
             return False
         if isinstance(value, dict):
             put("{")
@@ -76,16 +77,18 @@ def json_text(val: Any) -> str:
         elif isinstance(value, list):
             put("[")
             for i, item in enumerate(value):
-                if i and size < _MAX_DEBUG_BYTES:
-                    put(", ")  # the separator is written with the next value, if it is
-                if not write(item, indent):
+                if size >= _MAX_DEBUG_BYTES:
+                    return False
+                if i:
+                    put(", ")  # the separator belongs to the next value's event
+                if not write(item, indent, checked=True):
                     return False
             if size >= _MAX_DEBUG_BYTES:
                 return False
             put("]")
         elif isinstance(value, float):
             if not math.isfinite(value):
-                return False  # rapidjson's writer refuses NaN and Infinity: the text stops
+                return False  # rapidjson's writer refuses NaN and Infinity after the separator
             put(_rapidjson_double(value))
         else:
             put(json.dumps(value, ensure_ascii=False))
