@@ -42,12 +42,10 @@ log = logging.getLogger(__name__)
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """tensorflow_model_server's flags (see serving.flags); FlagParseError (a UsageError) on a
-    value TF's parser would reject. Unmatched arguments are kept in `unknown_arguments`."""
+    value TF's parser would reject. `given_flags` names the flags the command line set."""
     parsed = flags.parse(argv)
     args = parsed.values
     args.given_flags = parsed.given
-    args.unknown_arguments = parsed.unknown
-    args.help_requested = parsed.help
     return args
 
 
@@ -178,10 +176,6 @@ def _log_no_effect(args: argparse.Namespace) -> None:
     for flag in flags.FLAGS:
         if flag.status == flags.NO_EFFECT and flag.name in args.given_flags:
             log.info("--%s has no effect in this server: %s", flag.name, flag.note)
-    if args.thread_pool_factory_config_file:
-        config_protos.parse_text_file(
-            args.thread_pool_factory_config_file, config_protos.ThreadPoolFactoryConfig()
-        )
 
 
 @dataclass
@@ -276,6 +270,10 @@ def start_server(args: argparse.Namespace) -> RunningServer:
     inference.set_signature_method_name_check(args.enable_signature_method_name_check)
     config, options = core_inputs(args)
     server_credentials(args)  # a bad SSL file fails before the (slow) initial load
+    if args.thread_pool_factory_config_file:  # read and checked as server.cc does, then unused
+        config_protos.parse_text_file(
+            args.thread_pool_factory_config_file, config_protos.ThreadPoolFactoryConfig()
+        )
     prometheus_path = _monitoring(args) if args.rest_api_port else None
     _log_no_effect(args)
     core = ServerCore(config, options)
