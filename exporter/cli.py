@@ -68,7 +68,19 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--onnx-only",
         action="store_true",
-        help="skip the SavedModel (for weights past protobuf's 2 GiB: ONNX external data)",
+        help="skip the SavedModel (no longer needed for size: see --max-frozen-bytes)",
+    )
+    export.add_argument(
+        "--max-frozen-bytes",
+        type=_size_arg,
+        default=None,
+        metavar="SIZE",
+        help="weights frozen into the graph at most (default 1GiB); past it the largest "
+        "tensors stay read-only variables (SavedModel variables/, model.onnx.data), scalars "
+        "and small tensors are always Consts. Bytes or 512MiB / 1GiB",
+    )
+    export.add_argument(
+        "--quiet", action="store_true", help="no progress output (stages, weights written)"
     )
     export.add_argument(
         "--serving-version",
@@ -103,6 +115,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _size_arg(text: str) -> int:
+    from exporter.lift import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -119,9 +140,18 @@ def _load(args: argparse.Namespace) -> Any:
 
 def _run_export(args: argparse.Namespace) -> int:
     from exporter import export_model
+    from exporter.lift import DEFAULT_MAX_FROZEN_BYTES
+    from exporter.progress import ExportProgress
     from exporter.sample_inputs import load_inputs
 
+    if args.onnx_only:
+        _stderr(
+            "note: --onnx-only is no longer needed for models past 2 GiB (large tensors now "
+            "stay read-only variables in the SavedModel's variables/); it only skips the "
+            "SavedModel."
+        )
     model = _load(args)
+    progress = ExportProgress(quiet=args.quiet)
     report = export_model(
         model,
         args.out,
@@ -135,7 +165,11 @@ def _run_export(args: argparse.Namespace) -> int:
         parity_inputs=[load_inputs(path) for path in args.inputs],
         onnx_only=args.onnx_only,
         serving_version=args.serving_version,
-        progress=lambda msg: _stderr(f"[export] {msg}"),
+        progress=progress.stage,
+        weights_progress=progress.weights,
+        max_frozen_bytes=(
+            DEFAULT_MAX_FROZEN_BYTES if args.max_frozen_bytes is None else args.max_frozen_bytes
+        ),
     )
     print("\n" + report.summary())
     for warning in report.warnings:

@@ -19,6 +19,7 @@ from exporter.audit import audit_model
 from exporter.audit_report import AuditReport
 from exporter.errors import AuditError, ExportError, ParityError
 from exporter.freeze import FrozenGraph, freeze
+from exporter.lift import DEFAULT_MAX_FROZEN_BYTES
 from exporter.onnx_export import TRITON_CONFIG, OnnxArtifact, check_opset, triton_config, write_onnx
 from exporter.parity import (
     DEFAULT_ATOL,
@@ -48,6 +49,7 @@ from exporter.serving_compat import (
 from exporter.trace import trace_model
 
 Progress = Callable[[str], None]
+WeightsProgress = Callable[[str, int, int], None]  # stage label, bytes done, bytes total
 
 
 def _refuse_unsafe(audit: AuditReport, allow_untracked: bool) -> list[str]:
@@ -114,6 +116,19 @@ def _scalar_rows(
     return rows
 
 
+def _with_checkpoint(proof: dict[str, Any], checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The freeze proof plus where each read-only variable's exact bytes were found."""
+    if not checkpoint:
+        return proof
+    exact = checkpoint["bit_exact"]
+    for entry in proof["read_only_variables"]:
+        entry["checkpoint_bit_exact"] = exact.get(entry["name"], False)
+    return proof | {
+        "proven": proof["proven"] and all(exact.values()),
+        "checkpoint": {k: v for k, v in checkpoint.items() if k != "bit_exact"},
+    }
+
+
 def export_model(
     model: Any,
     out_dir: str | Path,
@@ -132,15 +147,19 @@ def export_model(
     onnx_only: bool = False,
     serving_version: str = DEFAULT_SERVING_VERSION,
     progress: Progress | None = None,
+    max_frozen_bytes: int = DEFAULT_MAX_FROZEN_BYTES,
+    weights_progress: WeightsProgress | None = None,
 ) -> ExportReport:
     """Export `model` frozen to `out_dir` for TF Serving and ONNX Runtime; return the report.
 
     Layout: `tfserving/NAME/VERSION/`, `onnx/NAME/VERSION/model.onnx`,
-    `reports/NAME/VERSION.json`. `onnx_only` skips the SavedModel: the way to export models
-    whose weights pass protobuf's 2 GiB (ONNX external data; no frozen GraphDef can hold
-    them). The SavedModel must load on TF Serving `serving_version` (its ops, op attrs and
-    GraphDef version). Raises AuditError, FreezeError, ExportError, ServingCompatError or
-    ParityError; on any of them nothing is published.
+    `reports/NAME/VERSION.json`. Past `max_frozen_bytes` of weights the largest tensors stay
+    read-only variables (SavedModel `variables/`, ONNX `model.onnx.data`); scalars and small
+    tensors are always Consts. `onnx_only` skips the SavedModel. The SavedModel must load on
+    TF Serving `serving_version` (its ops, op attrs and GraphDef version). `weights_progress`
+    hears (stage, bytes done, bytes total) during long weight writes. Raises AuditError,
+    FreezeError, ExportError, ServingCompatError or ParityError; on any of them nothing is
+    published.
     """
     say = progress or (lambda _msg: None)
     out = Path(out_dir)
@@ -164,7 +183,14 @@ def export_model(
     warnings = _refuse_unsafe(audit, allow_untracked)
 
     say("freeze: variables -> constants, proving no variable op is left")
-    frozen = freeze(traced, allow_oversized=onnx_only)
+    frozen = freeze(traced, allow_oversized=onnx_only, max_frozen_bytes=max_frozen_bytes)
+    if frozen.lifted:
+        say(
+            f"freeze: {len(frozen.lifted)} large tensors ({frozen.lifted_bytes / 2**20:.0f} MiB) "
+            f"stay read-only variables; {len(frozen.consts)} frozen into Consts"
+        )
+    weights_step = weights_progress or (lambda _label, _done, _total: None)
+    variables_proof: dict[str, Any] = {}
 
     int_high = _int_high(model)
     version = version or next_version(tfs_base, onnx_base)
@@ -173,8 +199,13 @@ def export_model(
         if not onnx_only:
             sm_dir = stack.enter_context(atomic_directory(tfs_base / str(version)))
             say(f"savedmodel: writing version {version}")
-            write_savedmodel(
-                frozen, sm_dir, model_name=name, warmup_requests=warmup_requests, int_high=int_high
+            variables_proof = write_savedmodel(
+                frozen,
+                sm_dir,
+                model_name=name,
+                warmup_requests=warmup_requests,
+                int_high=int_high,
+                progress=weights_step,
             )
             say(f"tfserving: checking ops against TF Serving {image_tag(serving_version)}")
             facts = savedmodel_facts(sm_dir)
@@ -183,7 +214,12 @@ def export_model(
             candidates["savedmodel"] = savedmodel_runner(sm_dir)
         onnx_dir = stack.enter_context(atomic_directory(onnx_base / str(version)))
         say("onnx: converting with tf2onnx, checking with onnx.checker and ONNX Runtime")
-        onnx_art = write_onnx(frozen, onnx_dir, opset=opset)
+        onnx_art = write_onnx(
+            frozen,
+            onnx_dir,
+            opset=opset,
+            progress=lambda done, total: weights_step("onnx: weights written", done, total),
+        )
         candidates["onnxruntime"] = onnx_runner(onnx_art.session)
 
         say(f"parity: Keras vs {' vs '.join(candidates)}")
@@ -220,7 +256,7 @@ def export_model(
         signature=traced.signature_dict(),
         scalars=scalars,
         audit=audit.to_dict(),
-        freeze_proof=frozen.proof(),
+        freeze_proof=_with_checkpoint(frozen.proof(), variables_proof),
         parity=parity,
         onnx={"opset": onnx_art.opset, "external_data": onnx_art.external_data},
         weights_bytes=frozen.weights_bytes,

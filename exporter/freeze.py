@@ -16,6 +16,7 @@ import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants
 
 from exporter.errors import FreezeError
+from exporter.lift import DEFAULT_MAX_FROZEN_BYTES, LiftedVariable, plan_lift
 from exporter.trace import TracedModel
 
 #: Ops that read, hold or create a variable: none may remain in a frozen graph.
@@ -77,6 +78,15 @@ class FrozenGraph:
     outputs: dict[str, str]  # alias -> tensor name ("Identity:0")
     consts: list[FrozenConst]
     remaining_variable_ops: list[str]
+    output_specs: dict[str, tf.TensorSpec] = field(default_factory=dict)  # alias -> spec
+    # Large weights kept as read-only variables (past max_frozen_bytes); their capture
+    # placeholders stay in graph_def, read only by top-level ReadVariableOps.
+    lifted: list[LiftedVariable] = field(default_factory=list)
+
+    @property
+    def lifted_bytes(self) -> int:
+        """Bytes of the weights that stay variables."""
+        return sum(v.nbytes for v in self.lifted)
 
     @property
     def weights_bytes(self) -> int:
@@ -98,6 +108,9 @@ class FrozenGraph:
         return {
             "proven": self.proven,
             "variable_ops_remaining": self.remaining_variable_ops,
+            # Only weights past max_frozen_bytes; each is read, never written (see
+            # exporter.checkpoint for the write check and the checkpoint's bytes).
+            "read_only_variables": [v.to_dict() for v in self.lifted],
             "graph_nodes": len(self.graph_def.node),
             "library_functions": len(self.graph_def.library.function),
             "constants": [
@@ -157,15 +170,19 @@ def _variables_by_capture(function: Any) -> dict[str, Any]:
     }
 
 
-def _frozen_graph_def(function: Any) -> Any:
+def _frozen_graph_def(function: Any, keep: frozenset[str] = frozenset()) -> Any:
     """`convert_variables_to_constants_v2`'s GraphDef, without re-importing it as a function.
 
     The public wrapper builds a new ConcreteFunction from the converted GraphDef; we only
     need the GraphDef, and skipping that import cuts the freeze of 35 MiB of weights from
-    0.75 s / +320 MiB to 0.15 s / +70 MiB.
+    0.75 s / +320 MiB to 0.15 s / +70 MiB. Captures named in `keep` (lifted weights) are left
+    as their placeholders: their values are never copied.
     """
     data = convert_to_constants._FunctionConverterDataInEager(
-        func=function, lower_control_flow=False, aggressive_inlining=False
+        func=function,
+        lower_control_flow=False,
+        aggressive_inlining=False,
+        variable_names_denylist=sorted(keep) or None,
     )
     graph_def, _ = convert_to_constants._replace_variables_by_constants(converter_data=data)
     return graph_def
@@ -176,30 +193,46 @@ GRAPHDEF_LIMIT = 2**31 - 1
 GRAPHDEF_HEADROOM = 64 * 2**20  # node defs, function library, signature
 
 
-def _captured_bytes(function: Any) -> int:
-    """Bytes the captured variables will take as constants (read from shapes, not values)."""
-    return sum(int(np.prod(v.shape)) * v.dtype.size for v in function.variables)
+def _remaining_variable_ops(graph_def: Any, lifted_nodes: set[str]) -> list[str]:
+    """Variable ops left, except the top-level reads of lifted weights (those are the plan)."""
+    return [
+        f"{where}: {node.name} ({node.op})"
+        for where, node in _all_nodes(graph_def)
+        if node.op in VARIABLE_OPS
+        and not (where == "graph" and node.op == "ReadVariableOp" and node.input[0] in lifted_nodes)
+    ]
 
 
-def freeze(traced: TracedModel, *, allow_oversized: bool = False) -> FrozenGraph:
+def freeze(
+    traced: TracedModel,
+    *,
+    allow_oversized: bool = False,
+    max_frozen_bytes: int = DEFAULT_MAX_FROZEN_BYTES,
+) -> FrozenGraph:
     """Turn every variable of `traced` into a constant; raise FreezeError if unprovable.
 
-    Weights past protobuf's 2 GiB make a GraphDef that TensorFlow can hold in memory but never
-    serialize or import: such a graph can only go on to ONNX (external data), so it is refused
-    in milliseconds unless the caller says that is the plan (`allow_oversized`).
+    Past `max_frozen_bytes` of weights, the largest tensors stay read-only variables
+    (`FrozenGraph.lifted`): scalars and small tensors are always Consts. Whatever is left
+    frozen must fit protobuf's 2 GiB (a GraphDef TensorFlow can hold in memory but never
+    serialize or import); that is refused in milliseconds unless the caller only wants ONNX
+    (`allow_oversized`).
     """
     source = traced.function
-    total = _captured_bytes(source)
+    captures = _variables_by_capture(source)
+    lifted, total = plan_lift(source, captures, max_frozen_bytes)
     if not allow_oversized and total > GRAPHDEF_LIMIT - GRAPHDEF_HEADROOM:
         raise FreezeError(
-            f"The model's weights total {total / 2**30:.2f} GiB: frozen into constants they would "
-            "make a GraphDef (and a saved_model.pb) past protobuf's 2 GiB limit, which neither "
-            "TensorFlow nor TF Serving can load. Pass --onnx-only to export ONNX alone (weights "
-            "as external data), or serve this model unfrozen (Keras' model.export)."
+            f"The model's weights total {total / 2**30:.2f} GiB"
+            + (" after lifting every liftable tensor" if lifted else "")
+            + ": frozen into constants they would make a GraphDef (and a saved_model.pb) past "
+            "protobuf's 2 GiB limit, which neither TensorFlow nor TF Serving can load. Lower "
+            "--max-frozen-bytes so large tensors stay variables; tensors read inside control "
+            "flow or gathers cannot stay variables: pass --onnx-only to export ONNX alone."
         )
     _refuse_unfreezable(source.graph.as_graph_def())
+    lifted_nodes = {v.node_name for v in lifted}
     try:
-        graph_def = _frozen_graph_def(source)
+        graph_def = _frozen_graph_def(source, frozenset(lifted_nodes))
     except (ValueError, TypeError, tf.errors.OpError) as exc:
         raise FreezeError(
             f"convert_variables_to_constants_v2 failed: {exc}. The graph holds an op that "
@@ -208,7 +241,9 @@ def freeze(traced: TracedModel, *, allow_oversized: bool = False) -> FrozenGraph
     nodes = {n.name: n for n in graph_def.node}
 
     consts = []
-    for node_name, variable in _variables_by_capture(source).items():
+    for node_name, variable in captures.items():
+        if node_name in lifted_nodes:
+            continue
         node = nodes.get(node_name)
         if node is None or node.op != "Const":
             raise FreezeError(
@@ -231,7 +266,11 @@ def freeze(traced: TracedModel, *, allow_oversized: bool = False) -> FrozenGraph
             )
         )
     # Inputs still fed at run time: the data placeholders (captures became Consts).
-    data_inputs = [t for t in source.inputs if nodes[t.op.name].op == "Placeholder"]
+    data_inputs = [
+        t
+        for t in source.inputs
+        if nodes[t.op.name].op == "Placeholder" and t.op.name not in lifted_nodes
+    ]
     inputs = {
         name: tensor.name for name, tensor in zip(traced.input_specs, data_inputs, strict=True)
     }
@@ -245,7 +284,12 @@ def freeze(traced: TracedModel, *, allow_oversized: bool = False) -> FrozenGraph
         inputs=inputs,
         outputs={name: outputs[name] for name in traced.output_names},
         consts=consts,
-        remaining_variable_ops=find_ops(graph_def, VARIABLE_OPS),
+        remaining_variable_ops=_remaining_variable_ops(graph_def, lifted_nodes),
+        output_specs={
+            name: tf.TensorSpec(tensor.shape, tensor.dtype, name=name)
+            for name, tensor in zip(traced.structured_output_keys, source.outputs, strict=True)
+        },
+        lifted=lifted,
     )
     if not result.proven:
         bad = [c.variable_name for c in consts if not c.bit_exact]

@@ -22,12 +22,12 @@ from onnx import numpy_helper
 
 from exporter.errors import ExportError
 from exporter.freeze import FrozenGraph
+from exporter.onnx_external import BytesProgress, WeightSource, inline, stream_external
 
 MAX_OPSET = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
 DEFAULT_OPSET = 17
 MODEL_FILE = "model.onnx"
 TRITON_CONFIG = "config.pbtxt"
-EXTERNAL_DATA_FILE = "model.onnx.data"
 PROTOBUF_LIMIT = 2**31 - 1
 EXTERNAL_DATA_HEADROOM = 64 * 2**20  # graph structure beside the weights
 BATCH_DIM = "batch"
@@ -67,46 +67,77 @@ def check_opset(opset: int | None) -> int:
     return opset
 
 
-def _weights_as_placeholders(frozen: FrozenGraph) -> tuple[Any, dict[str, np.ndarray]]:
-    """A copy of the graph whose large variable constants are Placeholders, plus their values.
+def _weights_as_placeholders(frozen: FrozenGraph) -> tuple[Any, WeightSource, dict[str, int]]:
+    """A copy of the graph whose weights are Placeholders, plus where to read each value.
 
     tf2onnx copies every constant many times while converting (about 30x the weights' size
     in peak memory, and most of its run time). Weights that came from variables are only
     ever fed to ops, never folded into shapes, so tf2onnx can convert them as graph inputs;
     `_restore_weights` turns those inputs back into initializers holding the exact values.
+    Lifted weights (still variables) become Placeholders too, their reads Identities; their
+    values are read from the live variables only when written.
     """
-    weights = {
-        c.node_name: c.value for c in frozen.consts if c.value.size >= WEIGHT_PLACEHOLDER_MIN_SIZE
+    weights: dict[str, Any] = {
+        c.node_name: (lambda value=c.value: value)
+        for c in frozen.consts
+        if c.value.size >= WEIGHT_PLACEHOLDER_MIN_SIZE
     }
+    sizes = {
+        c.node_name: c.value.nbytes
+        for c in frozen.consts
+        if c.value.size >= WEIGHT_PLACEHOLDER_MIN_SIZE
+    }
+    specs = {c.node_name: (c.value.dtype, c.value.shape) for c in frozen.consts}
+    for lifted in frozen.lifted:
+        weights[lifted.node_name] = lifted.view
+        sizes[lifted.node_name] = lifted.nbytes
+        specs[lifted.node_name] = (np.dtype(lifted.dtype), lifted.shape)
+    lifted_nodes = {v.node_name for v in frozen.lifted}
     graph_def = tf.compat.v1.GraphDef()
     graph_def.versions.CopyFrom(frozen.graph_def.versions)
     graph_def.library.CopyFrom(frozen.graph_def.library)
     for node in frozen.graph_def.node:
         if node.name in weights:
-            value = weights[node.name]
+            dtype, shape = specs[node.name]
             placeholder = graph_def.node.add(name=node.name, op="Placeholder")
-            placeholder.attr["dtype"].type = tf.as_dtype(value.dtype).as_datatype_enum
-            placeholder.attr["shape"].shape.CopyFrom(tf.TensorShape(value.shape).as_proto())
+            placeholder.attr["dtype"].type = tf.as_dtype(dtype).as_datatype_enum
+            placeholder.attr["shape"].shape.CopyFrom(tf.TensorShape(shape).as_proto())
+        elif node.op == "ReadVariableOp" and node.input[0] in lifted_nodes:
+            read = graph_def.node.add(name=node.name, op="Identity", input=node.input)
+            read.attr["T"].CopyFrom(node.attr["dtype"])
         else:
             graph_def.node.add().CopyFrom(node)
-    return graph_def, weights
+    return graph_def, weights, sizes
 
 
-def _restore_weights(model: onnx.ModelProto, weights: dict[str, np.ndarray]) -> None:
-    """Turn the weight inputs of `model` back into initializers with the exact values."""
+def _restore_weights(
+    model: onnx.ModelProto,
+    weights: WeightSource,
+    sizes: dict[str, int],
+    export_dir: Path | None,
+    progress: BytesProgress | None,
+) -> None:
+    """Turn the weight inputs of `model` back into initializers with the exact values.
+
+    With `export_dir`, the values are streamed to its external-data file; else inline.
+    """
     names = {f"{node}:0": node for node in weights}
     kept = [i for i in model.graph.input if i.name not in names]
-    restored = [i.name for i in model.graph.input if i.name in names]
+    restored = {i.name: weights[names[i.name]] for i in model.graph.input if i.name in names}
     del model.graph.input[:]
     model.graph.input.extend(kept)
-    model.graph.initializer.extend(
-        numpy_helper.from_array(weights[names[name]], name=name) for name in restored
-    )
+    if export_dir is None:
+        model.graph.initializer.extend(inline(restored))
+        return
+    restored_sizes = {name: sizes[names[name]] for name in restored}
+    model.graph.initializer.extend(stream_external(restored, restored_sizes, export_dir, progress))
 
 
-def _convert(frozen: FrozenGraph, opset: int) -> onnx.ModelProto:
+def _convert(
+    frozen: FrozenGraph, opset: int, external_dir: Path | None, progress: BytesProgress | None
+) -> onnx.ModelProto:
     renames = {t: k for k, t in {**frozen.inputs, **frozen.outputs}.items()}
-    graph_def, weights = _weights_as_placeholders(frozen)
+    graph_def, weights, sizes = _weights_as_placeholders(frozen)
     # tf2onnx logs every node at INFO; keep our progress output readable.
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     try:
@@ -119,7 +150,8 @@ def _convert(frozen: FrozenGraph, opset: int) -> onnx.ModelProto:
         )
     except (ValueError, TypeError, KeyError, RuntimeError) as exc:
         raise ExportError(f"tf2onnx could not convert the frozen graph: {exc}") from exc
-    _restore_weights(model, weights)
+    del graph_def
+    _restore_weights(model, weights, sizes, external_dir, progress)
     for value_info in [*model.graph.input, *model.graph.output]:
         dims = value_info.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
@@ -187,24 +219,28 @@ def _validate(model: onnx.ModelProto, frozen: FrozenGraph, path: Path) -> ort.In
         raise ExportError(f"ONNX Runtime cannot load the converted model: {exc}.{hint}") from exc
 
 
-def write_onnx(frozen: FrozenGraph, export_dir: Path, *, opset: int | None = None) -> OnnxArtifact:
+def write_onnx(
+    frozen: FrozenGraph,
+    export_dir: Path,
+    *,
+    opset: int | None = None,
+    progress: BytesProgress | None = None,
+) -> OnnxArtifact:
     """Convert and validate `frozen`, writing `export_dir/model.onnx` (+ external data).
 
+    Weights go to `model.onnx.data` when any stayed a variable (past max_frozen_bytes) or
+    they pass protobuf's 2 GiB; they are streamed there, never held in the proto.
     Publishing the directory atomically is the caller's job (see `exporter.publish`).
     """
     opset = check_opset(opset)
-    model = _convert(frozen, opset)
-    # ModelProto.ByteSize() itself fails past 2 GiB: decide from the weights we restored.
-    external = frozen.weights_bytes > PROTOBUF_LIMIT - EXTERNAL_DATA_HEADROOM
-    export_dir.mkdir(parents=True, exist_ok=True)
-    path = export_dir / MODEL_FILE
-    onnx.save_model(
-        model,
-        str(path),
-        save_as_external_data=external,
-        all_tensors_to_one_file=True,
-        location=EXTERNAL_DATA_FILE,
+    # ModelProto.ByteSize() itself fails past 2 GiB: decide from the weights we restore.
+    external = bool(frozen.lifted) or (
+        frozen.weights_bytes > PROTOBUF_LIMIT - EXTERNAL_DATA_HEADROOM
     )
+    export_dir.mkdir(parents=True, exist_ok=True)
+    model = _convert(frozen, opset, export_dir if external else None, progress)
+    path = export_dir / MODEL_FILE
+    onnx.save_model(model, str(path))
     session = _validate(model, frozen, path)
     initializers = {
         init.name: numpy_helper.to_array(init, base_dir=str(export_dir))

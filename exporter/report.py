@@ -114,12 +114,26 @@ class ExportReport:
     def proof_summary(self) -> str:
         """One line: did the freeze proof hold, and on how many variables."""
         proof = self.freeze_proof
-        return (
+        line = (
             f"Frozen proof: {'PASSED' if proof['proven'] else 'FAILED'} "
             f"({len(proof['variable_ops_remaining'])} variable ops left in graph + library, "
             f"{len(proof['constants'])} variables now Const, bit-exact: "
             f"{all(c['bit_exact'] for c in proof['constants'])})"
         )
+        kept = proof.get("read_only_variables", [])
+        if not kept:
+            return line
+        rows = [
+            (
+                v["name"],
+                "x".join(map(str, v["shape"])),
+                f"{v['bytes'] / 2**20:.1f} MiB",
+                {True: "yes", False: "NO"}.get(v.get("checkpoint_bit_exact"), "-"),
+            )
+            for v in kept
+        ]
+        header = ("read-only variable", "shape", "size", "checkpoint bit-exact")
+        return "\n".join([line, *aligned_rows(header, rows)])
 
     def scalar_table(self) -> str:
         """Human table of the scalars that shipped and where each one lives now."""

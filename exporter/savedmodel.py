@@ -2,12 +2,15 @@
 
 The graph is written through the TF1 SavedModel builder, which is exactly what TF Serving
 loads into a Session: a MetaGraphDef whose signature maps the model's input/output names to
-graph tensors, and an empty `variables/` because nothing is left to restore.
+graph tensors, and an empty `variables/` because nothing is left to restore. Past
+`max_frozen_bytes` the large weights stay read-only variables in `variables/`
+(`exporter.savedmodel_variables`); scalars and small tensors are Consts either way.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -15,6 +18,7 @@ import tensorflow as tf
 from exporter.errors import ExportError
 from exporter.freeze import FrozenGraph
 from exporter.sample_inputs import random_inputs
+from exporter.savedmodel_variables import WeightsProgress, write_savedmodel_with_variables
 
 SERVING_TAG = "serve"
 SIGNATURE_KEY = "serving_default"
@@ -82,15 +86,21 @@ def write_savedmodel(
     model_name: str,
     warmup_requests: int = 0,
     int_high: int = 10,
-) -> Path:
+    progress: WeightsProgress | None = None,
+) -> dict[str, Any]:
     """Write `frozen` as a SavedModel into the empty or absent directory `export_dir`.
 
     Publishing (atomic rename to the version directory) is the caller's job, so that a
     SavedModel and its ONNX twin are only published once both are valid. Warmup records
     draw integer inputs from [0, int_high) so they stay inside embedding vocabularies.
+    Returns the read-only variables' proof ({} when fully frozen).
     """
     check_warmup_requests(warmup_requests)
-    _build(frozen, export_dir)
+    proof = {}
+    if frozen.lifted:
+        proof = write_savedmodel_with_variables(frozen, export_dir, progress)
+    else:
+        _build(frozen, export_dir)
     if warmup_requests:
         _write_warmup(frozen, export_dir, model_name, warmup_requests, int_high)
-    return export_dir
+    return proof

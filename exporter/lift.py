@@ -1,0 +1,127 @@
+"""Decide which large weights stay variables, and read them without copying.
+
+A frozen graph is one protobuf, and so is TF Serving's `saved_model.pb`: past 2 GiB neither can
+be written, and well before that every copy of a constant costs a copy of the weights. Past
+`max_frozen_bytes`, the largest weight tensors are *lifted*: they stay read-only variables (the
+SavedModel's `variables/` checkpoint, ONNX external data), while every scalar and every small
+tensor is still frozen into a Const. Only a variable the traced graph reads with plain
+`ReadVariableOp`s at top level is liftable: that read is all a TF1 Session, a checkpoint restore
+and a tf2onnx graph input can stand in for.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Default `max_frozen_bytes`: half of protobuf's 2 GiB, so saved_model.pb stays well under it.
+DEFAULT_MAX_FROZEN_BYTES = 2**30
+#: A tensor with fewer elements is always frozen (scalars and small vectors never leave).
+MIN_LIFT_ELEMENTS = 1024
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+
+
+def parse_bytes(text: str) -> int:
+    """`"512MiB"`, `"1GiB"`, `"1048576"` -> bytes; ValueError with the accepted forms otherwise."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a size: use bytes (1073741824) or 512MiB / 1GiB")
+    unit = (match.group(2) or "").lower()[:1]
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+@dataclass(frozen=True)
+class LiftedVariable:
+    """A weight tensor that stays a read-only variable instead of a Const."""
+
+    key: str  # checkpoint key, VarHandleOp shared_name
+    node_name: str  # the capture placeholder its reads consume (VarHandleOp in the SavedModel)
+    shape: tuple[int, ...]
+    dtype: str
+    nbytes: int
+    variable: Any = field(repr=False, compare=False)
+
+    def view(self) -> np.ndarray:
+        """The variable's current value as a read-only array sharing its buffer (no copy).
+
+        `Variable.numpy()` copies (a second full set of weights at 1B parameters); the eager
+        read aliases the variable's buffer, and `np.asarray` of an eager tensor wraps it.
+        """
+        return np.asarray(self.variable.read_value())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.key,
+            "graph_node": self.node_name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "bytes": self.nbytes,
+        }
+
+
+def _nbytes(variable: Any) -> int:
+    return int(np.prod(variable.shape)) * variable.dtype.size
+
+
+def _only_read(placeholder_op: Any) -> bool:
+    """True when every consumer of the captured handle is a top-level ReadVariableOp."""
+    consumers = placeholder_op.outputs[0].consumers()
+    return bool(consumers) and all(op.type == "ReadVariableOp" for op in consumers)
+
+
+def _unique_keys(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    keys = []
+    for name in names:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        keys.append(name if count == 0 else f"{name}_{count}")
+    return keys
+
+
+def plan_lift(
+    function: Any, captures: dict[str, Any], max_frozen_bytes: int
+) -> tuple[list[LiftedVariable], int]:
+    """The variables to lift (largest first) and the bytes left frozen.
+
+    Nothing is lifted when all weights fit under `max_frozen_bytes`: below the threshold the
+    export is fully frozen, exactly as before. Otherwise the largest liftable tensors leave
+    until the frozen rest fits (or nothing liftable is left: the caller refuses that case).
+    """
+    total = sum(_nbytes(v) for v in captures.values())
+    if total <= max_frozen_bytes:
+        return [], total
+    ops = {op.name: op for op in function.graph.get_operations()}
+    candidates = sorted(
+        (
+            (name, variable)
+            for name, variable in captures.items()
+            if int(np.prod(variable.shape)) >= MIN_LIFT_ELEMENTS and _only_read(ops[name])
+        ),
+        key=lambda item: -_nbytes(item[1]),
+    )
+    chosen = []
+    frozen = total
+    for name, variable in candidates:
+        if frozen <= max_frozen_bytes:
+            break
+        chosen.append((name, variable))
+        frozen -= _nbytes(variable)
+    keys = _unique_keys([v.name.split(":")[0] for _, v in chosen])
+    lifted = [
+        LiftedVariable(
+            key=key,
+            node_name=name,
+            shape=tuple(int(d) for d in variable.shape),
+            dtype=variable.dtype.name,
+            nbytes=_nbytes(variable),
+            variable=variable,
+        )
+        for key, (name, variable) in zip(keys, chosen, strict=True)
+    ]
+    return lifted, frozen
