@@ -18,7 +18,7 @@ import onnx
 import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from exporter.errors import ExportError
 from exporter.freeze import FrozenGraph
@@ -31,6 +31,7 @@ TRITON_CONFIG = "config.pbtxt"
 PROTOBUF_LIMIT = 2**31 - 1
 EXTERNAL_DATA_HEADROOM = 64 * 2**20  # graph structure beside the weights
 BATCH_DIM = "batch"
+EXTERNAL_MIN_BYTES = 1024  # onnx.save_model's size_threshold: smaller tensors stay inline
 # Variable constants with at least this many elements bypass tf2onnx (see _convert).
 WEIGHT_PLACEHOLDER_MIN_SIZE = 1024
 
@@ -119,7 +120,8 @@ def _restore_weights(
 ) -> None:
     """Turn the weight inputs of `model` back into initializers with the exact values.
 
-    With `export_dir`, the values are streamed to its external-data file; else inline.
+    With `export_dir`, the values are streamed to its external-data file (with tf2onnx's own
+    initializers of 1 KiB or more, as onnx.save_model's external data would); else inline.
     """
     names = {f"{node}:0": node for node in weights}
     kept = [i for i in model.graph.input if i.name not in names]
@@ -130,7 +132,24 @@ def _restore_weights(
         model.graph.initializer.extend(inline(restored))
         return
     restored_sizes = {name: sizes[names[name]] for name in restored}
-    model.graph.initializer.extend(stream_external(restored, restored_sizes, export_dir, progress))
+    own = [i for i in model.graph.initializer if _external(i)]
+    for init in own:
+        restored[init.name] = lambda init=init: numpy_helper.to_array(init)
+        restored_sizes[init.name] = _nbytes(init)
+    external = stream_external(restored, restored_sizes, export_dir, progress)
+    inline_rest = [i for i in model.graph.initializer if not _external(i)]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend([*inline_rest, *external])
+
+
+def _nbytes(init: onnx.TensorProto) -> int:
+    itemsize = helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
+    return int(np.prod(init.dims)) * itemsize
+
+
+def _external(init: onnx.TensorProto) -> bool:
+    """Numeric tensors of EXTERNAL_MIN_BYTES or more go to the external-data file."""
+    return init.data_type != onnx.TensorProto.STRING and _nbytes(init) >= EXTERNAL_MIN_BYTES
 
 
 def _convert(

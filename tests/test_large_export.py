@@ -1,0 +1,226 @@
+"""Past --max-frozen-bytes: large tensors stay read-only variables, scalars stay Consts.
+
+The threshold is lowered to a few KiB so a small model takes the large-model path end to end:
+the SavedModel is served by the embedded server (gRPC Predict) and a TF1 Session, the big
+tensors are read back from `variables/` bit for bit, and the ONNX weights stream into
+`model.onnx.data` at aligned offsets that onnx.checker and ONNX Runtime accept.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import onnx
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from exporter import export_model
+from exporter.cli import main as cli_main
+from exporter.freeze import VARIABLE_OPS
+from exporter.layers import Offset, Scale
+from exporter.onnx_external import ALIGNMENT
+from exporter.parity import savedmodel_runner
+from exporter.progress import ExportProgress
+from tests.conftest import REPO_ROOT, free_port
+
+THRESHOLD = 32 * 1024  # bytes frozen at most: lifting the two big tensors below fits it
+BIG = {"wide/kernel": (48, 256), "emb/embeddings": (300, 32)}
+STARTUP_TIMEOUT_S = 120.0
+
+
+def _model() -> keras.Model:
+    """Embedding + Dense big enough to be lifted, two trained scalars, a small output layer."""
+    keras.utils.set_random_seed(7)
+    ids = keras.Input((2,), dtype="int32", name="ids")
+    features = keras.Input((16,), name="features")
+    embedded = keras.layers.Flatten()(keras.layers.Embedding(300, 32, name="emb")(ids))
+    hidden = keras.layers.Concatenate()([embedded, features])
+    hidden = keras.layers.Dense(256, activation="relu", name="wide")(
+        keras.layers.Dense(48, name="narrow")(hidden)
+    )
+    hidden = Offset(0.25, name="offset")(Scale(1.5, name="scale")(hidden))
+    model = keras.Model([ids, features], keras.layers.Dense(2, name="y")(hidden))
+    model.compile(optimizer="adam", loss="mse")
+    rng = np.random.default_rng(0)
+    model.fit(
+        {"ids": rng.integers(0, 300, (64, 2)), "features": rng.normal(size=(64, 16))},
+        rng.normal(size=(64, 2)),
+        epochs=1,
+        verbose=0,
+    )
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[keras.Model, Any, str]:
+    out = tmp_path_factory.mktemp("large")
+    model = _model()
+    stream = io.StringIO()
+    progress = ExportProgress(stream, min_bytes=0)
+    report = export_model(
+        model,
+        out,
+        "lifted",
+        max_frozen_bytes=THRESHOLD,
+        progress=progress.stage,
+        weights_progress=progress.weights,
+    )
+    return model, report, stream.getvalue()
+
+
+def _batch(n: int = 5) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(n)
+    return {
+        "ids": rng.integers(0, 300, (n, 2)).astype(np.int32),
+        "features": rng.normal(size=(n, 16)).astype(np.float32),
+    }
+
+
+def _weights(model: keras.Model) -> dict[str, np.ndarray]:
+    return {v.path: np.asarray(v) for v in model.weights}
+
+
+def test_big_tensors_are_read_only_variables_with_exact_bytes(exported: tuple) -> None:
+    model, report, _ = exported
+    proof = report.freeze_proof
+    assert proof["proven"] and report.passed
+    kept = {v["name"]: v for v in proof["read_only_variables"]}
+    assert set(kept) == set(BIG)
+    for name, shape in BIG.items():
+        assert kept[name]["shape"] == list(shape)
+        assert kept[name]["bytes"] == int(np.prod(shape)) * 4
+        assert kept[name]["checkpoint_bit_exact"] is True
+    # The checkpoint holds exactly those tensors (no optimizer slots), with the trained bytes.
+    reader = tf.train.load_checkpoint(str(report.savedmodel_dir / "variables" / "variables"))
+    assert set(reader.get_variable_to_shape_map()) == set(BIG)
+    trained = _weights(model)
+    for name in BIG:
+        assert reader.get_tensor(name).tobytes() == trained[name].tobytes()
+
+
+def test_scalars_and_small_tensors_are_consts_and_nothing_writes_the_variables(
+    exported: tuple,
+) -> None:
+    model, report, _ = exported
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((report.savedmodel_dir / "saved_model.pb").read_bytes())
+    (meta,) = proto.meta_graphs
+    nodes = {n.name: n for n in meta.graph_def.node}
+    handles = {n.name for n in nodes.values() if n.op == "VarHandleOp"}
+    assert {nodes[h].attr["shared_name"].s.decode() for h in handles} == set(BIG)
+    writers = [n for n in nodes.values() if n.op != "ReadVariableOp" and set(n.input) & handles]
+    assert writers and all(
+        n.op == "AssignVariableOp" and n.input[1].startswith("save/RestoreV2") for n in writers
+    )
+    assert meta.saver_def.restore_op_name == "save/restore_all"
+    library_ops = {n.op for f in meta.graph_def.library.function for n in f.node_def}
+    assert not library_ops & VARIABLE_OPS
+    trained = _weights(model)
+    for scalar in ("scale/scale", "offset/offset"):
+        row = next(s for s in report.scalars if s["name"] == scalar)
+        const = nodes[row["savedmodel_const"]]
+        assert const.op == "Const"
+        assert tf.make_ndarray(const.attr["value"].tensor).tobytes() == trained[scalar].tobytes()
+    # Small tensors (the narrow kernel, every bias) are Consts too.
+    consts = {c["variable"] for c in report.freeze_proof["constants"]}
+    assert {"narrow/kernel", "narrow/bias", "wide/bias", "y/kernel", "y/bias"} <= consts
+
+
+def test_tf_session_serves_it_like_keras(exported: tuple) -> None:
+    model, report, _ = exported
+    run = savedmodel_runner(report.savedmodel_dir)  # TF1 loader + restore op, as TF Serving
+    batch = _batch()
+    expected = np.asarray(model(batch, training=False))
+    np.testing.assert_allclose(run(batch)["y"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_onnx_weights_stream_into_aligned_external_data(exported: tuple) -> None:
+    import onnxruntime as ort
+
+    model, report, _ = exported
+    assert report.onnx["external_data"] is True
+    proto = onnx.load(str(report.onnx_path), load_external_data=False)
+    external = [i for i in proto.graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL]
+    assert {tuple(i.dims) for i in external} >= set(BIG.values())
+    for init in external:
+        entry = {e.key: e.value for e in init.external_data}
+        assert entry["location"] == "model.onnx.data" and int(entry["offset"]) % ALIGNMENT == 0
+    onnx.checker.check_model(str(report.onnx_path), full_check=True)
+    session = ort.InferenceSession(str(report.onnx_path), providers=["CPUExecutionProvider"])
+    batch = _batch()
+    np.testing.assert_allclose(
+        session.run(["y"], batch)[0], np.asarray(model(batch, training=False)), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_progress_reports_weights_written(exported: tuple) -> None:
+    _, _, log = exported
+    assert "savedmodel: variables written" in log and "onnx: weights written" in log
+    assert "(100%" in log
+
+
+@pytest.fixture(scope="module")
+def served(exported: tuple, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m serving` over the lifted SavedModel; yields its gRPC target."""
+    from serving.client import ServingClient
+
+    _, report, _ = exported
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "serving", f"--port={port}", "--rest_api_port=0",
+                "--model_name=lifted", f"--model_base_path={report.savedmodel_dir.parent}",
+            ],
+            cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    target = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while "Serving gRPC on" not in log_path.read_text():
+            assert proc.poll() is None, log_path.read_text()[-2000:]
+            assert time.monotonic() < deadline, "embedded server did not start"
+            time.sleep(0.1)
+        with ServingClient(target, timeout=30.0) as client:
+            client.wait_until_available("lifted", timeout=max(1.0, deadline - time.monotonic()))
+        yield target
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def test_embedded_server_serves_it_over_grpc(exported: tuple, served: str) -> None:
+    from serving.client import ServingClient
+
+    model, _, _ = exported
+    batch = _batch(3)
+    with ServingClient(served, timeout=30.0) as client:
+        got = client.predict(batch, "lifted")
+    np.testing.assert_allclose(
+        got["y"], np.asarray(model(batch, training=False)), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_cli_flag_sets_the_threshold(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    factory = f"{Path(__file__).resolve()}:_model"
+    code = cli_main(
+        ["export", "--model", factory, "--name", "cli", "--out", str(tmp_path),
+         "--max-frozen-bytes", "32KiB", "--quiet"]
+    )  # fmt: skip
+    assert code == 0
+    assert (tmp_path / "tfserving" / "cli" / "1" / "variables" / "variables.index").is_file()
+    assert "[export]" not in capsys.readouterr().err
