@@ -272,3 +272,38 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, rss_bytes())
+
+
+STACK_LAYERS = 14  # Dense(w, w) layers of the large-model stack
+STACK_TOKENS = 8  # ids per example; Embedding(w, w // 8) -> Flatten gives width w
+
+
+def stack_width(params: int) -> int:
+    """Width w so that the stack (Embedding w x w/8, STACK_LAYERS x Dense w x w) has ~`params`."""
+    per_w2 = STACK_LAYERS + 1 / STACK_TOKENS
+    return max(64, round(math.sqrt(params / per_w2) / 64) * 64)
+
+
+def build_stack(params: int, *, seed: int = 0) -> Any:
+    """Embedding + a stack of large Dense layers (~`params`), a trained-looking scalar after each.
+
+    Untrained (an optimizer would triple memory at 1B parameters): the scalars get distinct
+    non-default values instead, so the export must carry each one's exact bits.
+    """
+    import keras
+    import numpy as np
+
+    from exporter.layers import Offset, Scale
+
+    keras.utils.set_random_seed(seed)
+    width = stack_width(params)
+    ids = keras.Input((STACK_TOKENS,), dtype="int32", name="ids")
+    x = keras.layers.Embedding(width, width // STACK_TOKENS, name="embedding")(ids)
+    x = keras.layers.Flatten(name="flatten")(x)
+    for i in range(STACK_LAYERS):
+        x = keras.layers.Dense(width, activation="relu", name=f"dense_{i}")(x)
+        x = Scale(1.0 / math.sqrt(2.0), name=f"scale_{i}")(x)
+    outputs = Offset(0.125, name="offset")(keras.layers.Dense(1, name="head")(x))
+    model = keras.Model(ids, outputs, name="stack")
+    model(np.zeros((1, STACK_TOKENS), "int32"))  # Keras' exporters refuse never-called models
+    return model

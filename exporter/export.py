@@ -24,7 +24,6 @@ from exporter.onnx_export import TRITON_CONFIG, OnnxArtifact, check_opset, trito
 from exporter.parity import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
-    compare,
     keras_runner,
     onnx_runner,
     sample_batches,
@@ -46,6 +45,7 @@ from exporter.serving_compat import (
     savedmodel_facts,
     version_table,
 )
+from exporter.staged_parity import StagedParity, samples_for
 from exporter.trace import trace_model
 
 Progress = Callable[[str], None]
@@ -194,7 +194,23 @@ def export_model(
 
     int_high = _int_high(model)
     version = version or next_version(tfs_base, onnx_base)
-    candidates, tfserving = {}, None
+    tfserving = None
+    batch_sizes = [1, 8]
+    samples = samples_for(frozen.weights_bytes + frozen.lifted_bytes, parity_samples)
+    staged = StagedParity(
+        "keras",
+        keras_runner(traced),
+        sample_batches(
+            traced.input_specs,
+            samples=samples,
+            batch_sizes=batch_sizes,
+            extra=parity_inputs,
+            int_high=int_high,
+        ),
+        atol=atol,
+        rtol=rtol,
+        batch_sizes=batch_sizes,
+    )
     with contextlib.ExitStack() as stack:
         if not onnx_only:
             sm_dir = stack.enter_context(atomic_directory(tfs_base / str(version)))
@@ -211,7 +227,9 @@ def export_model(
             facts = savedmodel_facts(sm_dir)
             check_compatible(facts, serving_version)
             tfserving = {**facts.to_dict(), "serving_version": image_tag(serving_version)}
-            candidates["savedmodel"] = savedmodel_runner(sm_dir)
+            # One runtime at a time: the Session's copy of the weights is freed before ONNX.
+            say("parity: Keras vs savedmodel (TF1 Session, as TF Serving loads it)")
+            staged.check("savedmodel", lambda: savedmodel_runner(sm_dir))
         onnx_dir = stack.enter_context(atomic_directory(onnx_base / str(version)))
         say("onnx: converting with tf2onnx, checking with onnx.checker and ONNX Runtime")
         onnx_art = write_onnx(
@@ -220,25 +238,9 @@ def export_model(
             opset=opset,
             progress=lambda done, total: weights_step("onnx: weights written", done, total),
         )
-        candidates["onnxruntime"] = onnx_runner(onnx_art.session)
-
-        say(f"parity: Keras vs {' vs '.join(candidates)}")
-        batch_sizes = [1, 8]
-        parity = compare(
-            "keras",
-            keras_runner(traced),
-            candidates,
-            sample_batches(
-                traced.input_specs,
-                samples=parity_samples,
-                batch_sizes=batch_sizes,
-                extra=parity_inputs,
-                int_high=int_high,
-            ),
-            atol=atol,
-            rtol=rtol,
-            batch_sizes=batch_sizes,
-        )
+        say("parity: Keras vs onnxruntime")
+        staged.check("onnxruntime", lambda: onnx_runner(onnx_art.session))
+        parity = staged.report()
         if not parity.passed:
             raise ParityError(
                 "Exported artifacts disagree with the Keras model beyond "

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-#: Default `max_frozen_bytes`: half of protobuf's 2 GiB, so saved_model.pb stays well under it.
-DEFAULT_MAX_FROZEN_BYTES = 2**30
+#: Default `max_frozen_bytes`: saved_model.pb stays far under protobuf's 2 GiB, and past ~256 MiB
+#: frozen constants cost more than they buy (freeze copies, Grappler, ~8x the weights in RSS).
+DEFAULT_MAX_FROZEN_BYTES = 256 * 2**20
 #: A tensor with fewer elements is always frozen (scalars and small vectors never leave).
 MIN_LIFT_ELEMENTS = 1024
 
