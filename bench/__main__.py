@@ -61,8 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         plots.serving_curves(payload, out / "serving.png")
     if "large_model" in selected:
-        print("[4/4] >2 GB model (opt-in)", flush=True)
-        large_model.run(params=2_000_000 if args.quick else large_model.PARAMS, results_dir=out)
+        print("[4/4] 1M..1B parameters, project vs Keras (opt-in)", flush=True)
+        sizes = large_model.QUICK_SIZES if args.quick else large_model.SIZES
+        large_model.run(sizes=sizes, results_dir=out)
 
     targets = report.collect(out, target_size=_target_size(args.quick))
     report.write_summary(targets, out)

@@ -115,6 +115,41 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def large_scaling(payload: dict[str, Any], path: Path) -> Path:
+    """Log-log wall time and peak RSS above baseline vs parameters (1M..1B), both tools."""
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.8))
+    rows = [r for r in payload["rows"] if "error" not in r]
+    labels = {"project": LABELS["project"], "keras": LABELS["keras"]}
+    for variant, label in labels.items():
+        pts = sorted((r["params"], r) for r in rows if r["variant"] == variant)
+        if not pts:
+            continue
+        xs = [p for p, _ in pts]
+        failed = [p for p, r in pts if not r.get("ok")]
+        ax_t.plot(xs, [r["time_s"] for _, r in pts], "o-", label=label)
+        ax_m.plot(xs, [r["peak_above_baseline_bytes"] / 2**20 for _, r in pts], "o-", label=label)
+        for p, r in pts:
+            if p in failed:
+                ax_t.annotate("failed", (p, r["time_s"]), fontsize=7)
+    if rows:
+        weights = sorted({(r["params"], r["weights_bytes"]) for r in rows})
+        xs = [p for p, _ in weights]
+        ax_m.plot(xs, [2.0 * w / 2**20 for _, w in weights], "k--", label="target: 2.0 x weights")
+        ax_t.plot(xs, [w / 50e6 for _, w in weights], "k:", label="target: 50 MB/s of weights")
+    for ax, title, unit in (
+        (ax_t, "Export wall time (both formats)", "seconds"),
+        (ax_m, "Peak RSS above post-build baseline", "MiB"),
+    ):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def _save(fig: Any, path: Path) -> Path:
     """Write the PNG and free the figure (pyplot keeps every open figure alive)."""
     fig.tight_layout()

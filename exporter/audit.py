@@ -86,7 +86,7 @@ def audit_model(
     summary = NonScalarSummary()
     findings: list[Finding] = []
     for var in variables:
-        value = var.variable.numpy()
+        value = _view(var.variable)
         finite = _is_finite(value)
         if value.size == 1:
             scalar = _scalar_finding(var, value, finite)
@@ -281,9 +281,22 @@ def _constant_of(spec: Mapping[str, Any]) -> float | None:
     return None
 
 
+def _view(variable: Any) -> np.ndarray:
+    """The variable's value without a copy (`.numpy()` copies: a second set of weights)."""
+    read = getattr(variable, "read_value", None)
+    return np.asarray(read() if read is not None else variable)
+
+
+_FINITE_CHUNK = 1 << 22  # elements per isfinite() pass: bounded temporaries on huge tensors
+
+
 def _is_finite(value: np.ndarray) -> bool:
     if np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.complexfloating):
-        return bool(np.all(np.isfinite(value)))
+        flat = value.reshape(-1)
+        return all(
+            bool(np.isfinite(flat[i : i + _FINITE_CHUNK]).all())
+            for i in range(0, flat.size, _FINITE_CHUNK)
+        )
     return True
 
 
