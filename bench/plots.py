@@ -119,7 +119,11 @@ def large_scaling(payload: dict[str, Any], path: Path) -> Path:
     """Log-log wall time and peak RSS above baseline vs parameters (1M..1B), both tools."""
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.8))
     rows = [r for r in payload["rows"] if "error" not in r]
-    labels = {"project": LABELS["project"], "keras": LABELS["keras"]}
+    labels = {
+        "project": LABELS["project"],
+        "keras_savedmodel": "Keras 3 model.export(format='tf_saved_model')",
+        "keras_onnx": "Keras 3 model.export(format='onnx')",
+    }
     for variant, label in labels.items():
         pts = sorted((r["params"], r) for r in rows if r["variant"] == variant)
         if not pts:

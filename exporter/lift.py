@@ -22,6 +22,10 @@ import numpy as np
 DEFAULT_MAX_FROZEN_BYTES = 256 * 2**20
 #: A tensor with fewer elements is always frozen (scalars and small vectors never leave).
 MIN_LIFT_ELEMENTS = 1024
+#: Once past the threshold, every liftable tensor of at least this size leaves: a frozen
+#: constant costs copies in the freeze, the GraphDef import and tf2onnx's Grappler pass, so
+#: keeping "just enough" megabyte-sized tensors frozen is slower and no more useful.
+LARGE_TENSOR_BYTES = 2**20
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
@@ -91,8 +95,9 @@ def plan_lift(
     """The variables to lift (largest first) and the bytes left frozen.
 
     Nothing is lifted when all weights fit under `max_frozen_bytes`: below the threshold the
-    export is fully frozen, exactly as before. Otherwise the largest liftable tensors leave
-    until the frozen rest fits (or nothing liftable is left: the caller refuses that case).
+    export is fully frozen, exactly as before. Otherwise every liftable tensor of
+    LARGE_TENSOR_BYTES or more leaves, then smaller ones (largest first, never under
+    MIN_LIFT_ELEMENTS) until the frozen rest fits; what cannot leave the caller checks.
     """
     total = sum(_nbytes(v) for v in captures.values())
     if total <= max_frozen_bytes:
@@ -109,7 +114,7 @@ def plan_lift(
     chosen = []
     frozen = total
     for name, variable in candidates:
-        if frozen <= max_frozen_bytes:
+        if frozen <= max_frozen_bytes and _nbytes(variable) < LARGE_TENSOR_BYTES:
             break
         chosen.append((name, variable))
         frozen -= _nbytes(variable)
