@@ -16,7 +16,7 @@ import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants
 
 from exporter.errors import FreezeError
-from exporter.lift import DEFAULT_MAX_FROZEN_BYTES, LiftedVariable, plan_lift
+from exporter.lift import DEFAULT_MAX_FROZEN_BYTES, READ_OPS, LiftedVariable, plan_lift
 from exporter.trace import TracedModel
 
 #: Ops that read, hold or create a variable: none may remain in a frozen graph.
@@ -199,7 +199,7 @@ def _remaining_variable_ops(graph_def: Any, lifted_nodes: set[str]) -> list[str]
         f"{where}: {node.name} ({node.op})"
         for where, node in _all_nodes(graph_def)
         if node.op in VARIABLE_OPS
-        and not (where == "graph" and node.op == "ReadVariableOp" and node.input[0] in lifted_nodes)
+        and not (where == "graph" and node.op in READ_OPS and node.input[0] in lifted_nodes)
     ]
 
 

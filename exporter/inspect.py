@@ -66,14 +66,15 @@ def _checkpoint_variables(export_dir: Path) -> list[dict[str, Any]]:
         return []
     reader = tf.train.load_checkpoint(str(prefix))
     variables = []
+    dtypes = reader.get_variable_to_dtype_map()
     for name, shape in sorted(reader.get_variable_to_shape_map().items()):
         if name == "_CHECKPOINTABLE_OBJECT_GRAPH":
             continue
-        value = reader.get_tensor(name)
-        entry: dict[str, Any] = {"name": name, "shape": list(shape), "dtype": str(value.dtype)}
-        scalar = _scalar_value(np.asarray(value))
-        if scalar is not None:
-            entry["value"] = scalar
+        entry: dict[str, Any] = {"name": name, "shape": list(shape), "dtype": dtypes[name].name}
+        if int(np.prod(shape)) == 1:  # read values of scalars only: never the large weights
+            scalar = _scalar_value(np.asarray(reader.get_tensor(name)))
+            if scalar is not None:
+                entry["value"] = scalar
         variables.append(entry)
     return variables
 

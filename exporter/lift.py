@@ -5,8 +5,8 @@ be written, and well before that every copy of a constant costs a copy of the we
 `max_frozen_bytes`, the largest weight tensors are *lifted*: they stay read-only variables (the
 SavedModel's `variables/` checkpoint, ONNX external data), while every scalar and every small
 tensor is still frozen into a Const. Only a variable the traced graph reads with plain
-`ReadVariableOp`s at top level is liftable: that read is all a TF1 Session, a checkpoint restore
-and a tf2onnx graph input can stand in for.
+`ReadVariableOp`s (or `ResourceGather`s, an embedding lookup) at top level is liftable: that read
+is all a TF1 Session, a checkpoint restore and a tf2onnx graph input can stand in for.
 """
 
 from __future__ import annotations
@@ -73,10 +73,21 @@ def _nbytes(variable: Any) -> int:
     return int(np.prod(variable.shape)) * variable.dtype.size
 
 
+#: Ops that only read a variable and that a plain tensor input can replace (see onnx_export).
+READ_OPS = frozenset({"ReadVariableOp", "ResourceGather"})
+
+
+def _plain_read(op: Any) -> bool:
+    """A read a graph input can stand in for (ResourceGather only along axis 0)."""
+    return op.type == "ReadVariableOp" or (
+        op.type == "ResourceGather" and op.get_attr("batch_dims") == 0
+    )
+
+
 def _only_read(placeholder_op: Any) -> bool:
-    """True when every consumer of the captured handle is a top-level ReadVariableOp."""
+    """True when every consumer of the captured handle is a top-level plain read."""
     consumers = placeholder_op.outputs[0].consumers()
-    return bool(consumers) and all(op.type == "ReadVariableOp" for op in consumers)
+    return bool(consumers) and all(_plain_read(op) for op in consumers)
 
 
 def _unique_keys(names: list[str]) -> list[str]:

@@ -75,8 +75,9 @@ def _weights_as_placeholders(frozen: FrozenGraph) -> tuple[Any, WeightSource, di
     in peak memory, and most of its run time). Weights that came from variables are only
     ever fed to ops, never folded into shapes, so tf2onnx can convert them as graph inputs;
     `_restore_weights` turns those inputs back into initializers holding the exact values.
-    Lifted weights (still variables) become Placeholders too, their reads Identities; their
-    values are read from the live variables only when written.
+    Lifted weights (still variables) become Placeholders too, their reads Identities (or
+    GatherV2 for a ResourceGather); their values are read from the live variables only when
+    written.
     """
     weights: dict[str, Any] = {
         c.node_name: (lambda value=c.value: value)
@@ -106,9 +107,24 @@ def _weights_as_placeholders(frozen: FrozenGraph) -> tuple[Any, WeightSource, di
         elif node.op == "ReadVariableOp" and node.input[0] in lifted_nodes:
             read = graph_def.node.add(name=node.name, op="Identity", input=node.input)
             read.attr["T"].CopyFrom(node.attr["dtype"])
+        elif node.op == "ResourceGather" and node.input[0] in lifted_nodes:
+            _gather(graph_def, node)
         else:
             graph_def.node.add().CopyFrom(node)
     return graph_def, weights, sizes
+
+
+def _gather(graph_def: Any, node: Any) -> None:
+    """ResourceGather(handle, ids) -> GatherV2(weights, ids, axis=0), as TF's own freeze does."""
+    axis = graph_def.node.add(name=f"{node.name}/axis", op="Const")
+    axis.attr["dtype"].CopyFrom(node.attr["Tindices"])
+    axis.attr["value"].tensor.CopyFrom(
+        tf.make_tensor_proto(0, dtype=tf.as_dtype(node.attr["Tindices"].type))
+    )
+    gather = graph_def.node.add(name=node.name, op="GatherV2", input=[*node.input[:2], axis.name])
+    gather.attr["Tparams"].CopyFrom(node.attr["dtype"])
+    gather.attr["Tindices"].CopyFrom(node.attr["Tindices"])
+    gather.attr["Taxis"].CopyFrom(node.attr["Tindices"])
 
 
 def _restore_weights(

@@ -24,7 +24,7 @@ from tensorflow.python.framework import meta_graph
 from exporter.checkpoint import verify_checkpoint, write_checkpoint
 from exporter.errors import ExportError
 from exporter.freeze import FrozenGraph, _all_nodes
-from exporter.lift import LiftedVariable
+from exporter.lift import READ_OPS, LiftedVariable
 
 SERVING_TAG = "serve"
 SIGNATURE_KEY = "serving_default"
@@ -104,10 +104,10 @@ def _graph_def(frozen: FrozenGraph, scope: str) -> tuple[Any, saver_pb2.SaverDef
 def check_read_only(graph_def: Any, lifted: list[LiftedVariable], scope: str) -> list[str]:
     """Why a lifted weight could be written, or which other variable exists ([] = read-only).
 
-    Allowed: ReadVariableOps anywhere at top level, and one AssignVariableOp per weight in the
-    saver scope fed by its RestoreV2 (what the loader runs once). Any other consumer of a
-    handle, any other variable (an optimizer slot, a step counter), or any of them inside the
-    function library, is a violation.
+    Allowed: ReadVariableOps / ResourceGathers at top level, and one AssignVariableOp per
+    weight in the saver scope fed by its RestoreV2 (what the loader runs once). Any other
+    consumer of a handle, any other variable (an optimizer slot, a step counter), or any of
+    them inside the function library, is a violation.
     """
     handles = {v.node_name for v in lifted}
     problems = []
@@ -121,7 +121,7 @@ def check_read_only(graph_def: Any, lifted: list[LiftedVariable], scope: str) ->
             and node.name.startswith(f"{scope}/")
             and node.input[1].split(":")[0] == f"{scope}/RestoreV2"
         )
-        if node.op != "ReadVariableOp" and not restoring:
+        if node.op not in READ_OPS and not restoring:
             problems.append(f"{node.name} ({node.op}) can write or alias a read-only weight")
     return problems
 

@@ -32,18 +32,30 @@ from exporter.parity import savedmodel_runner
 from exporter.progress import ExportProgress
 from tests.conftest import REPO_ROOT, free_port
 
-THRESHOLD = 32 * 1024  # bytes frozen at most: lifting the two big tensors below fits it
-BIG = {"wide/kernel": (48, 256), "emb/embeddings": (300, 32)}
+THRESHOLD = 32 * 1024  # bytes frozen at most: lifting the three big tensors below fits it
+BIG = {"wide/kernel": (48, 256), "emb/embeddings": (300, 32), "lookup/table": (300, 32)}
 STARTUP_TIMEOUT_S = 120.0
 
 
+@keras.saving.register_keras_serializable(package="frozen_scalars_tests")
+class Lookup(keras.layers.Layer):
+    """`tf.gather` on the variable itself: a ResourceGather, as tf_keras' Embedding reads."""
+
+    def build(self, input_shape: Any) -> None:
+        self.table = self.add_weight(shape=(300, 32), name="table", initializer="normal")
+
+    def call(self, ids: Any) -> Any:
+        return tf.gather(self.table.value, ids)
+
+
 def _model() -> keras.Model:
-    """Embedding + Dense big enough to be lifted, two trained scalars, a small output layer."""
+    """Embedding, a gather and a Dense big enough to be lifted, two trained scalars."""
     keras.utils.set_random_seed(7)
     ids = keras.Input((2,), dtype="int32", name="ids")
     features = keras.Input((16,), name="features")
     embedded = keras.layers.Flatten()(keras.layers.Embedding(300, 32, name="emb")(ids))
-    hidden = keras.layers.Concatenate()([embedded, features])
+    looked_up = keras.layers.Flatten()(Lookup(name="lookup")(ids))
+    hidden = keras.layers.Concatenate()([embedded, looked_up, features])
     hidden = keras.layers.Dense(256, activation="relu", name="wide")(
         keras.layers.Dense(48, name="narrow")(hidden)
     )
@@ -117,7 +129,9 @@ def test_scalars_and_small_tensors_are_consts_and_nothing_writes_the_variables(
     nodes = {n.name: n for n in meta.graph_def.node}
     handles = {n.name for n in nodes.values() if n.op == "VarHandleOp"}
     assert {nodes[h].attr["shared_name"].s.decode() for h in handles} == set(BIG)
-    writers = [n for n in nodes.values() if n.op != "ReadVariableOp" and set(n.input) & handles]
+    reads = {"ReadVariableOp", "ResourceGather"}
+    assert any(n.op == "ResourceGather" and n.input[0] in handles for n in nodes.values())
+    writers = [n for n in nodes.values() if n.op not in reads and set(n.input) & handles]
     assert writers and all(
         n.op == "AssignVariableOp" and n.input[1].startswith("save/RestoreV2") for n in writers
     )
