@@ -139,6 +139,9 @@ def _meta_graph(frozen: FrozenGraph, graph_def: Any, saver_def: Any) -> Any:
     meta.meta_info_def.tensorflow_git_version = tf.__git_version__
     meta.meta_info_def.stripped_op_list.CopyFrom(meta_graph.stripped_op_list_for_graph(graph_def))
     meta.graph_def.CopyFrom(graph_def)
+    # As the TF1 Builder's strip_default_attrs: an older TF Serving rejects attrs it does not
+    # know (e.g. VarHandleOp's debug_name), and default-valued ones need not be written.
+    meta_graph.strip_graph_default_valued_attrs(meta)
     meta.saver_def.CopyFrom(saver_def)
     signature = meta.signature_def[SIGNATURE_KEY]
     signature.method_name = tf.compat.v1.saved_model.signature_constants.PREDICT_METHOD_NAME
