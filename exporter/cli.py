@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_size_arg,
         default=None,
         metavar="SIZE",
-        help="weights frozen into the graph at most (default 256MiB); past it the largest "
+        help="weights frozen into the graph at most (default 64MiB); past it the largest "
         "tensors stay read-only variables (SavedModel variables/, model.onnx.data), scalars "
         "and small tensors are always Consts. Bytes or 512MiB / 1GiB",
     )

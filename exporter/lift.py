@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
-#: Default `max_frozen_bytes`: saved_model.pb stays far under protobuf's 2 GiB, and past ~256 MiB
-#: frozen constants cost more than they buy (freeze copies, Grappler, ~8x the weights in RSS).
-DEFAULT_MAX_FROZEN_BYTES = 256 * 2**20
+#: Default `max_frozen_bytes`. saved_model.pb (one protobuf) can never pass 2 GiB, and frozen
+#: constants cost far more than variables well before that: at 30M parameters (117 MiB) the
+#: fully frozen export took 44.7 s at 10x the weights in peak RSS, the lifted one 11.9 s at
+#: 1.8x (docs/performance.md). 64 MiB keeps models up to ~15M parameters fully frozen.
+DEFAULT_MAX_FROZEN_BYTES = 64 * 2**20
 #: A tensor with fewer elements is always frozen (scalars and small vectors never leave).
 MIN_LIFT_ELEMENTS = 1024
 #: Once past the threshold, every liftable tensor of at least this size leaves: a frozen
