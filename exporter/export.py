@@ -261,7 +261,7 @@ def export_model(
         freeze_proof=_with_checkpoint(frozen.proof(), variables_proof),
         parity=parity,
         onnx={"opset": onnx_art.opset, "external_data": onnx_art.external_data},
-        weights_bytes=frozen.weights_bytes,
+        weights_bytes=frozen.weights_bytes + frozen.lifted_bytes,
         tfserving=tfserving,
         warnings=warnings,
     )

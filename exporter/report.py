@@ -52,7 +52,7 @@ class ExportReport:
     freeze_proof: dict[str, Any]
     parity: ParityReport
     onnx: dict[str, Any]
-    weights_bytes: int  # frozen constants, what a server holds per loaded version
+    weights_bytes: int  # constants + read-only variables: what a server holds per version
     tfserving: dict[str, Any] | None  # GraphDef versions, ops, serving version checked
     warnings: list[str] = field(default_factory=list)
     path: Path | None = None

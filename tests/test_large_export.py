@@ -9,9 +9,7 @@ tensors are read back from `variables/` bit for bit, and the ONNX weights stream
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
-import time
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,8 @@ from exporter.layers import Offset, Scale
 from exporter.onnx_external import ALIGNMENT
 from exporter.parity import savedmodel_runner
 from exporter.progress import ExportProgress
-from tests.conftest import REPO_ROOT, free_port
+from serving.launch import start_server_process
+from tests.conftest import REPO_ROOT
 
 THRESHOLD = 32 * 1024  # bytes frozen at most: lifting the three big tensors below fits it
 BIG = {"wide/kernel": (48, 256), "emb/embeddings": (300, 32), "lookup/table": (300, 32)}
@@ -183,38 +182,23 @@ def test_progress_reports_weights_written(exported: tuple) -> None:
 
 
 @pytest.fixture(scope="module")
-def served(exported: tuple, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def served(exported: tuple) -> Iterator[str]:
     """`python -m serving` over the lifted SavedModel; yields its gRPC target."""
     from serving.client import ServingClient
 
     _, report, _ = exported
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "serving", f"--port={port}", "--rest_api_port=0",
-                "--model_name=lifted", f"--model_base_path={report.savedmodel_dir.parent}",
-            ],
-            cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    target = f"127.0.0.1:{port}"
+    server = start_server_process(
+        ["--model_name=lifted", f"--model_base_path={report.savedmodel_dir.parent}"],
+        rest=False,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while "Serving gRPC on" not in log_path.read_text():
-            assert proc.poll() is None, log_path.read_text()[-2000:]
-            assert time.monotonic() < deadline, "embedded server did not start"
-            time.sleep(0.1)
-        with ServingClient(target, timeout=30.0) as client:
-            client.wait_until_available("lifted", timeout=max(1.0, deadline - time.monotonic()))
-        yield target
+        with ServingClient(server.grpc_target, timeout=30.0) as client:
+            client.wait_until_available("lifted", timeout=STARTUP_TIMEOUT_S)
+        yield server.grpc_target
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        server.stop()
 
 
 def test_embedded_server_serves_it_over_grpc(exported: tuple, served: str) -> None:
