@@ -47,17 +47,8 @@ def export_scaling(payload: dict[str, Any], path: Path) -> Path:
             "k--",
             label="target: 2.5 x weights",
         )
-    for ax, title, unit in (
-        (ax_t, "Export wall time", "seconds"),
-        (ax_m, "Export peak RSS above post-load baseline", "MiB"),
-    ):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("parameters")
-        ax.set_ylabel(unit)
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+    _log_log(ax_t, "Export wall time", "seconds")
+    _log_log(ax_m, "Export peak RSS above post-load baseline", "MiB")
     return _save(fig, path)
 
 
@@ -140,18 +131,20 @@ def large_scaling(payload: dict[str, Any], path: Path) -> Path:
         xs = [p for p, _ in weights]
         ax_m.plot(xs, [2.0 * w / 2**20 for _, w in weights], "k--", label="target: 2.0 x weights")
         ax_t.plot(xs, [w / 50e6 for _, w in weights], "k:", label="target: 50 MB/s of weights")
-    for ax, title, unit in (
-        (ax_t, "Export wall time (both formats)", "seconds"),
-        (ax_m, "Peak RSS above post-build baseline", "MiB"),
-    ):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("parameters")
-        ax.set_ylabel(unit)
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+    _log_log(ax_t, "Export wall time (both formats)", "seconds")
+    _log_log(ax_m, "Peak RSS above post-build baseline", "MiB")
     return _save(fig, path)
+
+
+def _log_log(ax: Any, title: str, unit: str) -> None:
+    """Log-log axes against parameters, with a grid and the legend."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel(unit)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def _save(fig: Any, path: Path) -> Path:
