@@ -3,7 +3,9 @@
 `convert_variables_to_constants_v2`'s machinery does the conversion; this module adds what
 it does not: it refuses graphs that update state (the update would be silently dropped), checks
 the graph *and its function library* for any variable op left, and maps each captured
-variable to the `Const` node that now holds it, comparing the bytes.
+variable to the `Const` node that now holds it, comparing the bytes. Past `max_frozen_bytes`
+the large tensors chosen by `exporter.lift` are left as their capture placeholders (read-only
+variables for the writers); the proof lists them and allows only their plain reads.
 """
 
 from __future__ import annotations
