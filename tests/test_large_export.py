@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -213,12 +212,14 @@ def test_embedded_server_serves_it_over_grpc(exported: tuple, served: str) -> No
     )
 
 
-def test_cli_flag_sets_the_threshold(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    factory = f"{Path(__file__).resolve()}:_model"
-    code = cli_main(
-        ["export", "--model", factory, "--name", "cli", "--out", str(tmp_path),
-         "--max-frozen-bytes", "32KiB", "--quiet"]
-    )  # fmt: skip
-    assert code == 0
-    assert (tmp_path / "tfserving" / "cli" / "1" / "variables" / "variables.index").is_file()
-    assert "[export]" not in capsys.readouterr().err
+def test_cli_flag_reads_sizes_and_refuses_nonsense(capsys: pytest.CaptureFixture) -> None:
+    from exporter.cli import _parser
+
+    base = ["export", "--model", "m.keras", "--name", "n", "--out", "o"]
+    assert _parser().parse_args([*base, "--max-frozen-bytes", "32KiB"]).max_frozen_bytes == 32768
+    assert _parser().parse_args([*base, "--max-frozen-bytes", "1GiB"]).max_frozen_bytes == 2**30
+    assert _parser().parse_args([*base, "--max-frozen-bytes", "4096"]).max_frozen_bytes == 4096
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main([*base, "--max-frozen-bytes", "lots"])
+    assert exit_info.value.code == 2  # argparse's usage error
+    assert "is not a size" in capsys.readouterr().err
