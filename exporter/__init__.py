@@ -1,32 +1,43 @@
 """frozen-scalars exporter: audit a Keras model's scalars, freeze it, export and prove it.
 
 from exporter import export_model, audit_model
+
+The names below are imported on first use (PEP 562), so `python -m exporter --help` and the
+CLI's argument errors answer without importing TensorFlow.
 """
 
-from exporter.audit import audit_model
-from exporter.audit_report import AuditReport
-from exporter.errors import (
-    AuditError,
-    ExporterError,
-    ExportError,
-    FreezeError,
-    ModelLoadError,
-    ParityError,
-    TraceError,
-)
-from exporter.export import export_model
-from exporter.report import ExportReport
+from __future__ import annotations
 
-__all__ = [
-    "AuditError",
-    "AuditReport",
-    "ExportError",
-    "ExportReport",
-    "ExporterError",
-    "FreezeError",
-    "ModelLoadError",
-    "ParityError",
-    "TraceError",
-    "audit_model",
-    "export_model",
-]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "AuditReport": "exporter.audit_report",
+    "audit_model": "exporter.audit",
+    "export_model": "exporter.export",
+    "ExportReport": "exporter.report",
+    **dict.fromkeys(
+        (
+            "AuditError",
+            "ExportError",
+            "ExporterError",
+            "FreezeError",
+            "ModelLoadError",
+            "ParityError",
+            "TraceError",
+        ),
+        "exporter.errors",
+    ),
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'exporter' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])

@@ -1,7 +1,11 @@
 """Command line: `python -m exporter {export,audit,inspect,parity,deploy}`. No logic lives here.
 
-Exit codes: 0 success, 1 a check failed (audit error, freeze proof, parity), 2 bad usage
-(bad arguments, a model that cannot be loaded, an unwritable output directory).
+Exit codes: 0 success, 1 a check failed (audit error, freeze proof, parity) or an unexpected
+internal error, 2 bad usage (bad arguments or inputs, a model that cannot be loaded, a corrupt
+or unreadable file, an unwritable output directory). Every failure ends with one `error:`
+line; `--debug` prints the traceback before it. Flags are dash style (`--custom-objects`);
+the underscore spelling (`--custom_objects`, as TF Serving's flags are written) is accepted
+too. TensorFlow is imported only once a command runs, so `--help` answers at once.
 """
 
 from __future__ import annotations
@@ -10,18 +14,51 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+import traceback
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from exporter.deploy_cli import add_deploy_parser, deploy_options
 from exporter.serving_compat import DEFAULT_SERVING_VERSION
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse ending usage errors with one `error:` line, accepting `--a_b` for `--a-b`."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        tokens = list(sys.argv[1:] if args is None else args)
+        known = self._option_string_actions  # every option string this parser defines
+        for i, token in enumerate(tokens):
+            if token == "--":
+                break
+            flag, sep, value = token.partition("=")
+            dashed = flag.replace("_", "-")
+            if flag.startswith("--") and flag not in known and dashed in known:
+                tokens[i] = dashed + sep + value
+        return super().parse_known_args(tokens, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,  # so a subcommand's default cannot reset the main flag
+        help="print the traceback of a failure",
+    )
+    parser = _Parser(
         prog="python -m exporter",
         description="Audit, freeze and export Keras models with trained scalars.",
+        parents=[debug],
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -45,7 +82,9 @@ def _parser() -> argparse.ArgumentParser:
             help="load .keras files holding Lambda bytecode (trusted files only)",
         )
 
-    export = sub.add_parser("export", help="freeze and export SavedModel + ONNX, prove parity")
+    export = sub.add_parser(
+        "export", parents=[debug], help="freeze and export SavedModel + ONNX, prove parity"
+    )
     add_model_args(export)
     export.add_argument("--name", required=True, help="model name (TF Serving MODEL_NAME)")
     export.add_argument("--out", required=True, help="output root, e.g. artifacts")
@@ -96,18 +135,24 @@ def _parser() -> argparse.ArgumentParser:
         help="extra parity inputs: .npz keyed by input name (repeatable)",
     )
 
-    audit = sub.add_parser("audit", help="classify the model's scalars; exit 1 on an error")
+    audit = sub.add_parser(
+        "audit", parents=[debug], help="classify the model's scalars; exit 1 on an error"
+    )
     add_model_args(audit)
     audit.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    inspect = sub.add_parser("inspect", help="is a SavedModel / ONNX file frozen? what scalars?")
+    inspect = sub.add_parser(
+        "inspect", parents=[debug], help="is a SavedModel / ONNX file frozen? what scalars?"
+    )
     inspect.add_argument("path", help="SavedModel directory or .onnx file")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     from exporter.served_parity import add_arguments as add_parity_args
 
     parity = sub.add_parser(
-        "parity", help="prove a published export agrees across Keras, ORT, gRPC and REST"
+        "parity",
+        parents=[debug],
+        help="prove a published export agrees across Keras, ORT, gRPC and REST",
     )
     add_parity_args(parity)
 
@@ -142,7 +187,8 @@ def _run_export(args: argparse.Namespace) -> int:
     from exporter import export_model
     from exporter.lift import DEFAULT_MAX_FROZEN_BYTES
     from exporter.progress import ExportProgress
-    from exporter.sample_inputs import load_inputs
+    from exporter.sample_inputs import conform_inputs, load_inputs
+    from exporter.trace import input_signature_from_model
 
     if args.onnx_only:
         _stderr(
@@ -150,7 +196,11 @@ def _run_export(args: argparse.Namespace) -> int:
             "stay read-only variables in the SavedModel's variables/); it only skips the "
             "SavedModel."
         )
+    files = {path: load_inputs(path) for path in args.inputs}
     model = _load(args)
+    if files:  # checked against the signature before anything is traced or written
+        specs = input_signature_from_model(model)[0]
+        files = {p: conform_inputs(b, specs, source=f"--inputs {p}") for p, b in files.items()}
     progress = ExportProgress(quiet=args.quiet)
     report = export_model(
         model,
@@ -162,7 +212,7 @@ def _run_export(args: argparse.Namespace) -> int:
         atol=args.atol,
         rtol=args.rtol,
         allow_untracked=args.allow_untracked,
-        parity_inputs=[load_inputs(path) for path in args.inputs],
+        parity_inputs=list(files.values()),
         onnx_only=args.onnx_only,
         serving_version=args.serving_version,
         progress=progress.stage,
@@ -208,10 +258,7 @@ def _run_deploy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse, dispatch, and map typed errors to exit codes with a one-line message."""
-    args = _parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def _exit_code_and_message(exc: Exception) -> tuple[int, str]:
     from exporter.errors import (
         AuditError,
         DeployError,
@@ -224,6 +271,24 @@ def main(argv: list[str] | None = None) -> int:
         TraceError,
     )
 
+    if isinstance(exc, (ModelLoadError, TraceError, ExportError, DeployError, ServingVersionError)):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, (AuditError, FreezeError, ParityError, ServingCompatError)):
+        return EXIT_CHECK_FAILED, str(exc)
+    if isinstance(exc, OSError):  # disk full, permissions, a file vanishing under us
+        where = f" ({exc.filename})" if exc.filename else ""
+        return EXIT_USAGE, f"{exc.strerror or exc}{where}: check the path, permissions, free space."
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return EXIT_CHECK_FAILED, (
+        f"unexpected {type(exc).__name__}: {first} "
+        "(rerun with --debug for the traceback, and report it)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, dispatch, and map every failure to an exit code and one `error:` line."""
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     commands = {
         "export": _run_export,
         "audit": _run_audit,
@@ -233,9 +298,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
-    except (ModelLoadError, TraceError, ExportError, DeployError, ServingVersionError) as exc:
-        _stderr(f"error: {exc}")
-        return EXIT_USAGE
-    except (AuditError, FreezeError, ParityError, ServingCompatError) as exc:
-        _stderr(f"error: {exc}")
-        return EXIT_CHECK_FAILED
+    except KeyboardInterrupt:
+        _stderr("error: interrupted; nothing was published by the unfinished command")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # every failure ends as one error line and an exit code
+        if getattr(args, "debug", False):
+            traceback.print_exception(exc)
+        code, message = _exit_code_and_message(exc)
+        headline, *details = message.splitlines() or [""]
+        for line in details:  # e.g. the parity table: context first, the error line last
+            _stderr(line)
+        _stderr(f"error: {headline}")
+        return code

@@ -7,7 +7,6 @@ failed a check, and a failure leaves the output tree exactly as it was.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,14 +28,9 @@ from exporter.parity import (
     sample_batches,
     savedmodel_runner,
 )
-from exporter.publish import (
-    atomic_directory,
-    atomic_write_bytes,
-    ensure_writable_dir,
-    next_version,
-)
-from exporter.report import ExportReport
-from exporter.sample_inputs import checked_inputs
+from exporter.publish import Publication, check_writable, next_version
+from exporter.report import REPORT_FILE, SAVEDMODEL_REPORT, ExportReport, sha256
+from exporter.sample_inputs import conform_inputs
 from exporter.savedmodel import check_warmup_requests, write_savedmodel
 from exporter.serving_compat import (
     DEFAULT_SERVING_VERSION,
@@ -46,7 +40,7 @@ from exporter.serving_compat import (
     version_table,
 )
 from exporter.staged_parity import StagedParity, samples_for
-from exporter.trace import trace_model
+from exporter.trace import input_signature_from_model, trace_model
 
 Progress = Callable[[str], None]
 WeightsProgress = Callable[[str, int, int], None]  # stage label, bytes done, bytes total
@@ -172,12 +166,18 @@ def export_model(
     check_opset(opset)
     check_warmup_requests(warmup_requests)
     version_table(serving_version)
-    ensure_writable_dir(out)
     tfs_base, onnx_base = out / "tfserving" / name, out / "onnx" / name
+    reports = out / "reports" / name
+    for directory in (tfs_base, onnx_base, reports):
+        check_writable(directory)
+    specs = input_signature or input_signature_from_model(model)[0]
+    parity_inputs = [
+        conform_inputs(batch, specs, source=f"parity_inputs[{i}]")
+        for i, batch in enumerate(parity_inputs)
+    ]
 
     say("trace: building tf.function from the model's signature")
     traced = trace_model(model, input_signature)
-    parity_inputs = [checked_inputs(batch, traced.input_specs) for batch in parity_inputs]
     say("audit: classifying scalars")
     audit = audit_model(model, traced=traced, initial_values=initial_values)
     warnings = _refuse_unsafe(audit, allow_untracked)
@@ -211,9 +211,9 @@ def export_model(
         rtol=rtol,
         batch_sizes=batch_sizes,
     )
-    with contextlib.ExitStack() as stack:
+    with Publication() as publication:
         if not onnx_only:
-            sm_dir = stack.enter_context(atomic_directory(tfs_base / str(version)))
+            sm_dir = publication.directory(tfs_base / str(version))
             say(f"savedmodel: writing version {version}")
             variables_proof = write_savedmodel(
                 frozen,
@@ -230,7 +230,7 @@ def export_model(
             # One runtime at a time: the Session's copy of the weights is freed before ONNX.
             say("parity: Keras vs savedmodel (TF1 Session, as TF Serving loads it)")
             staged.check("savedmodel", lambda: savedmodel_runner(sm_dir))
-        onnx_dir = stack.enter_context(atomic_directory(onnx_base / str(version)))
+        onnx_dir = publication.directory(onnx_base / str(version))
         say("onnx: converting with tf2onnx, checking with onnx.checker and ONNX Runtime")
         onnx_art = write_onnx(
             frozen,
@@ -246,26 +246,32 @@ def export_model(
                 "Exported artifacts disagree with the Keras model beyond "
                 f"atol={atol:g}/rtol={rtol:g}; nothing was published.\n{parity.table()}"
             )
-        scalars = _scalar_rows(audit, frozen, onnx_art)
+        report = ExportReport(
+            name=name,
+            version=version,
+            out_dir=out,
+            savedmodel_dir=None if onnx_only else tfs_base / str(version),
+            onnx_path=onnx_base / str(version) / onnx_art.filename,
+            signature=traced.signature_dict(),
+            scalars=_scalar_rows(audit, frozen, onnx_art),
+            audit=audit.to_dict(),
+            freeze_proof=_with_checkpoint(frozen.proof(), variables_proof),
+            parity=parity,
+            onnx={"opset": onnx_art.opset, "external_data": onnx_art.external_data},
+            weights_bytes=frozen.weights_bytes + frozen.lifted_bytes,
+            tfserving=tfserving,
+            saved_model_pb_sha256=None if onnx_only else sha256(sm_dir / "saved_model.pb"),
+            onnx_sha256=sha256(onnx_dir / onnx_art.filename),
+            warnings=warnings,
+        )
+        document = report.to_json()
+        if not onnx_only:
+            (sm_dir / SAVEDMODEL_REPORT).parent.mkdir(exist_ok=True)
+            (sm_dir / SAVEDMODEL_REPORT).write_bytes(document)
+        (onnx_dir / REPORT_FILE).write_bytes(document)
+        publication.file(onnx_base / TRITON_CONFIG, triton_config(name, report.signature).encode())
+        report.path = reports / f"{version}.json"
+        publication.file(report.path, document)
         say(f"publish: version {version}")
-
-    report = ExportReport(
-        name=name,
-        version=version,
-        out_dir=out,
-        savedmodel_dir=None if onnx_only else tfs_base / str(version),
-        onnx_path=onnx_base / str(version) / onnx_art.filename,
-        signature=traced.signature_dict(),
-        scalars=scalars,
-        audit=audit.to_dict(),
-        freeze_proof=_with_checkpoint(frozen.proof(), variables_proof),
-        parity=parity,
-        onnx={"opset": onnx_art.opset, "external_data": onnx_art.external_data},
-        weights_bytes=frozen.weights_bytes + frozen.lifted_bytes,
-        tfserving=tfserving,
-        warnings=warnings,
-    )
-    atomic_write_bytes(onnx_base / TRITON_CONFIG, triton_config(name, report.signature).encode())
-    report.write(out / "reports" / name / f"{version}.json")
     say(f"report: {report.path}")
     return report

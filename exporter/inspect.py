@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from exporter.errors import ExportError
 from exporter.freeze import VARIABLE_OPS, find_ops
@@ -88,8 +89,18 @@ def inspect_savedmodel(export_dir: Path) -> Inspection:
     saved_model = saved_model_pb2.SavedModel()
     try:
         saved_model.ParseFromString(pb.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise ExportError(f"{pb} is not a readable SavedModel: {exc}") from exc
+    except OSError as exc:
+        raise ExportError(f"Cannot read {pb}: {exc.strerror}. Check its permissions.") from exc
+    except (DecodeError, ValueError) as exc:
+        raise ExportError(
+            f"{pb} is corrupt or truncated (not a SavedModel protobuf: {exc}). "
+            "Export or copy the model again."
+        ) from exc
+    if not saved_model.meta_graphs:
+        raise ExportError(
+            f"{pb} holds no MetaGraph: it is empty, truncated or not a SavedModel. "
+            "Export or copy the model again."
+        )
     variable_ops, scalars, signatures = [], [], {}
     for meta in saved_model.meta_graphs:
         variable_ops += find_ops(meta.graph_def, VARIABLE_OPS)
@@ -123,8 +134,15 @@ def inspect_onnx(path: Path) -> Inspection:
 
     try:
         model = onnx.load(str(path))
-    except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError, ValueError) as exc:
-        raise ExportError(f"{path} is not a readable ONNX model: {exc}") from exc
+        onnx.checker.check_model(str(path))  # by path: works past 2 GiB (external data)
+    except OSError as exc:
+        raise ExportError(f"Cannot read {path}: {exc.strerror}. Check its permissions.") from exc
+    except (DecodeError, ValueError, onnx.checker.ValidationError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(
+            f"{path} is corrupt, truncated or not an ONNX model ({reason}). "
+            "Export or copy it again."
+        ) from exc
     initializer_names = {i.name for i in model.graph.initializer}
     overridable = [i.name for i in model.graph.input if i.name in initializer_names]
     scalars = []

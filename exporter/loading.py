@@ -11,6 +11,7 @@ import importlib.util
 import inspect
 import re
 import sys
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
@@ -103,10 +104,17 @@ def _load_keras_file(path: Path, custom_objects: dict[str, Any], allow_unsafe: b
 
     import exporter.layers  # noqa: F401  (registers Scale, Offset, ... for deserialization)
 
+    if not zipfile.is_zipfile(path):  # Keras would call it "File not found"
+        raise ModelLoadError(
+            f"{path} is corrupt or truncated: a .keras file is a zip archive and this one "
+            "has no readable zip directory. Copy or save the model again."
+        )
     try:
         return keras.saving.load_model(
             path, custom_objects=custom_objects, safe_mode=not allow_unsafe
         )
+    except zipfile.BadZipFile as exc:
+        raise ModelLoadError(f"{path} is corrupt: {exc}. Copy or save the model again.") from exc
     except (ValueError, TypeError, OSError) as exc:
         text = str(exc)
         if "safe_mode" in text or "unsafe" in text.lower():

@@ -1,4 +1,10 @@
-"""The export report: one JSON file per export, the machine-readable proof of what shipped."""
+"""The export report: one JSON document per export, the machine-readable proof of what shipped.
+
+It is written inside every version directory it describes before that directory is published
+(`tfserving/NAME/V/assets.extra/export_report.json`, beside TF Serving's warmup file, and
+`onnx/NAME/V/export_report.json`), so a published version always carries its report; a copy
+at `reports/NAME/V.json` is published right after the versions, for tools that list reports.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,10 @@ from typing import Any
 
 from exporter.formatting import aligned_rows, json_safe
 from exporter.parity import ParityReport
-from exporter.publish import atomic_write_bytes
 
 REPORT_SCHEMA = "frozen-scalars/export-report/v1"
+REPORT_FILE = "export_report.json"
+SAVEDMODEL_REPORT = Path("assets.extra") / REPORT_FILE  # inside a SavedModel version
 _PACKAGES = ("tensorflow", "keras", "tf_keras", "tf2onnx", "onnx", "onnxruntime", "numpy")
 
 
@@ -54,6 +61,8 @@ class ExportReport:
     onnx: dict[str, Any]
     weights_bytes: int  # constants + read-only variables: what a server holds per version
     tfserving: dict[str, Any] | None  # GraphDef versions, ops, serving version checked
+    saved_model_pb_sha256: str | None  # digests of the staged files, taken before publication
+    onnx_sha256: str
     warnings: list[str] = field(default_factory=list)
     path: Path | None = None
 
@@ -70,10 +79,9 @@ class ExportReport:
                 "packages": package_versions(),
                 "artifacts": {
                     "savedmodel_dir": self.savedmodel_dir and str(self.savedmodel_dir),
-                    "saved_model_pb_sha256": self.savedmodel_dir
-                    and sha256(self.savedmodel_dir / "saved_model.pb"),
+                    "saved_model_pb_sha256": self.saved_model_pb_sha256,
                     "onnx_path": str(self.onnx_path),
-                    "onnx_sha256": sha256(self.onnx_path),
+                    "onnx_sha256": self.onnx_sha256,
                 },
                 "signature": self.signature,
                 "scalars": self.scalars,
@@ -88,11 +96,9 @@ class ExportReport:
             }
         )
 
-    def write(self, path: Path) -> Path:
-        """Write the report atomically and remember where it went."""
-        atomic_write_bytes(path, json.dumps(self.to_dict(), indent=2).encode() + b"\n")
-        self.path = path
-        return path
+    def to_json(self) -> bytes:
+        """The report file's bytes."""
+        return json.dumps(self.to_dict(), indent=2).encode() + b"\n"
 
     def summary(self) -> str:
         """The end-of-export summary: scalars, freeze proof, parity, paths."""

@@ -1,5 +1,5 @@
-"""Inputs for a signature: dtype-aware random batches and the user's own `.npz` batches, checked
-and cast to the signature's dtypes. What parity checks and warmup files feed."""
+"""Inputs for a signature: dtype-aware random ones (parity checks, warmup files) and the
+user's own (`--inputs`), checked against it before anything is traced."""
 
 from __future__ import annotations
 
@@ -41,6 +41,65 @@ def random_inputs(
     return arrays
 
 
+# Which array kinds (numpy dtype.kind) may feed an input of each kind, losslessly enough
+# for a parity check: floats take any number, ints only ints, strings any text.
+_ACCEPTED_KINDS = {"f": "fiub", "i": "iu", "u": "iu", "b": "b", "O": "OSU", "S": "OSU", "U": "OSU"}
+
+
+def _spec_dims(spec: Any) -> list[int | None] | None:
+    shape = spec.shape
+    if getattr(shape, "rank", 0) is None:
+        return None
+    return [None if d is None else int(d) for d in shape]
+
+
+def conform_inputs(
+    batch: Mapping[str, Any], specs: Mapping[str, Any], source: str
+) -> dict[str, np.ndarray]:
+    """User inputs checked against the signature (names, dtype kind, rank, static dims, one
+    batch size) and cast to its dtypes; `source` names where they came from in the error."""
+    from exporter.errors import ExportError
+
+    def refuse(problem: str, fix: str) -> ExportError:
+        return ExportError(f"{source}: {problem}; {fix}.")
+
+    if set(batch) != set(specs):
+        raise refuse(
+            f"holds inputs {sorted(batch)} but the model's inputs are {sorted(specs)}",
+            "save one array per model input, named exactly like it",
+        )
+    arrays, batch_sizes = {}, set()
+    for name, spec in specs.items():
+        array = np.asarray(batch[name])
+        dtype = np.dtype(getattr(spec.dtype, "as_numpy_dtype", spec.dtype))
+        if array.dtype.kind not in _ACCEPTED_KINDS.get(dtype.kind, dtype.kind):
+            want = "string" if dtype.kind in "OSU" else dtype.name
+            raise refuse(
+                f"input {name!r} holds {array.dtype} values but the model expects {want}",
+                f"save it as {want} (e.g. arr.astype({want!r}))",
+            )
+        dims = _spec_dims(spec)
+        if dims is not None and (
+            array.ndim != len(dims)
+            or any(d is not None and d != got for d, got in zip(dims, array.shape, strict=True))
+        ):
+            expected = "(" + ", ".join("None" if d is None else str(d) for d in dims) + ")"
+            raise refuse(
+                f"input {name!r} has shape {array.shape} but the model expects {expected} "
+                "(None: any size)",
+                "reshape it to match, with the batch as the first dimension",
+            )
+        if array.ndim:
+            batch_sizes.add(array.shape[0])
+        arrays[name] = array.astype(object if dtype.kind in "OSU" else dtype, copy=False)
+    if len(batch_sizes) > 1:
+        raise refuse(
+            f"inputs have different batch sizes {sorted(batch_sizes)}",
+            "give every input the same first dimension",
+        )
+    return arrays
+
+
 def load_inputs(path: str | Path) -> dict[str, np.ndarray]:
     """User inputs from an `.npz` file whose keys are the model's input names."""
     from exporter.errors import ModelLoadError
@@ -52,19 +111,3 @@ def load_inputs(path: str | Path) -> dict[str, np.ndarray]:
         raise ModelLoadError(
             f"--inputs {path}: {exc}. Save inputs with np.savez(path, input_name=array, ...)."
         ) from exc
-
-
-def checked_inputs(batch: Mapping[str, Any], specs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """A user batch cast to the signature's dtypes (`specs` as for `random_inputs`), or an
-    ExportError naming the missing or extra inputs."""
-    from exporter.errors import ExportError
-
-    if set(batch) != set(specs):
-        raise ExportError(
-            f"Parity inputs have keys {sorted(batch)} but the model's inputs are "
-            f"{sorted(specs)}: name every input exactly once."
-        )
-    return {
-        name: np.asarray(batch[name], dtype=getattr(spec.dtype, "as_numpy_dtype", spec.dtype))
-        for name, spec in specs.items()
-    }

@@ -37,7 +37,7 @@ from exporter.parity import (
     savedmodel_runner,
 )
 from exporter.publish import existing_versions
-from exporter.sample_inputs import checked_inputs, load_inputs
+from exporter.sample_inputs import conform_inputs, load_inputs
 from serving.launch import free_port
 
 DEFAULT_SAMPLES = 4
@@ -200,7 +200,7 @@ def run_parity(
 
     sig = signature_of(savedmodel_dir)
     specs = input_specs(sig)
-    user = [checked_inputs(load_inputs(path), specs) for path in inputs]
+    user = [conform_inputs(load_inputs(p), specs, source=f"--inputs {p}") for p in inputs]
     try:
         batches = sample_batches(specs, samples=samples, batch_sizes=batch_sizes, extra=user)
     except TypeError as err:

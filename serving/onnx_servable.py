@@ -16,7 +16,7 @@ from tensorflow.core.framework import tensor_shape_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving.errors import ServingError, invalid_argument
-from serving.servable import Servable
+from serving.servable import Servable, check_readable
 from serving.tensor_proto import data_type, type_name
 
 ONNX_FILE = "model.onnx"
@@ -62,7 +62,7 @@ class OnnxServable(Servable):
     def __init__(self, name: str, version: int, path: str) -> None:
         super().__init__(name, version, path)
         model_file = os.path.join(path, ONNX_FILE)
-        if not os.path.exists(model_file):
+        if not check_readable(model_file):
             raise ServingError(
                 grpc.StatusCode.NOT_FOUND, f"ONNX model file does not exist at: {model_file}"
             )

@@ -59,10 +59,28 @@ class Servable(ABC):
         """Runs one signature: `inputs` by input alias, returns arrays by output alias."""
 
 
+def check_readable(path: str) -> bool:
+    """Whether `path` exists; PERMISSION_DENIED naming it when the server may not read it
+    (an existence check alone would call an unreadable version "does not exist")."""
+    try:
+        readable = os.stat(path) and os.access(path, os.R_OK)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except PermissionError:
+        readable = False
+    if not readable:
+        raise ServingError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"{path}: permission denied (this server runs as uid {os.getuid()}; a model "
+            "version must be readable by it: directories 0755, files 0644)",
+        )
+    return True
+
+
 def _saved_model_file(path: str) -> None:
     """Fails with TF's own message when neither saved_model.pb nor .pbtxt exists."""
     if not any(
-        os.path.exists(os.path.join(path, f)) for f in ("saved_model.pb", "saved_model.pbtxt")
+        check_readable(os.path.join(path, f)) for f in ("saved_model.pb", "saved_model.pbtxt")
     ):
         raise ServingError(
             grpc.StatusCode.NOT_FOUND,
