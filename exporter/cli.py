@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -278,9 +279,15 @@ def _exit_code_and_message(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, OSError):  # disk full, permissions, a file vanishing under us
         where = f" ({exc.filename})" if exc.filename else ""
         return EXIT_USAGE, f"{exc.strerror or exc}{where}: check the path, permissions, free space."
-    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    raw = str(exc)
+    # Keras wraps a layer's error in context and prints the original message in bold.
+    marked = re.search(r"\x1b\[1m(.+?)\x1b\[0m", raw, re.DOTALL)
+    lines = [line.strip() for line in (marked[1] if marked else raw).splitlines()]
+    lines = [line for line in lines if line] or [""]
+    # TF re-raises tracing errors as "in user code:" + a stack: the cause is the last line.
+    summary = lines[-1] if lines[0].endswith(":") else lines[0]
     return EXIT_CHECK_FAILED, (
-        f"unexpected {type(exc).__name__}: {first} "
+        f"unexpected {type(exc).__name__}: {summary[:300]} "
         "(rerun with --debug for the traceback, and report it)"
     )
 

@@ -74,8 +74,9 @@ def conform_inputs(
         dtype = np.dtype(getattr(spec.dtype, "as_numpy_dtype", spec.dtype))
         if array.dtype.kind not in _ACCEPTED_KINDS.get(dtype.kind, dtype.kind):
             want = "string" if dtype.kind in "OSU" else dtype.name
+            got = f"string ({array.dtype})" if array.dtype.kind in "OSU" else array.dtype.name
             raise refuse(
-                f"input {name!r} holds {array.dtype} values but the model expects {want}",
+                f"input {name!r} holds {got} values but the model expects {want}",
                 f"save it as {want} (e.g. arr.astype({want!r}))",
             )
         dims = _spec_dims(spec)
