@@ -1,9 +1,10 @@
 """`python -m bench [--large] [--quick] [--only NAME ...] [--results DIR]`: run the benchmarks,
 write `bench/results/*.json` + PNGs, print the ratios table with each target met/missed.
 
-Default (`make bench`): export speed at 0.1M/1M/3M/10M/30M parameters, in-process latency,
-serving load; about 7 minutes on 2 cores. `--large` (`make bench-large`) adds the 100M-parameter
-export and the >2 GB growth model: each needs tens of GB or fails; see docs/performance.md.
+Default (`make bench`): `--help` latency of both CLIs, export speed at 0.1M/1M/3M/10M/30M
+parameters, in-process latency, serving load; about 7 minutes on 2 cores. `--large`
+(`make bench-large`) adds the 100M-parameter export and the >2 GB growth model: each needs
+tens of GB or fails; see docs/performance.md.
 """
 
 from __future__ import annotations
@@ -14,9 +15,18 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import common, export_speed, large_model, latency, plots, report, serving_load
+from bench import (
+    cli_startup,
+    common,
+    export_speed,
+    large_model,
+    latency,
+    plots,
+    report,
+    serving_load,
+)
 
-BENCHMARKS = ("export_speed", "latency", "serving", "large_model")
+BENCHMARKS = ("cli", "export_speed", "latency", "serving", "large_model")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = time.perf_counter()
     print(f"machine: {json.dumps(common.machine_info())}", flush=True)
 
+    if "cli" in selected:
+        print("[0/4] --help latency of both CLIs", flush=True)
+        cli_startup.run(repeats=2 if args.quick else 5, results_dir=out)
     if "export_speed" in selected:
         print("[1/4] export time and peak RSS vs parameters", flush=True)
         if args.quick:

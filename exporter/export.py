@@ -146,14 +146,16 @@ def export_model(
 ) -> ExportReport:
     """Export `model` frozen to `out_dir` for TF Serving and ONNX Runtime; return the report.
 
-    Layout: `tfserving/NAME/VERSION/`, `onnx/NAME/VERSION/model.onnx`,
+    Layout: `tfserving/NAME/VERSION/`, `onnx/NAME/VERSION/model.onnx`, the report inside
+    both (`assets.extra/export_report.json`, `export_report.json`) and copied to
     `reports/NAME/VERSION.json`. Past `max_frozen_bytes` of weights the largest tensors stay
     read-only variables (SavedModel `variables/`, ONNX `model.onnx.data`); scalars and small
     tensors are always Consts. `onnx_only` skips the SavedModel. The SavedModel must load on
     TF Serving `serving_version` (its ops, op attrs and GraphDef version). `weights_progress`
     hears (stage, bytes done, bytes total) during long weight writes. Raises AuditError,
     FreezeError, ExportError, ServingCompatError or ParityError; on any of them nothing is
-    published.
+    published and no directory is left behind. Bad `parity_inputs` and an unwritable output
+    are refused before anything is traced.
     """
     say = progress or (lambda _msg: None)
     out = Path(out_dir)
