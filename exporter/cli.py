@@ -27,7 +27,8 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse ending usage errors with one `error:` line, accepting `--a_b` for `--a-b`."""
+    """argparse ending usage errors with one `error:` line, taking `--a_b` for `--a-b` (and
+    the reverse, for a flag defined with TF Serving's underscores)."""
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -38,9 +39,11 @@ class _Parser(argparse.ArgumentParser):
             if token == "--":
                 break
             flag, sep, value = token.partition("=")
-            dashed = flag.replace("_", "-")
-            if flag.startswith("--") and flag not in known and dashed in known:
-                tokens[i] = dashed + sep + value
+            if not flag.startswith("--") or flag in known:
+                continue
+            for spelling in ("--" + flag[2:].replace("_", "-"), "--" + flag[2:].replace("-", "_")):
+                if spelling in known:
+                    tokens[i] = spelling + sep + value
         return super().parse_known_args(tokens, namespace)
 
     def error(self, message: str) -> NoReturn:
