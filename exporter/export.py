@@ -172,11 +172,13 @@ def export_model(
     reports = out / "reports" / name
     for directory in (tfs_base, onnx_base, reports):
         check_writable(directory)
-    specs = input_signature or input_signature_from_model(model)[0]
-    parity_inputs = [
-        conform_inputs(batch, specs, source=f"parity_inputs[{i}]")
-        for i, batch in enumerate(parity_inputs)
-    ]
+    parity_inputs = list(parity_inputs)
+    if parity_inputs:
+        specs = input_signature or input_signature_from_model(model)[0]
+        parity_inputs = [
+            conform_inputs(batch, specs, source=f"parity_inputs[{i}]")
+            for i, batch in enumerate(parity_inputs)
+        ]
 
     say("trace: building tf.function from the model's signature")
     traced = trace_model(model, input_signature)

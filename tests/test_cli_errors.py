@@ -19,6 +19,8 @@ from onnx import TensorProto, helper
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from exporter.cli import main
+from tests.test_cli import _error_line as one_error_line
+from tests.test_cli import _run
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -41,18 +43,11 @@ def fails_when_traced():
 '''
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def _error_line(err: str) -> str:
     """The one `error:` line, which must also be the last line."""
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    assert err.rstrip().splitlines()[-1] == lines[0], err
-    return lines[0]
+    line = one_error_line(err)
+    assert err.rstrip().splitlines()[-1] == line, err
+    return line
 
 
 def _tree(root: Path) -> list[str]:

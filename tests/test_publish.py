@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -327,12 +328,77 @@ def test_kill_9_during_export_never_exposes_a_partial_version(crash_run: CrashRu
     _check_crash_run(crash_run)
 
 
+def _complete_versions(out: Path) -> list[int]:
+    base = out / "tfserving" / NAME
+    return sorted(
+        int(p.name)
+        for p in base.glob("[0-9]*")
+        if (p / "saved_model.pb").is_file() and (p / "assets.extra/export_report.json").is_file()
+    )
+
+
+def _served_problems(client: Any, out: Path, timeout_s: float = 120.0) -> list[str]:
+    """Once the server caught up, it serves the newest complete version and never tried to
+    load anything else (a partial version would show as END with a load error)."""
+    newest = _complete_versions(out)[-1]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = client.status(NAME, timeout=10)
+        available = [s.version for s in states if s.state == "AVAILABLE"]
+        if available == [newest] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    problems = [f"version {s.version}: {s.error_message}" for s in states if s.error_code]
+    if available != [newest]:
+        problems.append(f"served {available}, newest complete version is {newest}")
+    return problems
+
+
 @pytest.mark.slow
 def test_kill_9_at_twenty_four_random_points(tmp_path: Path) -> None:
+    """24 kills at random moments while TF Serving's drop-in polls the tree every second."""
+    from serving.client import ServingClient
+    from tests.conftest import free_port
+
     seed = int(os.environ.get("PUBLISH_KILL_SEED", time.time_ns() % 2**32))
     rng = random.Random(seed)
-    points = [(rng.choice(_STAGES), rng.uniform(0, 0.05)) for _ in range(24)]
-    _check_crash_run(_crash_run(tmp_path / "out", points, seed))
+    out = tmp_path / "out"
+    first = subprocess.run(
+        [sys.executable, "-m", "exporter", "export", *EXPORT_ARGS, "--out", str(out)],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900,
+    )
+    assert first.returncode == 0, first.stderr
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving", f"--port={port}", "--rest_api_port=0",
+         f"--model_name={NAME}", f"--model_base_path={out / 'tfserving' / NAME}",
+         "--file_system_poll_wait_seconds=1"],
+        cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    run = CrashRun(out=out, seed=seed)
+    try:
+        with ServingClient(f"127.0.0.1:{port}", timeout=30.0) as client:
+            client.wait_until_available(NAME, timeout=300)
+            for _ in range(24):
+                stage, delay = rng.choice(_STAGES), rng.uniform(0, 0.05)
+                run.kills.append(_export_and_kill(out, stage, delay))
+                where = f"after kill {run.kills[-1]}"
+                run.problems += [f"{where}: {p}" for p in _tree_problems(out)]
+                run.problems += [f"{where}: {p}" for p in _served_problems(client, out)]
+            run.leftovers_before_final = len(_leftovers(out))
+            run.final = subprocess.run(
+                [sys.executable, "-m", "exporter", "export", *EXPORT_ARGS, "--out", str(out)],
+                cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900, umask=0o022,
+            )
+            run.problems += [f"after the final export: {p}" for p in _served_problems(client, out)]
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=30)
+    _check_crash_run(run)
 
 
 def test_every_published_entry_is_readable_by_other_users(crash_run: CrashRun) -> None:
