@@ -358,7 +358,7 @@ def _served_problems(client: Any, out: Path, timeout_s: float = 120.0) -> list[s
 def test_kill_9_at_twenty_four_random_points(tmp_path: Path) -> None:
     """24 kills at random moments while TF Serving's drop-in polls the tree every second."""
     from serving.client import ServingClient
-    from tests.conftest import free_port
+    from serving.launch import start_server_process
 
     seed = int(os.environ.get("PUBLISH_KILL_SEED", time.time_ns() % 2**32))
     rng = random.Random(seed)
@@ -368,16 +368,14 @@ def test_kill_9_at_twenty_four_random_points(tmp_path: Path) -> None:
         cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900,
     )
     assert first.returncode == 0, first.stderr
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "serving", f"--port={port}", "--rest_api_port=0",
-         f"--model_name={NAME}", f"--model_base_path={out / 'tfserving' / NAME}",
+    server = start_server_process(
+        [f"--model_name={NAME}", f"--model_base_path={out / 'tfserving' / NAME}",
          "--file_system_poll_wait_seconds=1"],
-        cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        rest=False, env=ENV, cwd=REPO, timeout_s=300,
     )
     run = CrashRun(out=out, seed=seed)
     try:
-        with ServingClient(f"127.0.0.1:{port}", timeout=30.0) as client:
+        with ServingClient(server.grpc_target, timeout=30.0) as client:
             client.wait_until_available(NAME, timeout=300)
             for _ in range(24):
                 stage, delay = rng.choice(_STAGES), rng.uniform(0, 0.05)
@@ -392,12 +390,7 @@ def test_kill_9_at_twenty_four_random_points(tmp_path: Path) -> None:
             )
             run.problems += [f"after the final export: {p}" for p in _served_problems(client, out)]
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=30)
+        server.stop()
     _check_crash_run(run)
 
 
