@@ -2,7 +2,8 @@
 write `bench/results/*.json` + PNGs, print the ratios table with each target met/missed.
 
 Default (`make bench`): `--help` latency of both CLIs, export speed at 0.1M/1M/3M/10M/30M
-parameters, in-process latency, serving load; about 7 minutes on 2 cores. `--large`
+parameters, in-process latency, serving load, and the export time / peak memory of each
+real-architecture matrix model (one line each); about 12 minutes on 2 cores. `--large`
 (`make bench-large`) adds the 100M-parameter export and the >2 GB growth model: each needs
 tens of GB or fails; see docs/performance.md.
 """
@@ -21,12 +22,13 @@ from bench import (
     export_speed,
     large_model,
     latency,
+    matrix,
     plots,
     report,
     serving_load,
 )
 
-BENCHMARKS = ("cli", "export_speed", "latency", "serving", "large_model")
+BENCHMARKS = ("cli", "export_speed", "latency", "serving", "matrix", "large_model")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,10 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"machine: {json.dumps(common.machine_info())}", flush=True)
 
     if "cli" in selected:
-        print("[0/4] --help latency of both CLIs", flush=True)
+        print("[0/5] --help latency of both CLIs", flush=True)
         cli_startup.run(repeats=2 if args.quick else 5, results_dir=out)
     if "export_speed" in selected:
-        print("[1/4] export time and peak RSS vs parameters", flush=True)
+        print("[1/5] export time and peak RSS vs parameters", flush=True)
         if args.quick:
             sizes, repeats = export_speed.QUICK_SIZES, 1
         else:
@@ -58,13 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         plots.export_scaling(payload, out / "export_scaling.png")
     if "latency" in selected:
-        print("[2/4] in-process inference latency", flush=True)
+        print("[2/5] in-process inference latency", flush=True)
         payload = latency.run(
             params=20_000 if args.quick else 3_000_000, quick=args.quick, results_dir=out
         )
         plots.latency_bars(payload, out / "latency.png")
     if "serving" in selected:
-        print("[3/4] embedded server under load", flush=True)
+        print("[3/5] embedded server under load", flush=True)
         payload = serving_load.run(
             params=20_000 if args.quick else 3_000_000,
             clients=(1, 8) if args.quick else serving_load.CLIENTS,
@@ -73,8 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             results_dir=out,
         )
         plots.serving_curves(payload, out / "serving.png")
+    if "matrix" in selected:
+        print("[4/5] real-architecture matrix: export time and peak RSS per model", flush=True)
+        matrix.run(matrix.QUICK if args.quick else None, results_dir=out)
     if "large_model" in selected:
-        print("[4/4] 1M..1B parameters, project vs Keras (opt-in)", flush=True)
+        print("[5/5] 1M..1B parameters, project vs Keras (opt-in)", flush=True)
         sizes = large_model.QUICK_SIZES if args.quick else large_model.SIZES
         large_model.run(sizes=sizes, results_dir=out)
 

@@ -101,8 +101,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="write N TF Serving warmup records",
     )
-    export.add_argument("--atol", type=float, default=1e-5)
-    export.add_argument("--rtol", type=float, default=1e-5)
+    export.add_argument(
+        "--atol", type=float, help="parity atol for every output (default: per output dtype)"
+    )
+    export.add_argument(
+        "--rtol", type=float, help="parity rtol for every output (default: per output dtype)"
+    )
+    export.add_argument(
+        "--formats",
+        default="savedmodel,onnx",
+        help="artifacts to produce: savedmodel, onnx or both (default savedmodel,onnx)",
+    )
     export.add_argument(
         "--allow-untracked",
         action="store_true",
@@ -224,6 +233,7 @@ def _run_export(args: argparse.Namespace) -> int:
         max_frozen_bytes=(
             DEFAULT_MAX_FROZEN_BYTES if args.max_frozen_bytes is None else args.max_frozen_bytes
         ),
+        formats=args.formats.split(","),
     )
     print("\n" + report.summary())
     for warning in report.warnings:

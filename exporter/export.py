@@ -16,13 +16,11 @@ import tensorflow as tf
 
 from exporter.audit import audit_model
 from exporter.audit_report import AuditReport
-from exporter.errors import AuditError, ExportError, ParityError
+from exporter.errors import AuditError, ExportError, ParityError, ServingCompatError
 from exporter.freeze import FrozenGraph, freeze
 from exporter.lift import DEFAULT_MAX_FROZEN_BYTES
 from exporter.onnx_export import TRITON_CONFIG, OnnxArtifact, check_opset, triton_config, write_onnx
 from exporter.parity import (
-    DEFAULT_ATOL,
-    DEFAULT_RTOL,
     keras_runner,
     onnx_runner,
     sample_batches,
@@ -40,9 +38,45 @@ from exporter.serving_compat import (
     version_table,
 )
 from exporter.staged_parity import StagedParity, samples_for
+from exporter.tables import input_vocabularies
+from exporter.tolerances import compute_dtypes, resolve_tolerances
 from exporter.trace import input_signature_from_model, trace_model
 
 Progress = Callable[[str], None]
+
+FORMATS = ("savedmodel", "onnx")
+_OTHER_FORMAT = {"savedmodel": "onnx", "onnx": "savedmodel"}
+_RUNTIME_FORMAT = {"savedmodel": "savedmodel", "onnxruntime": "onnx"}
+
+
+def check_formats(formats: Iterable[str]) -> tuple[str, ...]:
+    """The requested formats in canonical order, or an ExportError naming the valid ones."""
+    wanted = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
+    unknown = [f for f in wanted if f not in FORMATS]
+    if unknown or not wanted:
+        raise ExportError(
+            f"--formats {','.join(wanted) or '(empty)'}: unknown format {unknown or ''}. "
+            f"Use a comma-separated subset of {','.join(FORMATS)} (default: both)."
+        )
+    return tuple(f for f in FORMATS if f in wanted)
+
+
+def _ship_other(fmt: str, formats: tuple[str, ...]) -> str:
+    """The fix-it hint when `fmt` is impossible but the other requested format may ship."""
+    other = _OTHER_FORMAT[fmt]
+    if other not in formats:
+        return ""
+    return f" Pass --formats {other} to ship the {other} artifact alone."
+
+
+def _with_hint(exc: Exception, hint: str) -> str:
+    text = str(exc)
+    return text if not hint or "--formats" in text else text + hint
+
+
+WeightsProgress = Callable[[str, int, int], None]  # stage label, bytes done, bytes total
+
+
 WeightsProgress = Callable[[str, int, int], None]  # stage label, bytes done, bytes total
 
 
@@ -77,15 +111,37 @@ def _int_high(model: Any) -> int:
     return min([10, *dims])
 
 
+def _onnx_section(onnx_art: OnnxArtifact | None) -> dict[str, Any] | None:
+    if onnx_art is None:
+        return None
+    return {
+        "opset": onnx_art.opset,
+        "external_data": onnx_art.external_data,
+        # What ORT must load to run the file (SessionOptions.register_custom_ops_library).
+        "custom_op_library": onnx_art.custom_op_library,
+        "rewrites": onnx_art.rewrites,
+    }
+
+
+def _formats_section(formats: tuple[str, ...], onnx_only: bool) -> dict[str, Any]:
+    flag = "--onnx-only" if onnx_only else f"--formats {','.join(formats)}"
+    return {
+        "produced": list(formats),
+        "not_produced": {f: f"not requested ({flag})" for f in FORMATS if f not in formats},
+    }
+
+
 def _scalar_rows(
-    audit: AuditReport, frozen: FrozenGraph, onnx_art: OnnxArtifact
+    audit: AuditReport, frozen: FrozenGraph, onnx_art: OnnxArtifact | None
 ) -> list[dict[str, Any]]:
     rows = []
     for s in audit.scalars:
         const = frozen.const_for(s.variable) if s.used_by_inference else None
-        initializer = onnx_art.initializer_for(const.node_name) if const else None
+        initializer = onnx_art.initializer_for(const.node_name) if const and onnx_art else None
         if not s.used_by_inference:
             note = "not in inference graph"
+        elif onnx_art is None:
+            note = "no ONNX artifact"
         elif initializer is None:
             note = "folded by tf2onnx (proven by parity)"
         elif onnx_art.initializers[initializer].tobytes() != const.value.tobytes():
@@ -131,14 +187,15 @@ def export_model(
     version: int | None = None,
     opset: int | None = None,
     warmup_requests: int = 0,
-    atol: float = DEFAULT_ATOL,
-    rtol: float = DEFAULT_RTOL,
+    atol: float | None = None,
+    rtol: float | None = None,
     allow_untracked: bool = False,
     input_signature: Mapping[str, tf.TensorSpec] | None = None,
     initial_values: Mapping[str, float] | None = None,
     parity_inputs: Iterable[dict[str, np.ndarray]] = (),
     parity_samples: int = 4,
     onnx_only: bool = False,
+    formats: Iterable[str] = FORMATS,
     serving_version: str = DEFAULT_SERVING_VERSION,
     progress: Progress | None = None,
     max_frozen_bytes: int = DEFAULT_MAX_FROZEN_BYTES,
@@ -150,13 +207,17 @@ def export_model(
     both (`assets.extra/export_report.json`, `export_report.json`) and copied to
     `reports/NAME/VERSION.json`. Past `max_frozen_bytes` of weights the largest tensors stay
     read-only variables (SavedModel `variables/`, ONNX `model.onnx.data`); scalars and small
-    tensors are always Consts. `onnx_only` skips the SavedModel. The SavedModel must load on
+    tensors are always Consts. `formats` picks the artifacts (`onnx_only` is
+    `formats=("onnx",)`); a refusal names the --formats that could still ship. atol/rtol
+    default per output from its dtype and the model's dtype policy (`exporter.tolerances`).
+    The SavedModel must load on
     TF Serving `serving_version` (its ops, op attrs and GraphDef version). `weights_progress`
     hears (stage, bytes done, bytes total) during long weight writes. Raises AuditError,
     FreezeError, ExportError, ServingCompatError or ParityError; on any of them nothing is
     published and no directory is left behind. Bad `parity_inputs` and an unwritable output
     are refused before anything is traced.
     """
+    formats = check_formats(("onnx",) if onnx_only else formats)
     say = progress or (lambda _msg: None)
     out = Path(out_dir)
     if not name or "/" in name or name.startswith("."):
@@ -187,7 +248,15 @@ def export_model(
     warnings = _refuse_unsafe(audit, allow_untracked)
 
     say("freeze: variables -> constants, proving no variable op is left")
-    frozen = freeze(traced, allow_oversized=onnx_only, max_frozen_bytes=max_frozen_bytes)
+    frozen = freeze(
+        traced, allow_oversized="savedmodel" not in formats, max_frozen_bytes=max_frozen_bytes
+    )
+    tolerances = resolve_tolerances(
+        {k: v["dtype"] for k, v in traced.signature_dict()["outputs"].items()},
+        compute_dtypes(model),
+        atol,
+        rtol,
+    )
     if frozen.lifted:
         say(
             f"freeze: {len(frozen.lifted)} large tensors ({frozen.lifted_bytes / 2**20:.0f} MiB) "
@@ -210,70 +279,90 @@ def export_model(
             batch_sizes=batch_sizes,
             extra=parity_inputs,
             int_high=int_high,
+            vocabularies=input_vocabularies(frozen.graph_def, frozen.inputs),
         ),
-        atol=atol,
-        rtol=rtol,
+        atol=0.0 if atol is None else atol,
+        rtol=0.0 if rtol is None else rtol,
         batch_sizes=batch_sizes,
+        tolerances=tolerances,
     )
+    onnx_art = None
     with Publication() as publication:
-        if not onnx_only:
+        if "savedmodel" in formats:
             sm_dir = publication.directory(tfs_base / str(version))
             say(f"savedmodel: writing version {version}")
-            variables_proof = write_savedmodel(
-                frozen,
-                sm_dir,
-                model_name=name,
-                warmup_requests=warmup_requests,
-                int_high=int_high,
-                progress=weights_step,
-            )
-            say(f"tfserving: checking ops against TF Serving {image_tag(serving_version)}")
-            facts = savedmodel_facts(sm_dir)
-            check_compatible(facts, serving_version)
+            try:
+                variables_proof = write_savedmodel(
+                    frozen,
+                    sm_dir,
+                    model_name=name,
+                    warmup_requests=warmup_requests,
+                    int_high=int_high,
+                    progress=weights_step,
+                )
+                say(f"tfserving: checking ops against TF Serving {image_tag(serving_version)}")
+                facts = savedmodel_facts(sm_dir)
+                check_compatible(facts, serving_version)
+            except (ExportError, ServingCompatError) as exc:
+                raise type(exc)(_with_hint(exc, _ship_other("savedmodel", formats))) from exc
             tfserving = {**facts.to_dict(), "serving_version": image_tag(serving_version)}
             # One runtime at a time: the Session's copy of the weights is freed before ONNX.
             say("parity: Keras vs savedmodel (TF1 Session, as TF Serving loads it)")
             staged.check("savedmodel", lambda: savedmodel_runner(sm_dir))
-        onnx_dir = publication.directory(onnx_base / str(version))
-        say("onnx: converting with tf2onnx, checking with onnx.checker and ONNX Runtime")
-        onnx_art = write_onnx(
-            frozen,
-            onnx_dir,
-            opset=opset,
-            progress=lambda done, total: weights_step("onnx: weights written", done, total),
-        )
-        say("parity: Keras vs onnxruntime")
-        staged.check("onnxruntime", lambda: onnx_runner(onnx_art.session))
+        if "onnx" in formats:
+            onnx_dir = publication.directory(onnx_base / str(version))
+            say("onnx: converting with tf2onnx, checking with onnx.checker and ONNX Runtime")
+            try:
+                onnx_art = write_onnx(
+                    frozen,
+                    onnx_dir,
+                    opset=opset,
+                    progress=lambda done, total: weights_step("onnx: weights written", done, total),
+                    layer_names=traced.layer_names,
+                )
+            except ExportError as exc:
+                raise ExportError(_with_hint(exc, _ship_other("onnx", formats))) from exc
+            say("parity: Keras vs onnxruntime")
+            staged.check("onnxruntime", lambda: onnx_runner(onnx_art.session))
         parity = staged.report()
         if not parity.passed:
+            failed = {_RUNTIME_FORMAT[c.runtime] for c in parity.comparisons if not c.passed}
+            hint = _ship_other(failed.pop(), formats) if len(failed) == 1 else ""
             raise ParityError(
-                "Exported artifacts disagree with the Keras model beyond "
-                f"atol={atol:g}/rtol={rtol:g}; nothing was published.\n{parity.table()}"
+                "Exported artifacts disagree with the Keras model beyond the tolerances below "
+                f"(pass --atol/--rtol to change them); nothing was published.{hint}\n"
+                f"{parity.table()}"
             )
         report = ExportReport(
             name=name,
             version=version,
             out_dir=out,
-            savedmodel_dir=None if onnx_only else tfs_base / str(version),
-            onnx_path=onnx_base / str(version) / onnx_art.filename,
+            savedmodel_dir=tfs_base / str(version) if "savedmodel" in formats else None,
+            onnx_path=onnx_base / str(version) / onnx_art.filename if onnx_art else None,
             signature=traced.signature_dict(),
             scalars=_scalar_rows(audit, frozen, onnx_art),
             audit=audit.to_dict(),
             freeze_proof=_with_checkpoint(frozen.proof(), variables_proof),
             parity=parity,
-            onnx={"opset": onnx_art.opset, "external_data": onnx_art.external_data},
+            onnx=_onnx_section(onnx_art),
             weights_bytes=frozen.weights_bytes + frozen.lifted_bytes,
             tfserving=tfserving,
-            saved_model_pb_sha256=None if onnx_only else sha256(sm_dir / "saved_model.pb"),
-            onnx_sha256=sha256(onnx_dir / onnx_art.filename),
+            saved_model_pb_sha256=sha256(sm_dir / "saved_model.pb")
+            if "savedmodel" in formats
+            else None,
+            onnx_sha256=sha256(onnx_dir / onnx_art.filename) if onnx_art else None,
             warnings=warnings,
+            formats=_formats_section(formats, onnx_only),
         )
         document = report.to_json()
-        if not onnx_only:
+        if "savedmodel" in formats:
             (sm_dir / SAVEDMODEL_REPORT).parent.mkdir(exist_ok=True)
             (sm_dir / SAVEDMODEL_REPORT).write_bytes(document)
-        (onnx_dir / REPORT_FILE).write_bytes(document)
-        publication.file(onnx_base / TRITON_CONFIG, triton_config(name, report.signature).encode())
+        if onnx_art is not None:
+            (onnx_dir / REPORT_FILE).write_bytes(document)
+            publication.file(
+                onnx_base / TRITON_CONFIG, triton_config(name, report.signature).encode()
+            )
         report.path = reports / f"{version}.json"
         publication.file(report.path, document)
         say(f"publish: version {version}")

@@ -19,6 +19,15 @@ from tensorflow.python.framework import convert_to_constants
 
 from exporter.errors import FreezeError
 from exporter.lift import DEFAULT_MAX_FROZEN_BYTES, READ_OPS, LiftedVariable, plan_lift
+from exporter.tables import (
+    INIT_OP_NAME,
+    MUTABLE_TABLE_OPS,
+    TABLE_WRITE_OPS,
+    FrozenTable,
+    drop_empty_table_initializers,
+    freeze_tables,
+    refuse_table_writes,
+)
 from exporter.trace import TracedModel
 
 #: Ops that read, hold or create a variable: none may remain in a frozen graph.
@@ -89,6 +98,12 @@ class FrozenGraph:
     def lifted_bytes(self) -> int:
         """Bytes of the weights that stay variables."""
         return sum(v.nbytes for v in self.lifted)
+    tables: list[FrozenTable] = field(default_factory=list)
+
+    @property
+    def init_op(self) -> str | None:
+        """The op that initialises the tables (the SavedModel's main_op), if any."""
+        return INIT_OP_NAME if self.tables else None
 
     @property
     def weights_bytes(self) -> int:
@@ -125,6 +140,7 @@ class FrozenGraph:
                 }
                 for c in self.consts
             ],
+            "tables": [t.proof() for t in self.tables],
         }
 
 
@@ -146,6 +162,7 @@ def find_ops(graph_def: Any, op_types: frozenset[str], prefixes: tuple[str, ...]
 
 
 def _refuse_unfreezable(graph_def: Any) -> None:
+    refuse_table_writes(find_ops(graph_def, MUTABLE_TABLE_OPS | TABLE_WRITE_OPS))
     updates = find_ops(graph_def, STATE_UPDATE_OPS, _STATE_UPDATE_PREFIXES)
     if updates:
         raise FreezeError(
@@ -233,6 +250,7 @@ def freeze(
         )
     _refuse_unfreezable(source.graph.as_graph_def())
     lifted_nodes = {v.node_name for v in lifted}
+    drop_empty_table_initializers(source.graph)
     try:
         graph_def = _frozen_graph_def(source, frozenset(lifted_nodes))
     except (ValueError, TypeError, tf.errors.OpError) as exc:
@@ -267,7 +285,16 @@ def freeze(
                 variable=variable,
             )
         )
-    # Inputs still fed at run time: the data placeholders (captures became Consts).
+    # Captured table handles are left as resource Placeholders: make them initialised tables.
+    resources = [
+        t.op.name
+        for t in source.inputs
+        if t.dtype == tf.resource
+        and nodes[t.op.name].op == "Placeholder"
+        and t.op.name not in lifted_nodes
+    ]
+    tables = freeze_tables(graph_def, traced.tables, resources)
+    # Inputs still fed at run time: the data placeholders (captures became Consts or tables).
     data_inputs = [
         t
         for t in source.inputs
@@ -292,6 +319,7 @@ def freeze(
             for name, tensor in zip(traced.structured_output_keys, source.outputs, strict=True)
         },
         lifted=lifted,
+        tables=tables,
     )
     if not result.proven:
         bad = [c.variable_name for c in consts if not c.bit_exact]

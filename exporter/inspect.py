@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError
 
 from exporter.errors import ExportError
 from exporter.freeze import VARIABLE_OPS, find_ops
+from exporter.tables import describe_tables
 
 _FLOAT_TYPES = {1, 2, 19}  # DT_FLOAT, DT_DOUBLE, DT_HALF
 
@@ -32,6 +33,7 @@ class Inspection:
     variables: list[dict[str, Any]] = field(default_factory=list)
     scalars: list[dict[str, Any]] = field(default_factory=list)
     signatures: dict[str, Any] = field(default_factory=dict)
+    tables: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,6 +54,15 @@ class Inspection:
         if self.scalars:
             lines.append(f"  scalar constants ({len(self.scalars)}):")
             lines += [f"    {s['name']} = {s['value']:.6g}" for s in self.scalars]
+        if self.tables:
+            lines.append(f"  lookup tables ({len(self.tables)}):")
+            lines += [
+                f"    {t['table']}  {t['key_dtype']} -> {t['value_dtype']}  "
+                f"size={t['size'] if t['size'] is not None else '?'}  "
+                f"contents={t['contents'] or 'NOT INITIALISED'}"
+                + (f"  init_op={t['initialised_by']}" if "initialised_by" in t else "")
+                for t in self.tables
+            ]
         return "\n".join(lines)
 
 
@@ -101,9 +112,10 @@ def inspect_savedmodel(export_dir: Path) -> Inspection:
             f"{pb} holds no MetaGraph: it is empty, truncated or not a SavedModel. "
             "Export or copy the model again."
         )
-    variable_ops, scalars, signatures = [], [], {}
+    variable_ops, scalars, signatures, tables = [], [], {}, []
     for meta in saved_model.meta_graphs:
         variable_ops += find_ops(meta.graph_def, VARIABLE_OPS)
+        tables += describe_tables(meta)
         for node in meta.graph_def.node:
             if node.op == "Const" and node.attr["dtype"].type in _FLOAT_TYPES:
                 value = _scalar_value(tf.make_ndarray(node.attr["value"].tensor))
@@ -124,7 +136,47 @@ def inspect_savedmodel(export_dir: Path) -> Inspection:
         variables=variables,
         scalars=scalars,
         signatures=signatures,
+        tables=tables,
     )
+
+
+_ONNX_LOOKUPS = {"CategoryMapper": "cats_strings", "LabelEncoder": None}
+
+
+def _onnx_tables(model: Any) -> list[dict[str, Any]]:
+    """ONNX-ML lookups (CategoryMapper, LabelEncoder): their vocabulary is in the file."""
+    import onnx
+
+    tables = []
+    for node in model.graph.node:
+        if node.domain != "ai.onnx.ml" or node.op_type not in _ONNX_LOOKUPS:
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        keys = next(
+            (
+                k
+                for k in ("cats_strings", "keys_strings", "keys_int64s", "keys_floats")
+                if k in attrs
+            ),
+            None,
+        )
+        kinds = {"strings": "string", "int64s": "int64", "floats": "float32"}
+        values = next((k for k in attrs if k.startswith(("values_", "cats_int64s"))), None)
+        tables.append(
+            {
+                "table": node.name,
+                "op": node.op_type,
+                "key_dtype": kinds.get(keys.split("_")[-1]) if keys else None,
+                "value_dtype": "int64"
+                if values == "cats_int64s"
+                else kinds.get(values.split("_")[-1])
+                if values
+                else None,
+                "size": len(attrs[keys]) if keys else None,
+                "contents": "node attributes (in the file)",
+            }
+        )
+    return tables
 
 
 def inspect_onnx(path: Path) -> Inspection:
@@ -164,6 +216,7 @@ def inspect_onnx(path: Path) -> Inspection:
                 "opset": [f"{o.domain or 'ai.onnx'}:{o.version}" for o in model.opset_import],
             }
         },
+        tables=_onnx_tables(model),
     )
 
 

@@ -22,7 +22,24 @@ from onnx import helper, numpy_helper
 
 from exporter.errors import ExportError
 from exporter.freeze import FrozenGraph
+from exporter.graph_rewrite import (
+    rewrite_for_onnx,
+    unconvertible_message,
+    unconvertible_ops,
+    unfaithful_message,
+    unfaithful_ops,
+)
 from exporter.onnx_external import BytesProgress, WeightSource, inline, stream_external
+from exporter.onnx_tables import (
+    TableHandlers,
+    complete_output_shapes,
+    custom_op_library,
+    drop_unused_custom_domain,
+    extra_opsets,
+    pin_string_normalizer_locale,
+    session_options,
+)
+from exporter.tables import init_node_names
 
 MAX_OPSET = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
 DEFAULT_OPSET = 17
@@ -45,6 +62,8 @@ class OnnxArtifact:
     external_data: bool
     initializers: dict[str, np.ndarray] = field(repr=False)
     session: ort.InferenceSession = field(repr=False, compare=False)  # the one that loaded it
+    custom_op_library: str | None = None  # what ORT must load (onnxruntime_extensions)
+    rewrites: dict[str, int] = field(default_factory=dict)  # op -> nodes rewritten
 
     def initializer_for(self, const_node: str) -> str | None:
         """The initializer tf2onnx made from a Const node, or None if it was folded away.
@@ -168,11 +187,30 @@ def _external(init: onnx.TensorProto) -> bool:
     return init.data_type != onnx.TensorProto.STRING and _nbytes(init) >= EXTERNAL_MIN_BYTES
 
 
+def _for_tf2onnx(graph_def: Any) -> tuple[Any, dict[str, int]]:
+    """The graph tf2onnx converts: table init ops dropped, `REWRITES` applied."""
+    dropped = init_node_names(graph_def)
+    converted = tf.compat.v1.GraphDef()
+    converted.versions.CopyFrom(graph_def.versions)
+    converted.library.CopyFrom(graph_def.library)
+    converted.node.extend(n for n in graph_def.node if n.name not in dropped)
+    return converted, rewrite_for_onnx(converted).to_dict()
+
+
 def _convert(
-    frozen: FrozenGraph, opset: int, external_dir: Path | None, progress: BytesProgress | None
-) -> onnx.ModelProto:
+    frozen: FrozenGraph,
+    opset: int,
+    external_dir: Path | None,
+    progress: BytesProgress | None,
+    layer_names: tuple[str, ...],
+) -> tuple[onnx.ModelProto, dict[str, int]]:
     renames = {t: k for k, t in {**frozen.inputs, **frozen.outputs}.items()}
     graph_def, weights, sizes = _weights_as_placeholders(frozen)
+    graph_def, rewrites = _for_tf2onnx(graph_def)
+    unfaithful = unfaithful_ops(graph_def)
+    if unfaithful:
+        raise ExportError(unfaithful_message(unfaithful, layer_names))
+    handlers = TableHandlers({t.node_name: t for t in frozen.tables}).handlers()
     # tf2onnx logs every node at INFO; keep our progress output readable.
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     try:
@@ -182,16 +220,24 @@ def _convert(
             output_names=list(frozen.outputs.values()),
             opset=opset,
             tensors_to_rename=renames,
+            custom_op_handlers=handlers or None,
+            extra_opset=extra_opsets(graph_def),
         )
     except (ValueError, TypeError, KeyError, RuntimeError) as exc:
         raise ExportError(f"tf2onnx could not convert the frozen graph: {exc}") from exc
     del graph_def
+    left = unconvertible_ops(model)
+    if left:
+        raise ExportError(unconvertible_message(left, layer_names))
+    drop_unused_custom_domain(model)
+    pin_string_normalizer_locale(model)
     _restore_weights(model, weights, sizes, external_dir, progress)
+    complete_output_shapes(model)
     for value_info in [*model.graph.input, *model.graph.output]:
         dims = value_info.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
             dims[0].dim_param = BATCH_DIM
-    return model
+    return model, rewrites
 
 
 _TRITON_TYPES = {
@@ -245,7 +291,11 @@ def _validate(model: onnx.ModelProto, frozen: FrozenGraph, path: Path) -> ort.In
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"onnx.checker rejected the converted model: {exc}") from exc
     try:
-        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(
+            str(path),
+            session_options(custom_op_library(model)),
+            providers=["CPUExecutionProvider"],
+        )
     except (RuntimeError, ValueError) as exc:
         unsupported = sorted(
             {n.op_type for n in model.graph.node if n.domain not in ("", "ai.onnx")}
@@ -260,12 +310,14 @@ def write_onnx(
     *,
     opset: int | None = None,
     progress: BytesProgress | None = None,
+    layer_names: tuple[str, ...] = (),
 ) -> OnnxArtifact:
     """Convert and validate `frozen`, writing `export_dir/model.onnx` (+ external data).
 
     Weights go to `model.onnx.data` when any stayed a variable (past max_frozen_bytes) or
     they pass protobuf's 2 GiB; they are streamed there, never held in the proto.
     Publishing the directory atomically is the caller's job (see `exporter.publish`).
+    `layer_names` let an unconvertible op be reported with the Keras layer that made it.
     """
     opset = check_opset(opset)
     # ModelProto.ByteSize() itself fails past 2 GiB: decide from the weights we restore.
@@ -273,7 +325,9 @@ def write_onnx(
         frozen.weights_bytes > PROTOBUF_LIMIT - EXTERNAL_DATA_HEADROOM
     )
     export_dir.mkdir(parents=True, exist_ok=True)
-    model = _convert(frozen, opset, export_dir if external else None, progress)
+    model, rewrites = _convert(
+        frozen, opset, export_dir if external else None, progress, layer_names
+    )
     path = export_dir / MODEL_FILE
     onnx.save_model(model, str(path))
     session = _validate(model, frozen, path)
@@ -282,4 +336,6 @@ def write_onnx(
         for init in model.graph.initializer
         if np.prod(init.dims) <= 1
     }
-    return OnnxArtifact(MODEL_FILE, opset, external, initializers, session)
+    return OnnxArtifact(
+        MODEL_FILE, opset, external, initializers, session, custom_op_library(model), rewrites
+    )

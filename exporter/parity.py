@@ -35,6 +35,7 @@ class OutputComparison:
     atol: float
     rtol: float
     passed: bool
+    tolerance: str = ""  # why this atol/rtol (see exporter.tolerances)
 
 
 @dataclass
@@ -73,7 +74,12 @@ class ParityReport:
     def table(self) -> str:
         """Polygraphy-style: one row per (runtime, output) against the reference."""
         if self.model_name is None:
-            header = f"parity vs {self.reference} (atol={self.atol:g}, rtol={self.rtol:g})"
+            per_output = any(c.tolerance for c in self.comparisons)
+            header = f"parity vs {self.reference} " + (
+                "(tolerance per output: see 'tolerance')"
+                if per_output
+                else f"(atol={self.atol:g}, rtol={self.rtol:g})"
+            )
         else:
             header = (
                 f"parity: {self.model_name} version {self.version}, reference {self.reference}, "
@@ -97,7 +103,10 @@ class ParityReport:
 
 def comparison_rows(comparisons: Iterable[OutputComparison]) -> list[str]:
     """Polygraphy-style rows (header first): runtime, output, errors, tolerances, status."""
+    comparisons = list(comparisons)
+    reasons = any(c.tolerance for c in comparisons)
     header = ("runtime", "output", "max abs", "mean abs", "max rel", "atol", "rtol", "status")
+    header += ("tolerance",) if reasons else ()
     rows = [
         (
             c.runtime,
@@ -109,6 +118,7 @@ def comparison_rows(comparisons: Iterable[OutputComparison]) -> list[str]:
             f"{c.rtol:g}",
             "PASSED" if c.passed else "FAILED",
         )
+        + ((c.tolerance,) if reasons else ())
         for c in comparisons
     ]
     return aligned_rows(header, rows)
@@ -125,6 +135,9 @@ class _Accumulator:
         self.passed = True
 
     def add(self, candidate: np.ndarray, reference: np.ndarray, atol: float, rtol: float) -> None:
+        if np.asarray(reference).dtype.kind in "OSU":  # strings: equal or not
+            self._add_exact(np.asarray(candidate), np.asarray(reference))
+            return
         cand = np.asarray(candidate, dtype=np.float64)
         ref = np.asarray(reference, dtype=np.float64)
         if cand.shape != ref.shape:
@@ -144,6 +157,16 @@ class _Accumulator:
             self.count += diff.size
         self.passed &= bool(np.all(diff <= atol + rtol * np.abs(np.nan_to_num(ref))))
 
+    def _add_exact(self, candidate: np.ndarray, reference: np.ndarray) -> None:
+        def as_bytes(a: np.ndarray) -> list[bytes]:
+            return [v.encode() if isinstance(v, str) else bytes(v) for v in a.reshape(-1)]
+
+        same = candidate.shape == reference.shape and as_bytes(candidate) == as_bytes(reference)
+        self.count += reference.size
+        if not same:
+            self.passed = False
+            self.max_abs = self.max_rel = float("inf")
+
 
 def compare(
     reference_name: str,
@@ -154,8 +177,18 @@ def compare(
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
     batch_sizes: list[int] | None = None,
+    tolerances: Mapping[str, Any] | None = None,
 ) -> ParityReport:
-    """Run every runtime on every batch and compare each output with the reference's."""
+    """Run every runtime on every batch and compare each output with the reference's.
+
+    `tolerances` (output -> `exporter.tolerances.Tolerance`) overrides atol/rtol per output.
+    """
+    tolerances = tolerances or {}
+
+    def tol(output: str) -> tuple[float, float, str]:
+        t = tolerances.get(output)
+        return (atol, rtol, "") if t is None else (t.atol, t.rtol, t.reason)
+
     acc: dict[tuple[str, str], _Accumulator] = {}
     samples = 0
     for batch in batches:
@@ -169,9 +202,10 @@ def compare(
                     a.passed = False
                     a.max_abs = a.max_rel = float("inf")
                     continue
-                a.add(got[output], ref_value, atol, rtol)
+                a.add(got[output], ref_value, *tol(output)[:2])
     report = ParityReport(reference_name, atol, rtol, batch_sizes or [], samples)
     for (runtime, output), a in acc.items():
+        output_atol, output_rtol, reason = tol(output)
         report.comparisons.append(
             OutputComparison(
                 runtime,
@@ -179,9 +213,10 @@ def compare(
                 a.max_abs,
                 a.sum_abs / max(a.count, 1),
                 a.max_rel,
-                atol,
-                rtol,
+                output_atol,
+                output_rtol,
                 a.passed,
+                reason,
             )
         )
     return report
@@ -194,10 +229,13 @@ def sample_batches(
     batch_sizes: Iterable[int],
     extra: Iterable[dict[str, np.ndarray]] = (),
     int_high: int = 10,
+    vocabularies: Mapping[str, np.ndarray] | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """`samples` random batches for each batch size, then the user's own inputs."""
     batches = [
-        random_inputs(specs, batch=b, seed=1000 * b + i, int_high=int_high)
+        random_inputs(
+            specs, batch=b, seed=1000 * b + i, int_high=int_high, vocabularies=vocabularies
+        )
         for b in batch_sizes
         for i in range(samples)
     ]
@@ -247,16 +285,36 @@ def savedmodel_runner(export_dir: Path, signature: str = "serving_default") -> R
 
 def onnx_runner(source: Path | Any) -> Runner:
     """Run an ONNX file (or an already-loaded InferenceSession) on ONNX Runtime's CPU."""
+    import onnx
     import onnxruntime as ort
 
+    from exporter.onnx_tables import custom_op_library, session_options
+
     session = (
-        ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+        ort.InferenceSession(
+            str(source),
+            session_options(custom_op_library(onnx.load(str(source), load_external_data=False))),
+            providers=["CPUExecutionProvider"],
+        )
         if isinstance(source, str | Path)
         else source
     )
     names = [o.name for o in session.get_outputs()]
 
     def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(names, session.run(names, batch), strict=True))
+        feeds = {k: ort_string_array(v) for k, v in batch.items()}
+        return dict(zip(names, session.run(names, feeds), strict=True))
 
     return run
+
+
+def ort_string_array(array: np.ndarray) -> np.ndarray:
+    """A string tensor as ORT's Python binding reads it: str objects (UTF-8), not bytes objects.
+
+    ORT converts each element of an object array with str(), so b"a" would arrive as "b'a'".
+    """
+    if array.dtype != np.dtype(object) or not any(isinstance(v, bytes) for v in array.flat):
+        return array
+    out = np.empty(array.size, dtype=object)
+    out[:] = [v.decode("utf-8") if isinstance(v, bytes) else v for v in array.reshape(-1)]
+    return out.reshape(array.shape)

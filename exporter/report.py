@@ -51,19 +51,20 @@ class ExportReport:
     name: str
     version: int
     out_dir: Path
-    savedmodel_dir: Path | None  # None with onnx_only
-    onnx_path: Path
+    savedmodel_dir: Path | None  # None when not produced (--formats onnx)
+    onnx_path: Path | None  # None when not produced (--formats savedmodel)
     signature: dict[str, Any]
     scalars: list[dict[str, Any]]
     audit: dict[str, Any]
     freeze_proof: dict[str, Any]
     parity: ParityReport
-    onnx: dict[str, Any]
+    onnx: dict[str, Any] | None  # None when ONNX was not produced (--formats)
     weights_bytes: int  # constants + read-only variables: what a server holds per version
     tfserving: dict[str, Any] | None  # GraphDef versions, ops, serving version checked
     saved_model_pb_sha256: str | None  # digests of the staged files, taken before publication
-    onnx_sha256: str
+    onnx_sha256: str | None
     warnings: list[str] = field(default_factory=list)
+    formats: dict[str, Any] = field(default_factory=dict)  # produced / not_produced: why
     path: Path | None = None
 
     @property
@@ -80,9 +81,10 @@ class ExportReport:
                 "artifacts": {
                     "savedmodel_dir": self.savedmodel_dir and str(self.savedmodel_dir),
                     "saved_model_pb_sha256": self.saved_model_pb_sha256,
-                    "onnx_path": str(self.onnx_path),
+                    "onnx_path": self.onnx_path and str(self.onnx_path),
                     "onnx_sha256": self.onnx_sha256,
                 },
+                "formats": self.formats,
                 "signature": self.signature,
                 "scalars": self.scalars,
                 "audit": self.audit,
@@ -111,8 +113,8 @@ class ExportReport:
                 "",
                 self.parity.table(),
                 "",
-                f"SavedModel  {self.savedmodel_dir or '- (onnx only)'}",
-                f"ONNX        {self.onnx_path}",
+                f"SavedModel  {self.savedmodel_dir or '- (not produced)'}",
+                f"ONNX        {self.onnx_path or '- (not produced)'}",
                 f"Report      {self.path}",
             ]
         )
@@ -120,11 +122,20 @@ class ExportReport:
     def proof_summary(self) -> str:
         """One line: did the freeze proof hold, and on how many variables."""
         proof = self.freeze_proof
-        line = (
-            f"Frozen proof: {'PASSED' if proof['proven'] else 'FAILED'} "
-            f"({len(proof['variable_ops_remaining'])} variable ops left in graph + library, "
-            f"{len(proof['constants'])} variables now Const, bit-exact: "
-            f"{all(c['bit_exact'] for c in proof['constants'])})"
+        tables = proof.get("tables", [])
+        line = "\n".join(
+            [
+                f"Frozen proof: {'PASSED' if proof['proven'] else 'FAILED'} "
+                f"({len(proof['variable_ops_remaining'])} variable ops left in graph + library, "
+                f"{len(proof['constants'])} variables now Const, bit-exact: "
+                f"{all(c['bit_exact'] for c in proof['constants'])}"
+                f"{f', {len(tables)} lookup tables initialised by the init op' if tables else ''})",
+                *(
+                    f"  table {t['layer']}: {t['key_dtype']} -> {t['value_dtype']}, "
+                    f"{t['size']} keys, contents in {t['contents']}"
+                    for t in tables
+                ),
+            ]
         )
         kept = proof.get("read_only_variables", [])
         if not kept:

@@ -19,6 +19,7 @@ from exporter.errors import ExportError
 from exporter.freeze import FrozenGraph
 from exporter.sample_inputs import random_inputs
 from exporter.savedmodel_variables import WeightsProgress, write_savedmodel_with_variables
+from exporter.tables import input_vocabularies, refuse_asset_tables, table_assets
 
 SERVING_TAG = "serve"
 SIGNATURE_KEY = "serving_default"
@@ -36,6 +37,7 @@ def _build(frozen: FrozenGraph, export_dir: Path) -> None:
             outputs={k: info(graph.get_tensor_by_name(t)) for k, t in frozen.outputs.items()},
             method_name=tf.compat.v1.saved_model.signature_constants.PREDICT_METHOD_NAME,
         )
+        assets = table_assets(graph, frozen.tables)
         with tf.compat.v1.Session(graph=graph) as session:
             builder = tf.compat.v1.saved_model.Builder(str(export_dir))
             builder.add_meta_graph_and_variables(
@@ -43,6 +45,9 @@ def _build(frozen: FrozenGraph, export_dir: Path) -> None:
                 [SERVING_TAG],
                 signature_def_map={SIGNATURE_KEY: signature},
                 strip_default_attrs=True,
+                # Run once at load by TF Serving (loader.cc GetInitOp: the main_op collection).
+                main_op=frozen.init_op and graph.get_operation_by_name(frozen.init_op),
+                assets_collection=assets,
             )
             builder.save()
 
@@ -54,6 +59,7 @@ def _write_warmup(
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     path = export_dir / WARMUP_FILE
+    vocabularies = input_vocabularies(frozen.graph_def, frozen.inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
         for i in range(count):
@@ -61,7 +67,7 @@ def _write_warmup(
                 model_spec=model_pb2.ModelSpec(name=model_name, signature_name=SIGNATURE_KEY)
             )
             for key, array in random_inputs(
-                frozen.input_specs, batch=1, seed=i, int_high=int_high
+                frozen.input_specs, batch=1, seed=i, int_high=int_high, vocabularies=vocabularies
             ).items():
                 request.inputs[key].CopyFrom(tf.make_tensor_proto(np.asarray(array)))
             log = prediction_log_pb2.PredictionLog(
@@ -98,6 +104,7 @@ def write_savedmodel(
     check_warmup_requests(warmup_requests)
     proof = {}
     if frozen.lifted:
+        refuse_asset_tables(frozen.tables)
         proof = write_savedmodel_with_variables(frozen, export_dir, progress)
     else:
         _build(frozen, export_dir)

@@ -143,6 +143,8 @@ def _meta_graph(frozen: FrozenGraph, graph_def: Any, saver_def: Any) -> Any:
     # know (e.g. VarHandleOp's debug_name), and default-valued ones need not be written.
     meta_graph.strip_graph_default_valued_attrs(meta)
     meta.saver_def.CopyFrom(saver_def)
+    if frozen.init_op:  # the lookup tables' initialiser, run by the loader after restore
+        meta.collection_def["saved_model_main_op"].node_list.value.append(frozen.init_op)
     signature = meta.signature_def[SIGNATURE_KEY]
     signature.method_name = tf.compat.v1.saved_model.signature_constants.PREDICT_METHOD_NAME
     for key, tensor in frozen.inputs.items():

@@ -12,6 +12,7 @@ Exit codes: 0 all within tolerance, 1 a tolerance violation or a runtime that fa
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import dataclasses
 import json
@@ -38,6 +39,8 @@ from exporter.parity import (
 )
 from exporter.publish import existing_versions
 from exporter.sample_inputs import conform_inputs, load_inputs
+from exporter.tables import savedmodel_vocabularies
+from exporter.tolerances import savedmodel_tolerances
 from serving.launch import free_port
 
 DEFAULT_SAMPLES = 4
@@ -86,6 +89,23 @@ def grpc_runner(client: Any, model: str, version: int) -> Runner:
     return run
 
 
+def _json_tensor(array: np.ndarray) -> Any:
+    """A tensor as TF Serving's REST API reads it: strings as JSON text, or {"b64": ...}
+    when they are not UTF-8 (the encoding TF Serving documents for binary strings)."""
+    if array.dtype != np.dtype(object):
+        return array.tolist()
+
+    def text(v: Any) -> Any:
+        if isinstance(v, bytes):
+            try:
+                return v.decode("utf-8")
+            except UnicodeDecodeError:
+                return {"b64": base64.b64encode(v).decode("ascii")}
+        return v
+
+    return np.vectorize(text, otypes=[object])(array).tolist()
+
+
 def rest_runner(rest_target: str, model: str, version: int, sig: Any) -> Runner:
     """Predict through REST in columnar form, decoded with the signature's output dtypes."""
     import tensorflow as tf
@@ -95,7 +115,7 @@ def rest_runner(rest_target: str, model: str, version: int, sig: Any) -> Runner:
     dtypes = {k: tf.dtypes.as_dtype(sig.outputs[k].dtype).as_numpy_dtype for k in outputs}
 
     def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        body = json.dumps({"inputs": {k: v.tolist() for k, v in batch.items()}}).encode()
+        body = json.dumps({"inputs": {k: _json_tensor(v) for k, v in batch.items()}}).encode()
         request = urllib.request.Request(url, data=body, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=60) as resp:
@@ -170,8 +190,8 @@ def run_parity(
     version: int | None = None,
     samples: int = DEFAULT_SAMPLES,
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
-    atol: float = DEFAULT_ATOL,
-    rtol: float = DEFAULT_RTOL,
+    atol: float | None = None,
+    rtol: float | None = None,
     inputs: Sequence[Path] = (),
     progress: Callable[[str], None] | None = None,
 ) -> ParityReport:
@@ -202,7 +222,13 @@ def run_parity(
     specs = input_specs(sig)
     user = [conform_inputs(load_inputs(p), specs, source=f"--inputs {p}") for p in inputs]
     try:
-        batches = sample_batches(specs, samples=samples, batch_sizes=batch_sizes, extra=user)
+        batches = sample_batches(
+            specs,
+            samples=samples,
+            batch_sizes=batch_sizes,
+            extra=user,
+            vocabularies=savedmodel_vocabularies(savedmodel_dir, SIGNATURE),
+        )
     except TypeError as err:
         raise ParityUsageError(f"{err} (use --inputs)") from None
     if not batches:
@@ -250,9 +276,10 @@ def run_parity(
             reference,
             guarded,
             batches,
-            atol=atol,
-            rtol=rtol,
+            atol=DEFAULT_ATOL if atol is None else atol,
+            rtol=DEFAULT_RTOL if rtol is None else rtol,
             batch_sizes=list(batch_sizes),
+            tolerances=savedmodel_tolerances(savedmodel_dir, SIGNATURE, atol, rtol),
         )
     return dataclasses.replace(
         result,
@@ -304,8 +331,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NPZ",
         help=".npz with one array per input name (repeatable)",
     )
-    p.add_argument("--atol", type=float, default=DEFAULT_ATOL)
-    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL)
+    p.add_argument("--atol", type=float, help="default: per output dtype and dtype policy")
+    p.add_argument("--rtol", type=float, help="default: per output dtype and dtype policy")
     p.add_argument("--json", type=Path, help="write the report here")
 
 

@@ -9,7 +9,8 @@ Every output of every batch is still compared.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -32,12 +33,14 @@ class StagedParity:
         atol: float,
         rtol: float,
         batch_sizes: list[int],
+        tolerances: Mapping[str, Any] | None = None,
     ) -> None:
         self._reference_name = reference_name
         self._batches = batches
         self._expected: dict[int, dict[str, np.ndarray]] = {}
         self._reference = reference
         self._atol, self._rtol, self._batch_sizes = atol, rtol, batch_sizes
+        self._tolerances = tolerances  # output -> exporter.tolerances.Tolerance
         self._reports: list[ParityReport] = []
 
     def _cached(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -56,6 +59,7 @@ class StagedParity:
             atol=self._atol,
             rtol=self._rtol,
             batch_sizes=self._batch_sizes,
+            tolerances=self._tolerances,
         )
         self._reports.append(report)
         return report

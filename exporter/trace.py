@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import tensorflow as tf
 
 from exporter.errors import TraceError
+from exporter.tables import CapturedTable, captured_tables
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.\-/]")
 
@@ -27,6 +28,8 @@ class TracedModel:
     input_specs: dict[str, tf.TensorSpec]
     output_names: list[str]
     structured_output_keys: list[str]  # flat order of `function.outputs`
+    tables: dict[str, CapturedTable] = field(default_factory=dict)  # capture op -> table
+    layer_names: tuple[str, ...] = ()  # every layer, to name the one that made a graph op
 
     def signature_dict(self) -> dict[str, Any]:
         """JSON-friendly view of the signature, for reports."""
@@ -191,4 +194,9 @@ def trace_model(
         input_specs=specs,
         output_names=list(outputs),
         structured_output_keys=flat_keys,
+        tables=captured_tables(model, concrete),
+        layer_names=tuple(
+            layer.name
+            for layer in getattr(model, "_flatten_layers", lambda **_: [])(include_self=False)
+        ),
     )

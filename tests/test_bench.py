@@ -101,7 +101,19 @@ def test_make_bench_quick_end_to_end(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "status" in proc.stdout and ("MET" in proc.stdout or "MISSED" in proc.stdout)
-    for name in ("export_speed", "latency", "serving", "summary"):
+    for name in ("export_speed", "latency", "serving", "matrix", "summary"):
         assert (tmp_path / f"{name}.json").exists()
     for name in ("export_scaling", "latency", "serving"):
         _check_png(tmp_path / f"{name}.png")
+
+
+@pytest.mark.slow
+def test_matrix_bench_writes_one_row_per_model(tmp_path: Path) -> None:
+    from bench import matrix
+
+    payload = matrix.run(["integer_lookup"], results_dir=tmp_path)
+    (row,) = payload["rows"]
+    assert "error" not in row, row
+    assert row["model"] == "integer_lookup" and row["parity_passed"] and row["tables"] == 1
+    assert row["time_s"] > 0 and row["peak_rss_bytes"] > row["baseline_rss_bytes"] > 0
+    _check_json(tmp_path / "matrix.json", {"benchmark", "rows"})

@@ -1,0 +1,215 @@
+"""Rewrite ops tf2onnx cannot convert into exact decompositions it can, before conversion.
+
+The pass is a table (`REWRITES`: TF op -> function replacing the node in place, keeping its
+name so consumers are untouched), applied to the frozen GraphDef and its function library.
+Only the copy handed to tf2onnx is rewritten: the SavedModel keeps the original ops. Nothing
+here is trusted: the ONNX model it yields goes through the same parity gate as any other.
+
+Ops that still reach ONNX unconverted are named with the Keras layer that produced them and
+the fix (`unconvertible_ops`), instead of onnx.checker's generic refusal.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+
+class _Editor:
+    """What a rewrite may do to the node list it works on (the graph's or a function's)."""
+
+    def __init__(self, nodes: Any, in_function: bool) -> None:
+        self.in_function = in_function
+        self.by_name = {n.name: n for n in nodes}
+        self.added: list[Any] = []
+
+    def ref(self, name: str, out_arg: str) -> str:
+        """How a consumer names output 0 of `name` (functions name outputs by arg)."""
+        return f"{name}:{out_arg}:0" if self.in_function else name
+
+    def add(self, name: str, op: str, inputs: Iterable[str], attrs: dict[str, Any]) -> str:
+        node = tf.compat.v1.NodeDef(name=name, op=op, input=list(inputs))
+        for key, value in attrs.items():
+            node.attr[key].CopyFrom(value)
+        self.added.append(node)
+        return name
+
+    def const(self, name: str, value: np.ndarray, dtype: tf.DType) -> str:
+        return self.add(
+            name,
+            "Const",
+            [],
+            {
+                "dtype": tf.compat.v1.AttrValue(type=dtype.as_datatype_enum),
+                "value": tf.compat.v1.AttrValue(tensor=tf.make_tensor_proto(value, dtype=dtype)),
+            },
+        )
+
+    def const_value(self, ref: str) -> np.ndarray | None:
+        """The value of the Const that `ref` reads, or None if it is not a Const."""
+        node = self.by_name.get(ref.split(":")[0])
+        if node is None or node.op != "Const":
+            return None
+        return tf.make_ndarray(node.attr["value"].tensor)
+
+
+Rewrite = Callable[[Any, _Editor], bool]  # replaces the node in place; False = not applicable
+
+
+def _erfc(node: Any, graph: _Editor) -> bool:
+    """Erfc(x) -> 1 - Erf(x): exact in real arithmetic; Keras 3's exact GELU lowers to Erfc."""
+    dtype = tf.as_dtype(node.attr["T"].type)
+    erf = graph.add(f"{node.name}/rewrite_erf", "Erf", [node.input[0]], {"T": node.attr["T"]})
+    one = graph.const(f"{node.name}/rewrite_one", np.array(1, dtype=dtype.as_numpy_dtype), dtype)
+    attr_t = node.attr["T"]
+    node.op = "Sub"
+    node.ClearField("attr")
+    node.attr["T"].CopyFrom(attr_t)
+    del node.input[:]
+    node.input.extend([graph.ref(one, "output"), graph.ref(erf, "y")])
+    return True
+
+
+#: The bytes TF's whitespace split treats as whitespace (absl::ascii_isspace).
+_ASCII_WHITESPACE = "[ \\t\\n\\v\\f\\r]+"
+
+
+def _whitespace_split(node: Any, graph: _Editor) -> bool:
+    """StringSplitV2(x, sep="") -> StringSplit(RegexReplace(x, ascii whitespace+, " "), " ").
+
+    TF splits on runs of ASCII whitespace and drops empty tokens; tf2onnx maps an empty
+    separator to onnxruntime-extensions' StringSplit, which then splits characters. Collapsing
+    every whitespace run to one space and splitting on it with skip_empty is the same split.
+    """
+    sep = graph.const_value(node.input[1])
+    if sep is None or sep.item() != b"" or node.attr["maxsplit"].i not in (0, -1):
+        return False
+    collapsed = graph.add(
+        f"{node.name}/rewrite_collapse",
+        "StaticRegexReplace",
+        [node.input[0]],
+        {
+            "pattern": tf.compat.v1.AttrValue(s=_ASCII_WHITESPACE.encode()),
+            "rewrite": tf.compat.v1.AttrValue(s=b" "),
+            "replace_global": tf.compat.v1.AttrValue(b=True),
+        },
+    )
+    space = graph.const(f"{node.name}/rewrite_space", np.array(b" "), tf.string)
+    node.op = "StringSplit"
+    node.ClearField("attr")
+    node.attr["skip_empty"].b = True
+    del node.input[:]
+    node.input.extend([graph.ref(collapsed, "output"), graph.ref(space, "output")])
+    return True
+
+
+#: TF op -> its exact decomposition into ops tf2onnx converts faithfully.
+REWRITES: dict[str, Rewrite] = {"Erfc": _erfc, "StringSplitV2": _whitespace_split}
+
+#: Ops tf2onnx cannot convert, with the fix a user can apply.
+KNOWN_FIXES = {
+    "StringNGrams": "compute n-grams outside the model or use output_mode='int' without ngrams",
+    "UnicodeDecodeWithOffsets": "decode text before the model",
+    "PyFunc": "replace tf.py_function with TF ops",
+}
+
+
+#: Ops tf2onnx maps to a custom op that computes something else: converting them is refused.
+UNFAITHFUL = {
+    "StringToHashBucketFast": (
+        "onnxruntime-extensions' StringToHashBucketFast does not compute TF's FarmHash buckets",
+        "use num_oov_indices=1 instead of hashed OOV buckets (or drop the Hashing layer)",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class RewriteSummary:
+    """How many nodes each rewrite replaced (for the export report)."""
+
+    counts: dict[str, int]
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+def _rewrite_nodes(nodes: Any, in_function: bool, counts: dict[str, int]) -> list[Any]:
+    graph = _Editor(nodes, in_function)
+    for node in list(nodes):
+        op = node.op
+        rewrite = REWRITES.get(op)
+        if rewrite is not None and rewrite(node, graph):
+            counts[op] = counts.get(op, 0) + 1
+    return graph.added
+
+
+def rewrite_for_onnx(graph_def: Any) -> RewriteSummary:
+    """Apply `REWRITES` to `graph_def` (a copy tf2onnx will convert) and its functions, in place."""
+    counts: dict[str, int] = {}
+    graph_def.node.extend(_rewrite_nodes(graph_def.node, False, counts))
+    for function in graph_def.library.function:
+        function.node_def.extend(_rewrite_nodes(function.node_def, True, counts))
+    return RewriteSummary(counts)
+
+
+_UNIQUIFIED = re.compile(r"_\d+$")
+
+
+def layer_for(node_name: str, layer_names: Iterable[str]) -> str | None:
+    """The Keras layer whose name scope holds `node_name` (TF may suffix scopes with `_N`)."""
+    names = set(layer_names)
+    for part in reversed(node_name.split("/")[:-1]):
+        for candidate in (part, _UNIQUIFIED.sub("", part)):
+            if candidate in names:
+                return candidate
+    return None
+
+
+def unfaithful_ops(graph_def: Any) -> list[tuple[str, str]]:
+    """(op type, node name) of every node whose ONNX form would not match TF (`UNFAITHFUL`)."""
+    nodes = list(graph_def.node)
+    for function in graph_def.library.function:
+        nodes.extend(function.node_def)
+    return [(n.op, n.name) for n in nodes if n.op in UNFAITHFUL]
+
+
+def unfaithful_message(found: list[tuple[str, str]], layer_names: Iterable[str]) -> str:
+    """One line: which layer's op has no faithful ONNX form, why, and what to do."""
+    op, node = found[0]
+    why, fix = UNFAITHFUL[op]
+    layer = layer_for(node, list(layer_names)) or node
+    return (
+        f"No faithful ONNX form for {op} in layer {layer!r}: {why}. Fix: {fix}, or pass "
+        "--formats savedmodel to ship the SavedModel alone."
+    )
+
+
+def unconvertible_ops(model: Any) -> list[tuple[str, str]]:
+    """(op type, node name) of every ONNX node left in the TF op set (tf2onnx gave up on it)."""
+    import onnx
+
+    left = []
+    for node in model.graph.node:
+        domain = node.domain or ""
+        if domain in ("", "ai.onnx", "ai.onnx.ml") and not onnx.defs.has(node.op_type, domain):
+            left.append((node.op_type, node.name))
+    return left
+
+
+def unconvertible_message(left: list[tuple[str, str]], layer_names: Iterable[str]) -> str:
+    """One line naming each unconvertible op, the layer that produced it, and the fix."""
+    names = list(layer_names)
+    parts = []
+    for op, node in dict(left).items():
+        layer = layer_for(node, names)
+        fix = KNOWN_FIXES.get(op, "replace it with ops tf2onnx converts")
+        parts.append(f"{op} (layer {layer or node!r}: {fix})")
+    return (
+        f"tf2onnx cannot convert {', '.join(parts)}. Fix the layer, or pass --formats savedmodel "
+        "to ship the SavedModel alone."
+    )

@@ -1,0 +1,148 @@
+"""Lookup tables, the pre-conversion rewrite pass, tolerances and --formats, on small models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from exporter import export_model
+from exporter.cli import main as exporter_main
+from exporter.errors import ExportError, FreezeError
+from exporter.freeze import freeze
+from exporter.graph_rewrite import rewrite_for_onnx
+from exporter.inspect import inspect_artifact
+from exporter.parity import keras_runner, savedmodel_runner
+from exporter.tolerances import resolve_tolerances
+from exporter.trace import trace_model
+from tests import matrix_models
+
+
+@keras.saving.register_keras_serializable(package="test_tables")
+class MutableCounter(keras.layers.Layer):
+    """Looks ids up in a MutableHashTable: state a frozen artifact cannot keep."""
+
+    def build(self, input_shape: Any) -> None:
+        self.table = tf.lookup.experimental.MutableHashTable(tf.int64, tf.float32, 0.0)
+        self.table.insert(tf.constant([1, 2], tf.int64), tf.constant([0.5, 2.0]))
+
+    def call(self, ids: Any) -> Any:
+        return self.table.lookup(ids)
+
+    def compute_output_spec(self, ids: Any) -> Any:
+        return keras.KerasTensor(ids.shape, dtype="float32")
+
+
+def test_mutable_table_is_refused_in_one_line(tmp_path: Path) -> None:
+    ids = keras.Input((3,), dtype="int64", name="ids")
+    model = keras.Model(ids, MutableCounter()(ids))
+    with pytest.raises(FreezeError) as err:
+        export_model(model, tmp_path, "mutable")
+    assert "mutable lookup table" in str(err.value) and "\n" not in str(err.value)
+    assert "MutableHashTable" in str(err.value)
+    assert not (tmp_path / "tfserving").exists()
+
+
+def test_vocabulary_file_table_ships_as_an_asset(tmp_path: Path) -> None:
+    """A StringLookup built from a file: the SavedModel's init op reads assets/<file>."""
+    vocab = tmp_path / "colours.txt"
+    vocab.write_text("red\ngreen\nblue\n")
+    colour = keras.Input((1,), dtype="string", name="colour")
+    ids = keras.layers.StringLookup(vocabulary=str(vocab))(colour)
+    model = keras.Model(colour, keras.layers.Embedding(4, 2)(ids))
+    report = export_model(model, tmp_path / "out", "vocab_file")
+    table = report.freeze_proof["tables"][0]
+    assert table["contents"] == "assets/colours.txt" and table["size"] == 3
+    assert (report.savedmodel_dir / "assets" / "colours.txt").read_text() == vocab.read_text()
+    vocab.write_text("changed\n")  # the SavedModel reads its own copy, not the source file
+    batch = {"colour": np.array([[b"blue"], [b"red"], [b"nope"]], dtype=object)}
+    expected = keras_runner(trace_model(model))(batch)
+    got = savedmodel_runner(report.savedmodel_dir)(batch)
+    assert all(np.array_equal(got[k], expected[k]) for k in expected)
+    inspected = inspect_artifact(report.savedmodel_dir).tables
+    assert [t["contents"] for t in inspected] == ["assets/colours.txt"]
+    assert inspected[0]["initialised_by"] == "frozen_tables_init"
+
+
+def test_hashed_oov_refuses_onnx_naming_the_flag(tmp_path: Path, capsys: Any) -> None:
+    path = tmp_path / "hashing.keras"
+    matrix_models.hashing_lookup().save(path)
+    argv = ["export", "--model", str(path), "--name", "hashing", "--out", str(tmp_path / "o")]
+    assert exporter_main(argv) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and errors[0].startswith("error: No faithful ONNX form")
+    err = errors[0]
+    assert "StringToHashBucketFast" in err and "--formats savedmodel" in err
+    assert not (tmp_path / "o" / "tfserving" / "hashing" / "1").exists()  # nothing published
+    assert exporter_main([*argv, "--formats", "savedmodel"]) == 0
+    report = json.loads((tmp_path / "o" / "reports" / "hashing" / "1.json").read_text())
+    assert report["formats"]["produced"] == ["savedmodel"] and report["passed"]
+    assert report["freeze_proof"]["tables"][0]["size"] == 4
+
+
+def test_erfc_rewrite_is_exact_and_keeps_names() -> None:
+    fn = tf.function(lambda x: tf.math.erfc(x) * 2.0).get_concrete_function(
+        tf.TensorSpec([None], tf.float32)
+    )
+    graph_def = fn.graph.as_graph_def()
+    names = {n.name for n in graph_def.node}
+    summary = rewrite_for_onnx(graph_def)
+    assert summary.to_dict() == {"Erfc": 1}
+    ops = {n.op for n in graph_def.node}
+    assert "Erfc" not in ops and {"Erf", "Sub"} <= ops
+    assert names <= {n.name for n in graph_def.node}  # consumers still find their inputs
+    x = np.linspace(-3, 3, 101).astype(np.float32)
+    with tf.Graph().as_default() as graph:
+        tf.graph_util.import_graph_def(graph_def, name="")
+        with tf.compat.v1.Session(graph=graph) as session:
+            got = session.run(fn.outputs[0].name, {fn.inputs[0].name: x})
+    np.testing.assert_allclose(got, tf.math.erfc(x).numpy() * 2.0, atol=1e-6)
+
+
+def test_explicit_tolerance_wins_and_says_so() -> None:
+    outputs = {"logits": "float32", "ids": "int64"}
+    auto = resolve_tolerances(outputs, {"float16"})
+    assert (auto["logits"].atol, auto["logits"].rtol) == (5e-3, 1e-2)
+    assert (auto["ids"].atol, auto["ids"].rtol, auto["ids"].reason) == (0, 0, "int64 output: exact")
+    given = resolve_tolerances(outputs, {"float16"}, atol=1e-4)
+    assert (given["logits"].atol, given["logits"].rtol) == (1e-4, 1e-2)
+    assert given["logits"].reason.startswith("--atol given")
+
+
+def test_unknown_format_is_bad_usage(tmp_path: Path) -> None:
+    ids = keras.Input((1,), name="x")
+    model = keras.Model(ids, keras.layers.Dense(1)(ids))
+    with pytest.raises(ExportError, match="--formats tflite"):
+        export_model(model, tmp_path, "m", formats=["tflite"])
+
+
+def test_frozen_graph_has_no_table_placeholder() -> None:
+    model = matrix_models.integer_lookup()
+    frozen = freeze(trace_model(model))
+    ops = {n.op for n in frozen.graph_def.node}
+    assert {"HashTableV2", "InitializeTableV2"} <= ops
+    assert not [n for n in frozen.graph_def.node if n.op == "Placeholder" and n.name != "ids"]
+
+
+class LogGamma(keras.layers.Layer):
+    """An op tf2onnx has no handler for (Lgamma) and no exact rewrite exists for."""
+
+    def call(self, x: Any) -> Any:
+        return tf.math.lgamma(tf.abs(x) + 1.0)
+
+
+def test_unconvertible_op_names_its_layer_and_the_fix(tmp_path: Path) -> None:
+    x = keras.Input((4,), name="x")
+    model = keras.Model(x, keras.layers.Dense(2)(LogGamma(name="log_gamma")(x)))
+    with pytest.raises(ExportError) as err:
+        export_model(model, tmp_path, "lgamma")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("tf2onnx cannot convert Lgamma")
+    assert "layer 'log_gamma'" in message and "--formats savedmodel" in message
+    report = export_model(model, tmp_path, "lgamma", formats=["savedmodel"])
+    assert report.passed and report.onnx_path is None and report.onnx is None
