@@ -146,3 +146,22 @@ def test_unconvertible_op_names_its_layer_and_the_fix(tmp_path: Path) -> None:
     assert "layer 'log_gamma'" in message and "--formats savedmodel" in message
     report = export_model(model, tmp_path, "lgamma", formats=["savedmodel"])
     assert report.passed and report.onnx_path is None and report.onnx is None
+
+
+def test_tables_with_read_only_variables(tmp_path: Path) -> None:
+    """Weights lifted to variables/ and a table: the loader restores, then runs the main_op."""
+    keras.utils.set_random_seed(0)
+    colour = keras.Input((1,), dtype="string", name="colour")
+    ids = keras.layers.StringLookup(vocabulary=["red", "green", "blue"])(colour)
+    x = keras.layers.Flatten()(keras.layers.Embedding(4, 64)(ids))
+    model = keras.Model(colour, keras.layers.Dense(64, name="wide")(x))
+    report = export_model(model, tmp_path, "lifted_tables", max_frozen_bytes=4096)
+    assert report.freeze_proof["read_only_variables"], "nothing was lifted: raise the sizes"
+    assert report.freeze_proof["tables"][0]["size"] == 3
+    assert report.passed and {c.runtime for c in report.parity.comparisons} == {
+        "savedmodel",
+        "onnxruntime",
+    }
+    assert inspect_artifact(report.savedmodel_dir).tables[0]["initialised_by"] == (
+        "frozen_tables_init"
+    )
