@@ -39,7 +39,6 @@ from exporter.parity import (
 )
 from exporter.publish import existing_versions
 from exporter.sample_inputs import conform_inputs, load_inputs
-from exporter.tables import savedmodel_vocabularies
 from exporter.tolerances import savedmodel_tolerances
 from serving.launch import free_port
 
@@ -221,6 +220,8 @@ def run_parity(
     sig = signature_of(savedmodel_dir)
     specs = input_specs(sig)
     user = [conform_inputs(load_inputs(p), specs, source=f"--inputs {p}") for p in inputs]
+    from exporter.tables import savedmodel_vocabularies  # imports TF: not for --help
+
     try:
         batches = sample_batches(
             specs,
