@@ -37,9 +37,9 @@ from exporter.onnx_tables import (
     drop_unused_custom_domain,
     extra_opsets,
     pin_string_normalizer_locale,
-    session_options,
 )
 from exporter.tables import init_node_names
+from serving.ort_extensions import session_options
 
 MAX_OPSET = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
 DEFAULT_OPSET = 17

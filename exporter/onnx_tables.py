@@ -6,25 +6,20 @@
   needs tables it found by re-tracing the Python object; ours are the frozen tables.
 - String ops ONNX lacks (regex replace, split, hashing) go to tf2onnx's `ai.onnx.contrib`
   handlers, which onnxruntime-extensions implements; an ORT session must then load that
-  library, which `session_options` does and the report names.
+  library, which `serving.ort_extensions.session_options` does and the report names.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from tf2onnx import constants
 
 from exporter.tables import FrozenTable
-
-CUSTOM_OPS_DOMAIN = constants.CONTRIB_OPS_DOMAIN  # "ai.onnx.contrib"
-CUSTOM_OPS_LIBRARY = "onnxruntime_extensions"
+from serving.ort_extensions import CUSTOM_OPS_DOMAIN, CUSTOM_OPS_LIBRARY
 
 # ONNX-ML LabelEncoder attribute suffix per key/value dtype.
 _LABEL_KINDS = {"string": "strings", "int64": "int64s", "float32": "floats"}
@@ -143,33 +138,6 @@ def drop_unused_custom_domain(model: onnx.ModelProto) -> None:
         kept = [o for o in model.opset_import if o.domain != CUSTOM_OPS_DOMAIN]
         del model.opset_import[:]
         model.opset_import.extend(kept)
-
-
-def session_options(library: str | None) -> ort.SessionOptions:
-    """ORT session options, with onnxruntime-extensions' custom ops registered if needed."""
-    options = ort.SessionOptions()
-    if library == CUSTOM_OPS_LIBRARY:
-        options.register_custom_ops_library(_extensions_library())
-    return options
-
-
-def _extensions_library() -> str:
-    """Path of onnxruntime-extensions' library, loaded so that it binds its own symbols.
-
-    TensorFlow exports its RE2 build process-wide; a custom-op library loaded after it would
-    call TF's RE2 for its regex ops and silently replace nothing. RTLD_DEEPBIND (scoped to
-    this one import) makes the library prefer its own RE2, as it has in a process without TF.
-    """
-    if "onnxruntime_extensions" not in sys.modules and hasattr(os, "RTLD_DEEPBIND"):
-        flags = sys.getdlopenflags()
-        sys.setdlopenflags(flags | os.RTLD_DEEPBIND)
-        try:
-            import onnxruntime_extensions
-        finally:
-            sys.setdlopenflags(flags)
-    import onnxruntime_extensions
-
-    return onnxruntime_extensions.get_library_path()
 
 
 def pin_string_normalizer_locale(model: onnx.ModelProto) -> None:

@@ -288,7 +288,8 @@ def onnx_runner(source: Path | Any) -> Runner:
     import onnx
     import onnxruntime as ort
 
-    from exporter.onnx_tables import custom_op_library, session_options
+    from exporter.onnx_tables import custom_op_library
+    from serving.ort_extensions import session_options
 
     session = (
         ort.InferenceSession(

@@ -1,7 +1,9 @@
 """The same Servable interface over ONNX Runtime (`--backend onnx`, `BASE/VERSION/model.onnx`).
 
 ONNX has no SignatureDef, so one `serving_default` predict signature is synthesized from the
-graph's inputs and outputs: metadata, Predict checks and REST all work unchanged."""
+graph's inputs and outputs: metadata, Predict checks and REST all work unchanged. A file with
+string ops in tf2onnx's `ai.onnx.contrib` domain is opened with onnxruntime-extensions, and
+string tensors cross as UTF-8 text (TF's DT_STRING is bytes; ORT's Python binding takes str)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from tensorflow.core.framework import tensor_shape_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving.errors import ServingError, invalid_argument
+from serving.ort_extensions import CUSTOM_OPS_DOMAIN, CUSTOM_OPS_LIBRARY, session_options
 from serving.servable import Servable, check_readable
 from serving.tensor_proto import data_type, type_name
 
@@ -56,6 +59,45 @@ def _tensor_info(arg: ort.NodeArg) -> meta_graph_pb2.TensorInfo:
     )
 
 
+_LOAD_ERRORS = (ort_state.Fail, ort_state.InvalidGraph, ort_state.InvalidProtobuf, RuntimeError)
+
+
+def _open_session(model_file: str) -> ort.InferenceSession:
+    """An ORT session over `model_file`; with onnxruntime-extensions when its ops need it."""
+    providers = ["CPUExecutionProvider"]
+    try:
+        return ort.InferenceSession(model_file, providers=providers)
+    except _LOAD_ERRORS as e:
+        if f"{CUSTOM_OPS_DOMAIN}:" not in str(e):
+            raise ServingError(grpc.StatusCode.INTERNAL, str(e)) from e
+    try:
+        options = session_options(CUSTOM_OPS_LIBRARY)
+    except ImportError as e:
+        raise ServingError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"{model_file} uses {CUSTOM_OPS_DOMAIN} string ops: install onnxruntime-extensions "
+            "(pip install 'frozen-scalars[onnx]') to serve it",
+        ) from e
+    try:
+        return ort.InferenceSession(model_file, options, providers=providers)
+    except _LOAD_ERRORS as e:
+        raise ServingError(grpc.StatusCode.INTERNAL, str(e)) from e
+
+
+def _as_ort_feed(name: str, value: np.ndarray) -> np.ndarray:
+    """String tensors as str objects: ORT would otherwise feed `str(b"...")`, i.e. "b'...'"."""
+    if value.dtype != object:
+        return value
+    try:
+        text = [v.decode("utf-8") if isinstance(v, bytes) else v for v in value.ravel()]
+    except UnicodeDecodeError as e:
+        raise invalid_argument(
+            f"input {name!r} holds bytes that are not UTF-8 text ({e.reason} at byte {e.start}); "
+            "ONNX Runtime string tensors carry text: send UTF-8 strings"
+        ) from e
+    return np.array(text, dtype=object).reshape(value.shape)
+
+
 class OnnxServable(Servable):
     """An ONNX Runtime InferenceSession with a synthesized `serving_default` signature."""
 
@@ -66,15 +108,7 @@ class OnnxServable(Servable):
             raise ServingError(
                 grpc.StatusCode.NOT_FOUND, f"ONNX model file does not exist at: {model_file}"
             )
-        try:
-            self._session = ort.InferenceSession(model_file, providers=["CPUExecutionProvider"])
-        except (
-            ort_state.Fail,
-            ort_state.InvalidGraph,
-            ort_state.InvalidProtobuf,
-            RuntimeError,
-        ) as e:
-            raise ServingError(grpc.StatusCode.INTERNAL, str(e)) from e
+        self._session = _open_session(model_file)
         signature = meta_graph_pb2.SignatureDef(method_name=PREDICT_METHOD)
         for arg in self._session.get_inputs():
             signature.inputs[arg.name].CopyFrom(_tensor_info(arg))
@@ -103,9 +137,10 @@ class OnnxServable(Servable):
     ) -> dict[str, np.ndarray]:
         """One InferenceSession.run; the deadline is not enforced by ONNX Runtime."""
         self._check_dtypes(inputs)
+        feeds = {name: _as_ort_feed(name, value) for name, value in inputs.items()}
         self._count_run()
         try:
-            results = self._session.run(list(output_keys), dict(inputs))
+            results = self._session.run(list(output_keys), feeds)
         except _INPUT_ERRORS as e:
             raise invalid_argument(str(e)) from e
         return {k: np.asarray(v) for k, v in zip(output_keys, results, strict=True)}

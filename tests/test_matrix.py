@@ -170,3 +170,31 @@ def test_npz_string_inputs_are_honoured(matrix: Matrix, tmp_path: Path) -> None:
     }
     assert report["artifacts"]["onnx_path"] is None
     assert not (out / "onnx").exists()
+
+
+def test_onnx_backend_serves_the_string_models(matrix: Matrix, tmp_path: Path) -> None:
+    """`--backend onnx` serves the raw-string models (onnxruntime-extensions' ops, strings fed
+    as UTF-8 text) and agrees with the SavedModel over gRPC and REST."""
+    from exporter.served_parity import run_parity
+    from serving.launch import start_server_process
+
+    names = sorted(matrix_models.STRING_INPUT)
+    entries = []
+    for name in names:
+        matrix.report(name)
+        base = matrix.out / "onnx" / name  # Triton's layout: BASE/VERSION/model.onnx
+        entries.append(f'config {{ name: "{name}" base_path: "{base}" model_platform: "onnx" }}')
+    config = tmp_path / "models.config"
+    config.write_text("model_config_list {\n  " + "\n  ".join(entries) + "\n}\n")
+    server = start_server_process(["--backend=onnx", f"--model_config_file={config}"])
+    try:
+        for name in names:
+            report = run_parity(
+                matrix.out, name, target=server.grpc_target, rest_target=server.rest_target,
+                samples=2,
+            )
+            runtimes = {c.runtime for c in report.comparisons}
+            assert {"grpc", "rest"} <= runtimes, (name, report.errors, report.skipped)
+            assert report.errors == {} and report.passed, report.table()
+    finally:
+        server.stop()
