@@ -18,7 +18,13 @@ import numpy as np
 from google.protobuf import text_format
 
 from serving import config_protos, metrics
-from serving.errors import ServingError, UsageError, invalid_argument
+from serving.errors import (
+    ServingError,
+    UsageError,
+    check_deadline,
+    deadline_exceeded,
+    invalid_argument,
+)
 from serving.servable import Servable
 
 BatchingParametersProto = config_protos.BatchingParameters
@@ -98,9 +104,12 @@ def from_proto(proto: BatchingParametersProto) -> BatchingParameters:
 class _Task:
     """One caller's run, waiting for its slice of a batch."""
 
-    def __init__(self, inputs: Mapping[str, np.ndarray], size: int) -> None:
+    def __init__(
+        self, inputs: Mapping[str, np.ndarray], size: int, deadline: float | None = None
+    ) -> None:
         self.inputs = inputs
         self.size = size
+        self.deadline = deadline  # time.monotonic() past which the caller has given up
         self.done = threading.Event()
         self.outputs: dict[str, np.ndarray] = {}
         self.error: ServingError | None = None
@@ -130,6 +139,20 @@ def _task_size(inputs: Mapping[str, np.ndarray]) -> int:
     return sizes.pop() if sizes else 0
 
 
+def _drop_expired(batch: _Batch) -> None:
+    """Answers DEADLINE_EXCEEDED to tasks whose callers gave up while queued."""
+    now = time.monotonic()
+    live = []
+    for task in batch.tasks:
+        if task.deadline is not None and task.deadline <= now:
+            task.error = deadline_exceeded()
+            task.done.set()
+        else:
+            live.append(task)
+    batch.tasks = live
+    batch.size = sum(t.size for t in live)
+
+
 class BatchScheduler:
     """A shared scheduler: one queue per (servable, signature, outputs, input layout), a pool of
     `num_batch_threads` workers; a batch closes when full or `batch_timeout_micros` after it
@@ -154,11 +177,14 @@ class BatchScheduler:
         signature_key: str,
         inputs: Mapping[str, np.ndarray],
         output_keys: Sequence[str],
+        timeout_s: float | None = None,
         queue: BatchingParameters | None = None,
     ) -> dict[str, np.ndarray]:
         """Queues one run and blocks until its batch has run; errors stay with their batch.
+        A task whose deadline passes while it waits is dropped from its batch, not run.
         `queue` is the model's own queue settings (`--enable_per_model_batching_parameters`);
         the worker threads are always the shared ones."""
+        check_deadline(timeout_s)
         params = queue or self.params
         size = _task_size(inputs)
         if size > params.max_batch_size:
@@ -168,7 +194,7 @@ class BatchScheduler:
             )
         layout = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items()))
         key = (id(servable), signature_key, tuple(output_keys), layout)
-        task = _Task(inputs, size)
+        task = _Task(inputs, size, None if timeout_s is None else time.monotonic() + timeout_s)
         with self._cond:
             if self._stopped:
                 raise ServingError(grpc.StatusCode.UNAVAILABLE, "Batch scheduler is shutting down")
@@ -224,6 +250,9 @@ class BatchScheduler:
 
     def _work(self) -> None:
         while (batch := self._next_batch()) is not None:
+            _drop_expired(batch)
+            if not batch.tasks:
+                continue
             try:
                 outputs = self._run(batch)
             except ServingError as e:
@@ -298,5 +327,5 @@ class BatchingServable(Servable):
         """Counts the request, then waits for its slice of a merged run."""
         self._count_run()
         return self._scheduler.submit(
-            self.inner, signature_key, inputs, output_keys, queue=self._queue
+            self.inner, signature_key, inputs, output_keys, timeout_s, queue=self._queue
         )

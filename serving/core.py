@@ -28,6 +28,7 @@ from serving.batching import (
     load_batching_parameters,
 )
 from serving.errors import ServingError, UsageError, invalid_argument
+from serving.limits import DEFAULT_MAX_REQUEST_BYTES
 from serving.manager import AspiredVersionsManager
 from serving.servable import Servable, TFServable
 from serving.warmup import run_warmup
@@ -56,6 +57,7 @@ class ServerOptions:
     enable_per_model_batching_params: bool = False
     num_load_threads: int = 0  # 0: one version loads at a time (TF's serial load loop)
     enable_serialization_as_tensor_content: bool = False  # gRPC Predict responses
+    rest_api_max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # extension flag
 
 
 def parse_config_text(text: str) -> ModelServerConfig:

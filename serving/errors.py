@@ -44,3 +44,14 @@ def grpc_message(message: str) -> str:
 def invalid_argument(message: str) -> ServingError:
     """Shorthand for the most common request error."""
     return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def deadline_exceeded() -> ServingError:
+    """A request whose deadline passed before it could run (TF's own RunOptions timeout text)."""
+    return ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded")
+
+
+def check_deadline(timeout_s: float | None) -> None:
+    """Refuses to start work for a caller whose deadline has already passed."""
+    if timeout_s is not None and timeout_s <= 0:
+        raise deadline_exceeded()

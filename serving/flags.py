@@ -58,7 +58,7 @@ def _flags() -> tuple[Flag, ...]:
         f("rest_api_port", "int32", 0, WORKS, "REST port; 0 (the default) disables REST; must "
           "differ from --port"),
         f("rest_api_num_threads", "int32", cpus4, WORKS, "REST worker threads (requests served "
-          "at once)"),
+          "at once); 4 open connections per thread, more get 429"),
         f("rest_api_timeout_in_ms", "int32", 30000, WORKS, "REST request deadline"),
         f("rest_api_enable_cors_support", "bool", False, WORKS, "CORS headers on REST "
           "responses, OPTIONS preflight"),
@@ -139,6 +139,8 @@ EXTENSION_FLAGS: tuple[Flag, ...] = (
          "binds every interface (pass `--host=0.0.0.0` for that)"),
     Flag("backend", "string", "tensorflow", EXTENSION, "`tensorflow` or `onnx` (ONNX Runtime "
          "over model.onnx in each version directory)"),
+    Flag("rest_api_max_request_bytes", "int64", 4 * 1024 * 1024, EXTENSION, "largest REST "
+         "body, and largest gzip inflation of one (413 past it); gRPC's 4 MiB receive default"),
 )
 _BY_NAME = {flag.name: flag for flag in (*FLAGS, *EXTENSION_FLAGS)}
 
@@ -276,6 +278,11 @@ def check_values(values: argparse.Namespace) -> None:
             raise FlagParseError(
                 f"--{name}={value} is negative; expected 0 (auto/default) or a positive count"
             )
+    if values.rest_api_max_request_bytes <= 0:
+        raise FlagParseError(
+            f"--rest_api_max_request_bytes={values.rest_api_max_request_bytes}: expected a "
+            "positive number of bytes"
+        )
     if values.backend not in ("tensorflow", "onnx"):
         raise FlagParseError(f"--backend={values.backend}: expected tensorflow or onnx")
 

@@ -149,8 +149,26 @@ def _rapidjson_parse(text: str) -> Any:
         if message == _TRAILING:
             return decode(text[:offset])
         raise invalid_argument(f"JSON Parse error: {message} at offset: {offset}") from None
+    except ValueError:
+        # An integer literal past Python's int digit limit: rapidjson reads integers past
+        # uint64 as doubles, so its native number parser names the error and its offset.
+        return _native_number_error(text)
     except RecursionError:
         # rapidjson's iterative parser has no depth limit; Python's stack has one.
         raise invalid_argument(
             f"JSON Parse error: nesting deeper than {sys.getrecursionlimit()} levels"
         ) from None
+
+
+def _native_number_error(text: str) -> Any:
+    """Re-parses with rapidjson's own number parser to report what it reports for a literal
+    Python will not convert (`Number too big to be stored in double.`)."""
+    try:
+        rapidjson.Decoder(number_mode=rapidjson.NM_NAN | rapidjson.NM_NATIVE)(text)
+    except rapidjson.JSONDecodeError as err:
+        match = _RAPIDJSON_ERROR.match(str(err))
+        if match is not None:
+            raise invalid_argument(
+                f"JSON Parse error: {match.group(2)} at offset: {match.group(1)}"
+            ) from None
+    raise invalid_argument("JSON Parse error: Number too big to be stored in double.")

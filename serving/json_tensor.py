@@ -21,7 +21,7 @@ import numpy as np
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from serving import tensor_proto
+from serving import limits, tensor_proto
 from serving.errors import ServingError, invalid_argument
 from serving.json_document import format_error, json_text
 
@@ -119,6 +119,7 @@ def _dense_shape(val: Any) -> list[int]:
     shape: list[int] = []
     while isinstance(val, list):
         shape.append(len(val))
+        limits.check_rank(len(shape))
         if not val:
             break
         val = val[0]

@@ -17,7 +17,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from tensorflow.core.framework import tensor_shape_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from serving.errors import ServingError, invalid_argument
+from serving.errors import ServingError, check_deadline, invalid_argument
 from serving.ort_extensions import CUSTOM_OPS_DOMAIN, CUSTOM_OPS_LIBRARY, session_options
 from serving.servable import Servable, check_readable
 from serving.tensor_proto import data_type, type_name
@@ -136,6 +136,7 @@ class OnnxServable(Servable):
         timeout_s: float | None = None,
     ) -> dict[str, np.ndarray]:
         """One InferenceSession.run; the deadline is not enforced by ONNX Runtime."""
+        check_deadline(timeout_s)
         self._check_dtypes(inputs)
         feeds = {name: _as_ort_feed(name, value) for name, value in inputs.items()}
         self._count_run()

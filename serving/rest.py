@@ -5,16 +5,20 @@ and JSON work; `start_rest_server` runs it on a daemon thread for `--rest_api_po
 `http_server.cc` it also answers CORS preflights, adds CORS headers
 (`--rest_api_enable_cors_support`), processes `--rest_api_num_threads` requests at a time,
 counts every request in the metrics and serves the Prometheus page (`--monitoring_config_file`).
+Bounded like a production front-end: at most CONNECTIONS_PER_THREAD x `--rest_api_num_threads`
+connections at once (more get 429, as gRPC sheds past its own queue), a read timeout on headers
+and body, and `--rest_api_max_request_bytes` on the body and on its gzip inflation (413). Every
+refusal is a short JSON reply, never a reset.
 """
-
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import re
+import socket
 import threading
 import time
+import zlib
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -23,6 +27,38 @@ from serving import metrics
 from serving.rest_api import V1_PATH, RestApi, model_and_method
 
 log = logging.getLogger(__name__)
+
+# A refused body is still read (up to this much) so the client sees the reply, not a reset.
+DRAIN_LIMIT = 256 * 1024 * 1024
+# Open connections per REST worker thread: one being served, the rest reading or waiting.
+CONNECTIONS_PER_THREAD = 4
+_CHUNK = 1 << 16
+
+
+class _Refusal(Exception):
+    """A request refused before the API sees it: HTTP code and a short message."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """Inflates a gzip body, refusing (413) once the output passes `limit` bytes."""
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise _Refusal(400, "Failed to decompress gzip body") from None
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise _Refusal(
+            413, f"Decompressed request body exceeds the limit of {limit} bytes "
+            "(--rest_api_max_request_bytes)"
+        )
+    if not inflater.eof:
+        raise _Refusal(400, "Failed to decompress gzip body")
+    return data
 
 
 _CORS_HEADERS = (  # http_rest_api_util.cc AddCORSHeaders
@@ -41,40 +77,80 @@ class _Handler(BaseHTTPRequestHandler):
     workers: threading.BoundedSemaphore  # --rest_api_num_threads requests at a time
     cors: bool = False  # --rest_api_enable_cors_support
     prometheus_path: str | None = None  # from --monitoring_config_file
+    max_request_bytes: int  # set on the per-server subclass
+    # StreamRequestHandler applies this to the socket: a stalled header or body read times out.
+    timeout: float | None = None
+
+    def _body(self) -> bytes:
+        """The request body within the limits; raises _Refusal otherwise."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            raise _Refusal(400, "Chunked request bodies are not supported: send Content-Length")
+        text = self.headers.get("Content-Length") or "0"
+        if not text.strip().isdigit():
+            self.close_connection = True
+            raise _Refusal(400, f"Invalid Content-Length header: {text[:64]!r}")
+        length = int(text)
+        if length > self.max_request_bytes:
+            self._discard(length)
+            raise _Refusal(
+                413, f"Request body of {length} bytes exceeds the limit of "
+                f"{self.max_request_bytes} bytes (--rest_api_max_request_bytes)"
+            )
+        try:
+            body = self.rfile.read(length) if length > 0 else b""
+        except TimeoutError:
+            self.close_connection = True
+            raise _Refusal(408, "Timed out reading the request body") from None
+        if len(body) < length:
+            self.close_connection = True
+            raise _Refusal(400, f"Request body ended after {len(body)} of {length} bytes")
+        if body and self.headers.get("Content-Encoding", "").lower() == "gzip":
+            body = _gunzip(body, self.max_request_bytes)
+        return body
+
+    def _discard(self, length: int) -> None:
+        """Reads and drops a refused body so the reply reaches the client; then closes."""
+        self.close_connection = True
+        left = length if length <= DRAIN_LIMIT else 0
+        while left > 0:
+            chunk = self.rfile.read(min(_CHUNK, left))
+            if not chunk:
+                break
+            left -= len(chunk)
 
     def _serve(self) -> None:
+        started = time.monotonic()
         path = self.path.split("?", 1)[0]
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
+        try:
+            body = self._body()
+        except _Refusal as refusal:
+            self._reply(refusal.code, json.dumps({"error": refusal.message}, indent=4))
+            return
         if self.prometheus_path is not None and path == self.prometheus_path:
             self._reply(200, metrics.render(), metrics.CONTENT_TYPE, cors=False)
             return
         if not V1_PATH.fullmatch(path):
             self.send_error(HTTPStatus.NOT_FOUND)
             return
-        if body and self.headers.get("Content-Encoding", "").lower() == "gzip":
-            try:
-                body = gzip.decompress(body)
-            except (OSError, EOFError):
-                self._reply(400, json.dumps({"error": "Failed to decompress gzip body"}))
-                return
         with self.workers:
             start = time.monotonic()
-            code, text, status = self._process(path, body)
+            code, text, status = self._process(path, body, started)
             name, verb = model_and_method(self.command, path)
             metrics.record_request(name, verb, "REST", status, time.monotonic() - start)
         self._reply(code, text)
 
-    def _process(self, path: str, body: bytes) -> tuple[int, str, str]:
+    def _process(self, path: str, body: bytes, started: float) -> tuple[int, str, str]:
         """(HTTP code, body, status code name) for one /v1/ request (OPTIONS: CORS preflight,
-        answered whether or not CORS headers are on, as `http_server.cc` does)."""
+        answered whether or not CORS headers are on, as `http_server.cc` does). The REST
+        deadline counts from `started`, when the request arrived."""
         if self.command == "OPTIONS":
             if re.search(r"https?://", self.headers.get("Origin", "")):
                 return 200, "", "OK"
             message = "Origin header is missing in CORS preflight"
             return 400, json.dumps({"error": message}, indent=4), "FAILED_PRECONDITION"
         try:
-            return self.api.handle_with_status(self.command, path, body)
+            return self.api.handle_with_status(self.command, path, body, started)
         except Exception as err:  # a bug in one request must still get an answer, not a reset
             log.exception("REST %s %s failed", self.command, path)
             text = json.dumps({"error": f"{type(err).__name__}: {err}"}, indent=4)
@@ -90,6 +166,8 @@ class _Handler(BaseHTTPRequestHandler):
             for key, value in _CORS_HEADERS:
                 self.send_header(key, value)
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
 
@@ -97,6 +175,52 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("REST %s " + format, self.address_string(), *args)
+
+
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """One thread per connection, at most CONNECTIONS_PER_THREAD x `num_threads` at once; the
+    next gets a 429."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type, num_threads: int) -> None:
+        super().__init__(address, handler)
+        self.num_threads = num_threads
+        self.max_connections = CONNECTIONS_PER_THREAD * num_threads
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse(self, request: socket.socket) -> None:
+        """RESOURCE_EXHAUSTED's HTTP code, written from the accept loop (small, non-blocking)."""
+        body = json.dumps(
+            {"error": f"Too many concurrent connections: {self.max_connections} are open "
+             f"({CONNECTIONS_PER_THREAD} x --rest_api_num_threads={self.num_threads})"}, indent=4
+        ).encode()
+        head = (
+            "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        try:
+            request.setblocking(False)
+            request.send(head + body)
+        except OSError as err:
+            log.debug("REST refusal not delivered: %s", err)
+        self.shutdown_request(request)
 
 
 class RestServer:
@@ -125,7 +249,11 @@ def start_rest_server(
 ) -> RestServer:
     """Serve the REST API for `core` on host:port (0 = any free port) from a daemon thread;
     at most `num_threads` requests are processed at once (`--rest_api_num_threads`), and the
-    Prometheus page is served at `prometheus_path` when monitoring is on."""
+    Prometheus page is served at `prometheus_path` when monitoring is on. Bodies are capped by
+    `--rest_api_max_request_bytes`; header and body reads time out after
+    `--rest_api_timeout_in_ms`."""
+    options = core.options
+    timeout_ms = options.rest_api_timeout_in_ms
     handler = type(
         "RestHandler",
         (_Handler,),
@@ -134,10 +262,11 @@ def start_rest_server(
             "workers": threading.BoundedSemaphore(num_threads),
             "cors": enable_cors,
             "prometheus_path": prometheus_path,
+            "max_request_bytes": options.rest_api_max_request_bytes,
+            "timeout": timeout_ms / 1000 if timeout_ms > 0 else None,
         },
     )
-    httpd = ThreadingHTTPServer((host, port), handler)
-    httpd.daemon_threads = True
+    httpd = _BoundedHTTPServer((host, port), handler, num_threads)
     thread = threading.Thread(
         target=httpd.serve_forever, name=f"rest-{httpd.server_address[1]}", daemon=True
     )

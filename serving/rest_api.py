@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 from urllib.parse import unquote
 
@@ -17,7 +18,7 @@ from google.protobuf import json_format
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, regression_pb2
 
 from serving import inference, json_document, json_examples, json_tensor
-from serving.errors import ServingError, invalid_argument
+from serving.errors import ServingError, check_deadline, invalid_argument
 
 _PREDICT_RE = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
@@ -71,6 +72,15 @@ def model_and_method(method: str, path: str) -> tuple[str, str]:
     return "", ""
 
 
+def _remaining(deadline: float | None) -> float | None:
+    """Seconds left before the REST deadline (<= 0: passed, the run is refused)."""
+    if deadline is None:
+        return None
+    remaining = deadline - time.monotonic()
+    check_deadline(remaining)
+    return remaining
+
+
 class RestApi:
     """The request logic, independent of the HTTP plumbing: (method, path, body) -> (code, JSON)."""
 
@@ -80,15 +90,23 @@ class RestApi:
         timeout_ms = core.options.rest_api_timeout_in_ms
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
 
-    def handle(self, method: str, path: str, body: bytes) -> tuple[int, str]:
+    def handle(
+        self, method: str, path: str, body: bytes, started: float | None = None
+    ) -> tuple[int, str]:
         """Answer one /v1/ request; errors become `{"error": ...}` with the mapped HTTP code."""
-        code, text, _ = self.handle_with_status(method, path, body)
+        code, text, _ = self.handle_with_status(method, path, body, started)
         return code, text
 
-    def handle_with_status(self, method: str, path: str, body: bytes) -> tuple[int, str, str]:
-        """`handle` plus the status code name the request counts under (`OK`, `NOT_FOUND`)."""
+    def handle_with_status(
+        self, method: str, path: str, body: bytes, started: float | None = None
+    ) -> tuple[int, str, str]:
+        """`handle` plus the status code name the request counts under (`OK`, `NOT_FOUND`).
+        The timeout counts from `started` (when the request arrived), so time spent reading
+        and decoding counts against it and a request already past it never runs."""
+        start = time.monotonic() if started is None else started
+        deadline = None if self.timeout_s is None else start + self.timeout_s
         try:
-            return 200, self._dispatch(method, path, body), "OK"
+            return 200, self._dispatch(method, path, body, deadline), "OK"
         except ServingError as err:
             # A path that fails ParseModelInfo returns before MakeJsonFromStatus: empty body.
             text = "" if isinstance(err, _PathError) else json.dumps(
@@ -96,7 +114,7 @@ class RestApi:
             )
             return _HTTP_STATUS.get(err.code, 500), text, err.code.name
 
-    def _dispatch(self, method: str, path: str, body: bytes) -> str:
+    def _dispatch(self, method: str, path: str, body: bytes, deadline: float | None) -> str:
         malformed = invalid_argument(f"Malformed request: {method} {path}")
         if method == "POST":
             match = _PREDICT_RE.fullmatch(path)
@@ -119,9 +137,9 @@ class RestApi:
         label = unquote(label) if label else None
         if method == "POST":
             if verb == "predict":
-                return self._predict(name, version, label, body)
+                return self._predict(name, version, label, body, deadline)
             if verb in ("classify", "regress"):
-                return self._classify_regress(verb, name, version, label, body)
+                return self._classify_regress(verb, name, version, label, body, deadline)
             raise malformed
         if not name:
             raise invalid_argument("Missing model name in request.")
@@ -129,7 +147,9 @@ class RestApi:
             return self._metadata(name, version, label)
         return self._status(name, version)
 
-    def _predict(self, name: str, version: int | None, label: str | None, body: bytes) -> str:
+    def _predict(
+        self, name: str, version: int | None, label: str | None, body: bytes, deadline: float | None
+    ) -> str:
         doc = json_document.parse_json(body)
         signature_name = json_tensor.fill_signature(doc)
         servable = self.core.servable(name, version, label)
@@ -143,11 +163,17 @@ class RestApi:
                 f"Failed to get input map for signature: {signature_name or 'DEFAULT'}"
             )
         inputs, row_format = json_tensor.predict_inputs(doc, infos)
-        outputs = inference.predict_arrays(servable, key, inputs, timeout_s=self.timeout_s)
+        outputs = inference.predict_arrays(servable, key, inputs, timeout_s=_remaining(deadline))
         return json_tensor.predict_response_json(outputs, row_format)
 
     def _classify_regress(
-        self, verb: str, name: str, version: int | None, label: str | None, body: bytes
+        self,
+        verb: str,
+        name: str,
+        version: int | None,
+        label: str | None,
+        body: bytes,
+        deadline: float | None,
     ) -> str:
         """Body -> ClassificationRequest/RegressionRequest, then the same code path as gRPC."""
         doc = json_document.parse_json(body)
@@ -157,11 +183,11 @@ class RestApi:
         if verb == "classify":
             request = classification_pb2.ClassificationRequest(input=inp)
             request.model_spec.name, request.model_spec.signature_name = name, signature_name
-            response = inference.classify(servable, request, self.timeout_s)
+            response = inference.classify(servable, request, _remaining(deadline))
             return json_examples.classification_json(response.result)
         request = regression_pb2.RegressionRequest(input=inp)
         request.model_spec.name, request.model_spec.signature_name = name, signature_name
-        response = inference.regress(servable, request, self.timeout_s)
+        response = inference.regress(servable, request, _remaining(deadline))
         return json_examples.regression_json(response.result)
 
     def _status(self, name: str, version: int | None) -> str:

@@ -20,7 +20,7 @@ from tensorflow.python.client import pywrap_tf_session
 from tensorflow.python.saved_model import loader_impl
 from tensorflow.python.util import deprecation
 
-from serving.errors import ServingError, code_from_number
+from serving.errors import ServingError, check_deadline, code_from_number
 
 SignatureDef = meta_graph_pb2.SignatureDef
 
@@ -168,6 +168,7 @@ class TFServable(Servable):
         timeout_s: float | None = None,
     ) -> dict[str, np.ndarray]:
         """One Session::Run; TF's OpErrors become ServingErrors with the same code and text."""
+        check_deadline(timeout_s)
         sig = self._signatures[signature_key]
         feeds = {tensor: inputs[alias] for alias, tensor in sig.feeds if alias in inputs}
         fetches = [sig.fetches[k] for k in output_keys]

@@ -36,6 +36,7 @@ from serving.grpc_service import add_services
 INT32_MAX = 2**31 - 1
 STOP_GRACE_S = 5.0
 _SIMPLE_ATOI = re.compile(r"^\s*[+-]?\d+\s*$")
+GRPC_QUEUE_FACTOR = 4  # calls admitted per gRPC worker thread: 1 running, 3 queued
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ def core_inputs(args: argparse.Namespace) -> tuple[ModelServerConfig, ServerOpti
         enable_per_model_batching_params=bundle.enable_per_model_batching_params,
         num_load_threads=args.num_load_threads,
         enable_serialization_as_tensor_content=args.enable_serialization_as_tensor_content,
+        rest_api_max_request_bytes=args.rest_api_max_request_bytes,
     )
     return config, options
 
@@ -238,6 +240,9 @@ def _grpc_server(args: argparse.Namespace, core: ServerCore) -> tuple[grpc.Serve
     options = [(k, v) for k, v in defaults if k not in overridden] + given
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+        # Past this many calls in flight (running + queued) gRPC answers RESOURCE_EXHAUSTED,
+        # as the C++ server does once its thread quota (--grpc_max_threads) is used up.
+        maximum_concurrent_rpcs=workers * GRPC_QUEUE_FACTOR,
         options=options,
     )
     health_servicer = add_services(server, core, args.enable_grpc_healthcheck_service)

@@ -11,6 +11,8 @@ import ml_dtypes
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
+from serving import limits
+
 DataType = int
 
 # dtype enum -> (numpy dtype, typed repeated field). Half and bfloat16 travel as uint16 bit
@@ -92,6 +94,8 @@ def _shape(proto: tensor_pb2.TensorProto) -> tuple[int, ...]:
     dims = tuple(d.size for d in shape.dim)
     if any(d < 0 for d in dims):
         raise TensorParseError("negative dimension")
+    if len(dims) > limits.MAX_TENSOR_RANK or limits.declared_elements(dims) > limits.INT64_MAX:
+        raise TensorParseError("shape too large")
     return dims
 
 
@@ -100,7 +104,7 @@ def decode(proto: tensor_pb2.TensorProto) -> np.ndarray:
     values beyond N are dropped, fewer than N repeat the last one, none means zeros."""
     np_dtype = numpy_dtype(proto.dtype)
     shape = _shape(proto)
-    count = int(np.prod(shape, dtype=np.int64))
+    count = limits.declared_elements(shape)
     if proto.tensor_content:
         if proto.dtype == types_pb2.DT_STRING:
             raise TensorParseError("tensor_content is not supported for strings")
@@ -111,6 +115,11 @@ def decode(proto: tensor_pb2.TensorProto) -> np.ndarray:
         return little.astype(np_dtype, copy=False).reshape(shape)
     field = _FIELDS[proto.dtype][1]
     raw = getattr(proto, field)
+    complex_pairs = proto.dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128)
+    given = len(raw) // 2 if complex_pairs else len(raw)
+    if count > given and count > limits.MAX_FILL_ELEMENTS:
+        # Tensor::FromProto would allocate it all from a few bytes of request; refuse instead.
+        raise TensorParseError(f"shape declares {count} elements but {given} values were sent")
     if proto.dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
         pairs = np.asarray(raw, dtype=np.float64)
         values = (pairs[0::2] + 1j * pairs[1::2]).astype(np_dtype) if len(pairs) else pairs

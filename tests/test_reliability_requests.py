@@ -1,0 +1,158 @@
+"""Bounded requests, right codes (issue 8, failures 3 and 4): every malformed request of
+`tests.malformed` gets its expected code with a short message, and the server still answers a
+valid request afterwards. Also: the REST connection cap (429) and expired deadlines.
+
+One embedded server with small limits (64 KiB bodies, 1.5 s reads, 1 REST worker thread, so 4
+connections) so the cases stay fast; it serves the session's test repository."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from serving import rest
+from serving.launch import ServerProcess, start_server_process
+from tests import malformed
+from tests.conftest import REPO_ROOT
+
+LIMIT = 64 * 1024
+READ_TIMEOUT_S = 1.5
+REST_THREADS = 1
+MAX_CONNECTIONS = rest.CONNECTIONS_PER_THREAD * REST_THREADS
+
+
+@pytest.fixture(scope="module")
+def bounded(model_repo: Path) -> Iterator[ServerProcess]:
+    server = start_server_process(
+        [
+            f"--model_config_file={model_repo / 'tfserving' / 'models.config'}",
+            f"--rest_api_max_request_bytes={LIMIT}",
+            f"--rest_api_timeout_in_ms={int(READ_TIMEOUT_S * 1000)}",
+            f"--rest_api_num_threads={REST_THREADS}",
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"},
+        cwd=REPO_ROOT,
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def stub(bounded: ServerProcess) -> Iterator[prediction_service_pb2_grpc.PredictionServiceStub]:
+    with grpc.insecure_channel(bounded.grpc_target) as channel:
+        yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+
+REST_CASES = malformed.rest_cases(LIMIT)
+GRPC_CASES = malformed.grpc_cases()
+
+
+def test_the_catalogue_has_at_least_40_cases() -> None:
+    assert len(REST_CASES) + len(GRPC_CASES) >= 40
+
+
+@pytest.mark.parametrize("case", REST_CASES, ids=[c.name for c in REST_CASES])
+def test_malformed_rest_request(bounded: ServerProcess, case: malformed.RestCase) -> None:
+    outcome = malformed.run_rest(bounded.rest_port, case, READ_TIMEOUT_S)
+    assert outcome.got == case.expected, bounded.log_tail()
+    assert outcome.short
+    assert outcome.alive
+
+
+@pytest.mark.parametrize("case", GRPC_CASES, ids=[c.name for c in GRPC_CASES])
+def test_malformed_grpc_request(
+    bounded: ServerProcess,
+    stub: prediction_service_pb2_grpc.PredictionServiceStub,
+    case: malformed.GrpcCase,
+) -> None:
+    outcome = malformed.run_grpc(stub, case)
+    assert outcome.got == case.expected
+    assert outcome.short
+    assert outcome.alive
+
+
+def test_slow_header_releases_its_thread(bounded: ServerProcess) -> None:
+    """MAX_CONNECTIONS stalled headers: each is dropped after the read timeout, and then a new
+    request is served (the threads came back)."""
+    stalled = [socket.create_connection(("127.0.0.1", bounded.rest_port), timeout=30)
+               for _ in range(MAX_CONNECTIONS)]
+    try:
+        for sock in stalled:
+            sock.sendall(b"POST /v1/models/x:predict HTTP/1.1\r\nHo")
+        for sock in stalled:
+            assert sock.recv(1024) == b""  # closed by the server after READ_TIMEOUT_S
+        assert malformed.rest_alive(bounded.rest_port)
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_connections_past_the_cap_get_429(bounded: ServerProcess) -> None:
+    held = [socket.create_connection(("127.0.0.1", bounded.rest_port), timeout=30)
+            for _ in range(MAX_CONNECTIONS)]
+    try:
+        deadline = time.monotonic() + 10
+        code = None
+        while time.monotonic() < deadline and code != 429:
+            code, body = malformed.exchange(
+                bounded.rest_port, malformed.post(b'{"instances": [1.0]}'), timeout=30
+            )
+        assert code == 429
+        assert "rest_api_num_threads" in body
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 2 * READ_TIMEOUT_S + 10
+    while not malformed.rest_alive(bounded.rest_port):
+        assert time.monotonic() < deadline, "REST never recovered after the held connections"
+
+
+def test_expired_grpc_deadline_is_not_run(model_repo: Path) -> None:
+    """A run whose deadline already passed answers DEADLINE_EXCEEDED and never reaches the
+    session (run_count stays put); a live one runs."""
+    from serving.errors import ServingError
+    from serving.servable import TFServable
+
+    path = model_repo / "tfserving" / malformed.MODEL / "1"
+    servable = TFServable(malformed.MODEL, 1, str(path))
+    x = {"x": np.array([2.0], np.float32)}
+    with pytest.raises(ServingError) as err:
+        servable.run("serving_default", x, ["y"], timeout_s=-0.5)
+    assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert servable.run_count == 0
+    out = servable.run("serving_default", x, ["y"], timeout_s=10.0)
+    assert out["y"].tolist() == [3.0] and servable.run_count == 1
+
+
+def test_expired_task_is_dropped_from_its_batch(model_repo: Path) -> None:
+    """A batched task whose caller gave up while queued is answered DEADLINE_EXCEEDED; the
+    batch runs only the live ones."""
+    from serving.batching import BatchingParameters, BatchScheduler
+    from serving.errors import ServingError
+    from serving.servable import TFServable
+
+    path = model_repo / "tfserving" / malformed.MODEL / "1"
+    inner = TFServable(malformed.MODEL, 1, str(path))
+    scheduler = BatchScheduler(BatchingParameters(batch_timeout_micros=300_000,
+                                                  num_batch_threads=1))
+    try:
+        with pytest.raises(ServingError) as err:
+            scheduler.submit(inner, "serving_default", {"x": np.array([1.0], np.float32)},
+                             ["y"], timeout_s=0.05)
+        assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert inner.run_count == 0
+        out = scheduler.submit(inner, "serving_default", {"x": np.array([2.0], np.float32)},
+                               ["y"], timeout_s=10.0)
+        assert out["y"].tolist() == [3.0] and inner.run_count == 1
+    finally:
+        scheduler.stop()
