@@ -19,6 +19,7 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.errors import ServingError
+from serving.reclaim import reclaim_when_released
 from serving.servable import Servable
 from serving.source import aspired_versions, versions_on_disk
 
@@ -77,6 +78,7 @@ class AspiredVersionsManager:
         )
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        self._reclaimers: list[threading.Thread] = []
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -93,9 +95,12 @@ class AspiredVersionsManager:
             for model in self._models.values():
                 for ver in model.versions.values():
                     ver.cancel.set()
+            reclaimers = list(self._reclaimers)
         if self._poller is not None:
             self._poller.join(timeout=10)
         self._loader.shutdown(wait=True, cancel_futures=True)
+        for thread in reclaimers:
+            thread.join(timeout=10)
 
     def manage(self, configs: Sequence[ModelConfig]) -> list[str]:
         """Manage exactly these models (others are unloaded); poll each once; returns the names
@@ -107,7 +112,7 @@ class AspiredVersionsManager:
                 for ver in removed.versions.values():
                     ver.aspired = False
                     ver.cancel.set()
-                _retire(removed)
+                self._retire(removed)
             added = [n for n in wanted if n not in self._models]
             for name, cfg in wanted.items():
                 model = self._models.get(name) or self._history.get(name) or _Model(cfg)
@@ -150,7 +155,7 @@ class AspiredVersionsManager:
                 return  # stopping, or the model left the config while we listed its directory
             for ver in _aspire(model, on_disk, aspired):
                 self._loader.submit(self._load, model, ver)
-            _retire(model)
+            self._retire(model)
             self._cond.notify_all()
 
     def _load(self, model: _Model, ver: ServableVersion) -> None:
@@ -171,8 +176,16 @@ class AspiredVersionsManager:
                 )
             else:
                 ver.state, ver.error = State.END, error
-            _retire(model)
+            self._retire(model)
             self._cond.notify_all()
+
+    def _retire(self, model: _Model) -> None:
+        """Unloads what `_retire_versions` picks and reclaims each unloaded version's memory."""
+        for ver, servable in _retire_versions(model):
+            what = f"{{name: {model.config.name} version: {ver.version}}}"
+            self._reclaimers = [t for t in self._reclaimers if t.is_alive()]
+            self._reclaimers.append(reclaim_when_released(servable, what, self._stop))
+            del servable
 
     # --- lookups ----------------------------------------------------------------------------
 
@@ -264,18 +277,23 @@ def _load_with_retries(
     return None, error
 
 
-def _retire(model: _Model) -> None:
+def _retire_versions(model: _Model) -> list[tuple[ServableVersion, Servable]]:
     """Availability-preserving unload: drop versions no longer aspired once an aspired one is
-    AVAILABLE, or when nothing is aspired at all. Called with the manager's lock held."""
+    AVAILABLE, or when nothing is aspired at all; returns what was dropped. Called with the
+    manager's lock held."""
     aspired = [v for v in model.versions.values() if v.aspired]
     if aspired and not any(v.state == State.AVAILABLE for v in aspired):
-        return
+        return []
+    dropped = []
     for ver in model.versions.values():
         if not ver.aspired and ver.state == State.AVAILABLE:
             ver.state = State.UNLOADING
+            if ver.servable is not None:
+                dropped.append((ver, ver.servable))
             ver.servable = None  # freed when the last in-flight request releases it
             ver.state = State.END
             ver.cancel.set()
             log.info(
                 "Unloaded servable version {name: %s version: %d}", model.config.name, ver.version
             )
+    return dropped

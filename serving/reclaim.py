@@ -1,0 +1,64 @@
+"""Giving an unloaded version's memory back (TF Serving frees a servable when its last handle
+is released; Python needs help).
+
+A TF Session and its tf.Graph sit in reference cycles, so dropping the manager's reference frees
+nothing until the cyclic garbage collector happens to run: +1 model size per swap. After an
+unload the manager hands a weak reference to `reclaim_when_released`, which forces collection
+until the servable is gone (in-flight requests keep it alive until they finish, as a
+ServableHandle would), then asks glibc to return freed heap pages to the OS (`malloc_trim`), so
+RSS goes back down instead of only becoming reusable."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import logging
+import threading
+import time
+import weakref
+
+from serving.servable import Servable
+
+RECLAIM_WAIT_S = 120.0  # longest an in-flight request may keep an unloaded version alive
+_POLL_S = 0.2
+
+log = logging.getLogger(__name__)
+
+
+def _libc_malloc_trim() -> None:
+    """glibc's malloc_trim(0); a no-op where the C library has none (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+def reclaim(ref: weakref.ref, what: str, stop: threading.Event) -> bool:
+    """Collects until `ref` is dead (then trims the heap); False if it outlived the wait."""
+    deadline = time.monotonic() + RECLAIM_WAIT_S
+    while True:
+        if ref() is None:
+            gc.collect()  # the Session and Graph cycles it held are garbage only now
+            _libc_malloc_trim()
+            log.info("Released memory of servable version %s", what)
+            return True
+        gc.collect()  # in case the servable itself sits in a cycle (a kept traceback)
+        if ref() is None:
+            continue
+        if stop.wait(_POLL_S) or time.monotonic() > deadline:
+            log.warning("Servable version %s still referenced; its memory stays in use", what)
+            return False
+
+
+def reclaim_when_released(
+    servable: Servable, what: str, stop: threading.Event
+) -> threading.Thread:
+    """Starts reclaiming `servable` on a daemon thread; the caller must drop its own reference."""
+    thread = threading.Thread(
+        target=reclaim, args=(weakref.ref(servable), what, stop), name="reclaim", daemon=True
+    )
+    thread.start()
+    return thread
