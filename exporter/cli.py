@@ -97,9 +97,10 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--warmup-requests",
         type=int,
-        default=0,
+        default=1,  # exporter.savedmodel.DEFAULT_WARMUP_REQUESTS (not imported: no TF for --help)
         metavar="N",
-        help="write N TF Serving warmup records",
+        help="write N TF Serving warmup records (default 1; 0 writes none), replayed at load "
+        "so a new version is warm before it serves",
     )
     export.add_argument(
         "--atol", type=float, help="parity atol for every output (default: per output dtype)"

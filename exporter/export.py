@@ -29,7 +29,7 @@ from exporter.parity import (
 from exporter.publish import Publication, check_writable, next_version
 from exporter.report import REPORT_FILE, SAVEDMODEL_REPORT, ExportReport, sha256
 from exporter.sample_inputs import conform_inputs
-from exporter.savedmodel import check_warmup_requests, write_savedmodel
+from exporter.savedmodel import DEFAULT_WARMUP_REQUESTS, check_warmup_requests, write_savedmodel
 from exporter.serving_compat import (
     DEFAULT_SERVING_VERSION,
     check_compatible,
@@ -186,7 +186,7 @@ def export_model(
     *,
     version: int | None = None,
     opset: int | None = None,
-    warmup_requests: int = 0,
+    warmup_requests: int = DEFAULT_WARMUP_REQUESTS,
     atol: float | None = None,
     rtol: float | None = None,
     allow_untracked: bool = False,

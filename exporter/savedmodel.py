@@ -25,6 +25,10 @@ SERVING_TAG = "serve"
 SIGNATURE_KEY = "serving_default"
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving's kMaxNumRecords
+# Written by default: TF Serving replays them before a version becomes AVAILABLE, so the first
+# run of a frozen graph (Grappler over every inlined weight: tens of seconds for 50M params)
+# happens at load, while the previous version still serves, not on a client's request.
+DEFAULT_WARMUP_REQUESTS = 1
 
 
 def _build(frozen: FrozenGraph, export_dir: Path) -> None:

@@ -175,6 +175,9 @@ def test_version_numbers_increase_and_existing_version_is_refused(tmp_path: Path
     first = export_model(model, tmp_path, "m", parity_samples=1)
     second = export_model(model, tmp_path, "m", parity_samples=1)
     assert (first.version, second.version) == (1, 2)
+    # Warmup records are written by default, so TF Serving warms a version before it serves.
+    warmup = first.savedmodel_dir / "assets.extra" / "tf_serving_warmup_requests"
+    assert sum(1 for _ in tf.compat.v1.io.tf_record_iterator(str(warmup))) == 1
     with pytest.raises(ExportError, match="already exists"):
         export_model(model, tmp_path, "m", version=1, parity_samples=1)
 
