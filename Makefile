@@ -12,7 +12,7 @@ KERAS_REF = $(if $(wildcard $(OUT)/keras/$(NAME).keras),--model $(OUT)/keras/$(N
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: venv export test test-all lint bench bench-large docker-build deploy manifests parity-remote clean
+.PHONY: venv export test test-all lint bench bench-large soak docker-build deploy manifests parity-remote clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,3 +66,8 @@ parity-remote: venv
 
 clean:
 	rm -rf $(OUT) .pytest_cache
+
+## Reliability soak (issue 8): warm swaps of a 50M model under 8 gRPC clients, RSS across 10
+## swaps, the malformed-request catalogue; writes bench/results/soak.json. ~15 min on 2 cores.
+soak: venv
+	$(PY) -m bench.soak

@@ -9,6 +9,7 @@ get servables by Latest or Specific version, as `GetServableHandle` does.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,8 @@ State = get_model_status_pb2.ModelVersionStatus.State
 ModelConfig = model_server_config_pb2.ModelConfig
 
 log = logging.getLogger(__name__)
+
+LOAD_NICENESS = 10
 
 
 @dataclass
@@ -160,6 +163,7 @@ class AspiredVersionsManager:
 
     def _load(self, model: _Model, ver: ServableVersion) -> None:
         """Loads on a loader thread, then publishes AVAILABLE (or END with the error)."""
+        _lower_priority()
         name = model.config.name
         servable, error = _load_with_retries(
             lambda: self._create(name, ver.version, ver.path),
@@ -228,6 +232,18 @@ class AspiredVersionsManager:
         with self._cond:
             model = self._history.get(name)
             return dict(model.versions) if model is not None else {}
+
+
+def _lower_priority() -> None:
+    """Loader threads run below the request threads (Linux niceness is per thread): loading
+    and warming a large frozen graph is seconds of Grappler work that must not starve the
+    version still serving. An extension: TF Serving has no such knob."""
+    tid = threading.get_native_id()
+    try:
+        if os.getpriority(os.PRIO_PROCESS, tid) < LOAD_NICENESS:
+            os.setpriority(os.PRIO_PROCESS, tid, LOAD_NICENESS)
+    except (OSError, AttributeError) as err:  # not Linux, or not permitted: load at full speed
+        log.debug("Loader thread keeps its priority: %s", err)
 
 
 def _aspire(model: _Model, on_disk: Mapping[int, str], aspired: set[int]) -> list[ServableVersion]:
