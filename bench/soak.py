@@ -36,7 +36,7 @@ SWAP_TIMEOUT_S = 600.0
 SETTLE_S = 3.0  # after the old version ended: let the reclaimer run before RSS is read
 
 
-def _export(params: int, cache: Path) -> Path:
+def export_source(params: int, cache: Path) -> Path:
     """The exporter's default export of the soak MLP (cached: exporting 50M takes minutes)."""
     version_dir = cache / "tfserving" / MODEL / "1"
     if not (version_dir / "saved_model.pb").exists():
@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, default=common.REPO_ROOT / "artifacts" / "soak")
     p.add_argument("--results", type=Path, default=common.RESULTS_DIR)
     args = p.parse_args(argv)
-    source = _export(args.params, args.cache)
+    source = export_source(args.params, args.cache)
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         work = Path(tmp)
         result: dict[str, Any] = {

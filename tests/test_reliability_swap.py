@@ -79,3 +79,19 @@ def test_warm_swaps_under_load_fail_no_request(exported: Path, tmp_path: Path) -
     assert all(count >= 1 for count in runs_before_first_request.values()), (
         runs_before_first_request
     )
+
+
+@pytest.mark.slow
+def test_soak_swaps_and_bad_inputs(tmp_path: Path) -> None:
+    """The long run (`make soak` at 50M parameters): a 2M-parameter export, 5 warm swaps under
+    8 gRPC clients through the real server, then the whole malformed catalogue."""
+    from bench import soak
+
+    source = soak.export_source(2_000_000, tmp_path / "cache")
+    swaps = soak.swaps(source, tmp_path, clients=8, count=5, steady_s=3.0)
+    assert swaps["requests_failed"] == 0, swaps["failed_by_status"]
+    assert swaps["versions_served"] == list(range(1, 7))
+    bad = soak.malformed_requests(tmp_path)
+    assert bad["bad_inputs_tried"] >= 40
+    assert bad["answered_as_expected"] == bad["bad_inputs_tried"], bad["cases"]
+    assert bad["server_alive_after_all"]
