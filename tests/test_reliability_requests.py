@@ -156,3 +156,44 @@ def test_expired_task_is_dropped_from_its_batch(model_repo: Path) -> None:
         assert out["y"].tolist() == [3.0] and inner.run_count == 1
     finally:
         scheduler.stop()
+
+
+def test_grpc_sheds_load_past_its_queue(model_repo: Path) -> None:
+    """With one gRPC thread, at most GRPC_QUEUE_FACTOR calls are admitted; a burst beyond that
+    is answered RESOURCE_EXHAUSTED at once instead of piling up, and admitted calls succeed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.server import GRPC_QUEUE_FACTOR, parse_args, start_server
+
+    args = parse_args([
+        "--port=0", "--rest_api_port=0", "--grpc_max_threads=1",
+        f"--model_name={malformed.MODEL}",
+        f"--model_base_path={model_repo / 'tfserving' / malformed.MODEL}",
+    ])
+    running = start_server(args)
+    burst = 8 * GRPC_QUEUE_FACTOR
+    x = np.ones(800_000, np.float32)  # calls overlap; responses stay under 4 MB
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            from tensorflow_serving.apis import predict_pb2
+
+            from serving.client import make_tensor_proto
+
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = malformed.MODEL
+            request.inputs["x"].CopyFrom(make_tensor_proto(x))
+
+            def call(_: int) -> grpc.StatusCode:
+                try:
+                    stub.Predict(request, timeout=60)
+                    return grpc.StatusCode.OK
+                except grpc.RpcError as err:
+                    return err.code()
+
+            with ThreadPoolExecutor(burst) as pool:
+                codes = list(pool.map(call, range(burst)))
+    finally:
+        running.stop(grace_s=0)
+    assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert 1 <= codes.count(grpc.StatusCode.OK) < burst
