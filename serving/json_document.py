@@ -24,6 +24,7 @@ from serving.errors import ServingError, invalid_argument
 _MAX_DEBUG_BYTES = 256  # kMaxJsonDebugStringBytes
 _RAPIDJSON_ERROR = re.compile(r"Parse error at offset (\d+): (.*)", re.DOTALL)
 _TRAILING = "The document root must not be followed by other values."
+_LONG_DIGITS = re.compile(r"\d{309}")
 
 
 def _rapidjson_double(val: float) -> str:
@@ -137,7 +138,25 @@ class _Decoder(rapidjson.Decoder):
         return _FirstMember()
 
 
+def _check_numbers(text: str) -> None:
+    """rapidjson reads an integer past uint64 as a double and refuses one past DBL_MAX
+    (`Number too big to be stored in double.`); python-rapidjson would build a Python int of
+    any size (or fail past Python's digit limit). A text with a run of 309+ digits (DBL_MAX's
+    integer digits) is therefore first parsed by rapidjson's own number parser, for its error."""
+    if _LONG_DIGITS.search(text) is None:
+        return
+    try:
+        rapidjson.Decoder(number_mode=rapidjson.NM_NAN | rapidjson.NM_NATIVE)(text)
+    except rapidjson.JSONDecodeError as err:
+        match = _RAPIDJSON_ERROR.match(str(err))
+        if match is not None and match.group(2) != _TRAILING:
+            raise invalid_argument(
+                f"JSON Parse error: {match.group(2)} at offset: {match.group(1)}"
+            ) from None
+
+
 def _rapidjson_parse(text: str) -> Any:
+    _check_numbers(text)
     decode = _Decoder(number_mode=rapidjson.NM_NAN)
     try:
         return decode(text)
@@ -149,26 +168,9 @@ def _rapidjson_parse(text: str) -> Any:
         if message == _TRAILING:
             return decode(text[:offset])
         raise invalid_argument(f"JSON Parse error: {message} at offset: {offset}") from None
-    except ValueError:
-        # An integer literal past Python's int digit limit: rapidjson reads integers past
-        # uint64 as doubles, so its native number parser names the error and its offset.
-        return _native_number_error(text)
     except RecursionError:
         # rapidjson's iterative parser has no depth limit; Python's stack has one.
         raise invalid_argument(
             f"JSON Parse error: nesting deeper than {sys.getrecursionlimit()} levels"
         ) from None
 
-
-def _native_number_error(text: str) -> Any:
-    """Re-parses with rapidjson's own number parser to report what it reports for a literal
-    Python will not convert (`Number too big to be stored in double.`)."""
-    try:
-        rapidjson.Decoder(number_mode=rapidjson.NM_NAN | rapidjson.NM_NATIVE)(text)
-    except rapidjson.JSONDecodeError as err:
-        match = _RAPIDJSON_ERROR.match(str(err))
-        if match is not None:
-            raise invalid_argument(
-                f"JSON Parse error: {match.group(2)} at offset: {match.group(1)}"
-            ) from None
-    raise invalid_argument("JSON Parse error: Number too big to be stored in double.")
