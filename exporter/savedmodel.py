@@ -26,8 +26,9 @@ SIGNATURE_KEY = "serving_default"
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving's kMaxNumRecords
 # Written by default: TF Serving replays them before a version becomes AVAILABLE, so the first
-# run of a frozen graph (Grappler over every inlined weight: tens of seconds for 50M params)
-# happens at load, while the previous version still serves, not on a client's request.
+# run (graph optimisation; tens of seconds for a 50M-parameter graph with every weight inlined,
+# well under a second once --max-frozen-bytes keeps them variables) happens at load, while the
+# previous version still serves, not on a client's request.
 DEFAULT_WARMUP_REQUESTS = 1
 
 
