@@ -48,7 +48,9 @@ def test_unloaded_versions_are_freed_without_waiting_for_gc(
             # The Session and tf.Graph sit in reference cycles: they are what leaked.
             refs += [weakref.ref(old), weakref.ref(old._graph), weakref.ref(old._session)]
             del old
-            shutil.copytree(source / "1", base / str(version))
+            # Copied beside, then renamed in: the poller never sees a half-copied version.
+            shutil.copytree(source / "1", base / f".tmp-{version}")
+            (base / f".tmp-{version}").rename(base / str(version))
             wait_for(lambda v=version: core.servable(MODEL).version == v, f"version {version}")
         wait_for(lambda: all(r() is None for r in refs), "every unloaded version to be freed")
         assert core.servable(MODEL).version == 5
