@@ -22,6 +22,7 @@ from serving.servable import Servable
 
 RECLAIM_WAIT_S = 120.0  # longest an in-flight request may keep an unloaded version alive
 _POLL_S = 0.2
+_MAX_COLLECTIONS = 5  # rounds of gc after release (finalizers free more per round)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,11 @@ def reclaim(ref: weakref.ref, what: str, stop: threading.Event) -> bool:
     deadline = time.monotonic() + RECLAIM_WAIT_S
     while True:
         if ref() is None:
-            gc.collect()  # the Session and Graph cycles it held are garbage only now
+            # The Session and Graph cycles it held are garbage only now; a Session's finalizer
+            # releases its Graph during a collection, so collect until nothing more is found.
+            for _ in range(_MAX_COLLECTIONS):
+                if gc.collect() == 0:
+                    break
             _libc_malloc_trim()
             log.info("Released memory of servable version %s", what)
             return True
