@@ -22,7 +22,6 @@ from serving.servable import Servable
 
 RECLAIM_WAIT_S = 120.0  # longest an in-flight request may keep an unloaded version alive
 _POLL_S = 0.2
-_MAX_COLLECTIONS = 5  # rounds of gc after release (finalizers free more per round)
 
 log = logging.getLogger(__name__)
 
@@ -37,22 +36,18 @@ def _libc_malloc_trim() -> None:
         trim(0)
 
 
-def reclaim(ref: weakref.ref, what: str, stop: threading.Event) -> bool:
-    """Collects until `ref` is dead (then trims the heap); False if it outlived the wait."""
+def reclaim(refs: list[weakref.ref], what: str, stop: threading.Event) -> bool:
+    """Collects until every ref (the servable and what holds its memory) is dead, then trims
+    the heap; False if one outlived the wait."""
     deadline = time.monotonic() + RECLAIM_WAIT_S
     while True:
-        if ref() is None:
-            # The Session and Graph cycles it held are garbage only now; a Session's finalizer
-            # releases its Graph during a collection, so collect until nothing more is found.
-            for _ in range(_MAX_COLLECTIONS):
-                if gc.collect() == 0:
-                    break
+        # In-flight requests keep the servable; once it is gone, its Session and Graph sit in
+        # cycles (a Session's finalizer frees its Graph a round later): collect each poll.
+        gc.collect()
+        if all(ref() is None for ref in refs):
             _libc_malloc_trim()
             log.info("Released memory of servable version %s", what)
             return True
-        gc.collect()  # in case the servable itself sits in a cycle (a kept traceback)
-        if ref() is None:
-            continue
         if stop.wait(_POLL_S) or time.monotonic() > deadline:
             log.warning("Servable version %s still referenced; its memory stays in use", what)
             return False
@@ -62,8 +57,7 @@ def reclaim_when_released(
     servable: Servable, what: str, stop: threading.Event
 ) -> threading.Thread:
     """Starts reclaiming `servable` on a daemon thread; the caller must drop its own reference."""
-    thread = threading.Thread(
-        target=reclaim, args=(weakref.ref(servable), what, stop), name="reclaim", daemon=True
-    )
+    refs = [weakref.ref(obj) for obj in (servable, *servable.memory_owners())]
+    thread = threading.Thread(target=reclaim, args=(refs, what, stop), name="reclaim", daemon=True)
     thread.start()
     return thread

@@ -48,6 +48,10 @@ class Servable(ABC):
         with self._count_lock:
             self.run_count += 1
 
+    def memory_owners(self) -> list[object]:
+        """The objects that hold this version's runtime memory (what an unload must see freed)."""
+        return []
+
     @abstractmethod
     def run(
         self,
@@ -159,6 +163,9 @@ class TFServable(Servable):
         self._signatures = {
             key: _Signature(self._graph, sig) for key, sig in self.signature_defs.items()
         }
+
+    def memory_owners(self) -> list[object]:
+        return [self._graph, self._session]
 
     def run(
         self,
