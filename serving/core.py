@@ -120,7 +120,10 @@ def validate_config(config: ModelServerConfig) -> list[ModelConfig]:
 
 
 class ServerCore:
-    """Owns the config, the manager and the version labels; answers lookups for the front-ends."""
+    """Owns the config, the manager and the version labels; answers lookups for the front-ends.
+
+    One job at ~150 lines, as TF Serving's ServerCore: config (re)loads, label resolution
+    and the status/metadata answers all read the same model table under one lock."""
 
     def __init__(self, config: ModelServerConfig, options: ServerOptions | None = None) -> None:
         self.options = options or ServerOptions()
