@@ -68,6 +68,6 @@ clean:
 	rm -rf $(OUT) .pytest_cache
 
 ## Reliability soak (issue 8): warm swaps of a 50M model under 8 gRPC clients, RSS across 10
-## swaps, the malformed-request catalogue; writes bench/results/soak.json. ~15 min on 2 cores.
+## swaps, the malformed-request catalogue; writes bench/results/soak.json. ~2 min here.
 soak: venv
 	$(PY) -m bench.soak
