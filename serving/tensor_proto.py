@@ -120,7 +120,7 @@ def decode(proto: tensor_pb2.TensorProto) -> np.ndarray:
     if count > given and count > limits.MAX_FILL_ELEMENTS:
         # Tensor::FromProto would allocate it all from a few bytes of request; refuse instead.
         raise TensorParseError(f"shape declares {count} elements but {given} values were sent")
-    if proto.dtype in (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128):
+    if complex_pairs:
         pairs = np.asarray(raw, dtype=np.float64)
         values = (pairs[0::2] + 1j * pairs[1::2]).astype(np_dtype) if len(pairs) else pairs
     elif proto.dtype == types_pb2.DT_STRING:
