@@ -226,7 +226,9 @@ def _check_flags(args: argparse.Namespace) -> None:
         )
 
 
-def _grpc_server(args: argparse.Namespace, core: ServerCore) -> tuple[grpc.Server, Any, int]:
+def _grpc_server(
+    args: argparse.Namespace, core: ServerCore, credentials: grpc.ServerCredentials | None
+) -> tuple[grpc.Server, Any, int]:
     """The gRPC server with TF Serving's message limits and the flag's channel arguments,
     bound to the TCP port (0 without --grpc_socket_path: any free port) and/or the socket."""
     workers = args.grpc_max_threads or 4 * flags.cpu_count()
@@ -246,7 +248,6 @@ def _grpc_server(args: argparse.Namespace, core: ServerCore) -> tuple[grpc.Serve
         options=options,
     )
     health_servicer = add_services(server, core, args.enable_grpc_healthcheck_service)
-    credentials = server_credentials(args)
     addresses = []
     if args.port or not args.grpc_socket_path:
         addresses.append(f"{args.host}:{args.port}")
@@ -274,7 +275,7 @@ def start_server(args: argparse.Namespace) -> RunningServer:
     _check_flags(args)
     inference.set_signature_method_name_check(args.enable_signature_method_name_check)
     config, options = core_inputs(args)
-    server_credentials(args)  # a bad SSL file fails before the (slow) initial load
+    credentials = server_credentials(args)  # a bad SSL file fails before the (slow) load
     if args.thread_pool_factory_config_file:  # read and checked as server.cc does, then unused
         config_protos.parse_text_file(
             args.thread_pool_factory_config_file, config_protos.ThreadPoolFactoryConfig()
@@ -284,7 +285,7 @@ def start_server(args: argparse.Namespace) -> RunningServer:
     core = ServerCore(config, options)
     core.start()
     try:
-        server, health_servicer, port = _grpc_server(args, core)
+        server, health_servicer, port = _grpc_server(args, core, credentials)
     except (ServingError, UsageError):
         core.stop()
         raise
