@@ -21,7 +21,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from serving import rest
 from serving.launch import ServerProcess, start_server_process
 from tests import malformed
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, wait_for
 
 LIMIT = 64 * 1024
 READ_TIMEOUT_S = 1.5
@@ -112,9 +112,8 @@ def test_connections_past_the_cap_get_429(bounded: ServerProcess) -> None:
     finally:
         for sock in held:
             sock.close()
-    deadline = time.monotonic() + 2 * READ_TIMEOUT_S + 10
-    while not malformed.rest_alive(bounded.rest_port):
-        assert time.monotonic() < deadline, "REST never recovered after the held connections"
+    wait_for(lambda: malformed.rest_alive(bounded.rest_port),
+             "REST to recover after the held connections", timeout=2 * READ_TIMEOUT_S + 10)
 
 
 def test_expired_grpc_deadline_is_not_run(model_repo: Path) -> None:
