@@ -90,18 +90,12 @@ class RestApi:
         timeout_ms = core.options.rest_api_timeout_in_ms
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
 
-    def handle(
-        self, method: str, path: str, body: bytes, started: float | None = None
-    ) -> tuple[int, str]:
-        """Answer one /v1/ request; errors become `{"error": ...}` with the mapped HTTP code."""
-        code, text, _ = self.handle_with_status(method, path, body, started)
-        return code, text
-
     def handle_with_status(
         self, method: str, path: str, body: bytes, started: float | None = None
     ) -> tuple[int, str, str]:
-        """`handle` plus the status code name the request counts under (`OK`, `NOT_FOUND`).
-        The timeout counts from `started` (when the request arrived), so time spent reading
+        """Answer one /v1/ request: (HTTP code, JSON text, the status code name the request
+        counts under: `OK`, `NOT_FOUND`); errors become `{"error": ...}` with the mapped HTTP
+        code. The timeout counts from `started` (when the request arrived), so time spent reading
         and decoding counts against it and a request already past it never runs."""
         start = time.monotonic() if started is None else started
         deadline = None if self.timeout_s is None else start + self.timeout_s
