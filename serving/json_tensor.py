@@ -61,9 +61,8 @@ def json_type(val: Any) -> str:
 
 
 def _type_error(val: Any, dtype: int) -> ServingError:
-    return invalid_argument(
-        f"JSON Value: {json_text(val)} Type: {json_type(val)} is not of expected type: "
-        f"{tensor_proto.type_name(dtype)}"
+    return format_error(
+        val, f"Type: {json_type(val)} is not of expected type: {tensor_proto.type_name(dtype)}"
     )
 
 
@@ -73,9 +72,7 @@ def is_b64_object(val: Any) -> bool:
 
 def decode_b64(val: Any) -> bytes:
     if not is_b64_object(val):
-        raise invalid_argument(
-            f"JSON Value: {json_text(val)} not formatted correctly for base64 data"
-        )
+        raise format_error(val, "not formatted correctly for base64 data")
     text = val["b64"]
     try:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
@@ -131,9 +128,9 @@ def _fill(val: Any, level: int, shape: Sequence[int], dtype: int, out: list[Any]
     rank = len(shape)
     if not isinstance(val, list):
         if level != rank:
-            raise invalid_argument(
-                f"JSON Value: {json_text(val)} found at incorrect level: {level + 1} in the JSON "
-                f"DOM. Expected at level: {rank}"
+            raise format_error(
+                val,
+                f"found at incorrect level: {level + 1} in the JSON DOM. Expected at level: {rank}",
             )
         out.append(_convert_scalar(val, dtype))
         return
