@@ -30,6 +30,7 @@ from exporter.publish import Publication, check_writable, next_version
 from exporter.report import REPORT_FILE, SAVEDMODEL_REPORT, ExportReport, sha256
 from exporter.sample_inputs import conform_inputs
 from exporter.savedmodel import DEFAULT_WARMUP_REQUESTS, check_warmup_requests, write_savedmodel
+from exporter.savedmodel_variables import WeightsProgress
 from exporter.serving_compat import (
     DEFAULT_SERVING_VERSION,
     check_compatible,
@@ -72,12 +73,6 @@ def _ship_other(fmt: str, formats: tuple[str, ...]) -> str:
 def _with_hint(exc: Exception, hint: str) -> str:
     text = str(exc)
     return text if not hint or "--formats" in text else text + hint
-
-
-WeightsProgress = Callable[[str, int, int], None]  # stage label, bytes done, bytes total
-
-
-WeightsProgress = Callable[[str, int, int], None]  # stage label, bytes done, bytes total
 
 
 def _refuse_unsafe(audit: AuditReport, allow_untracked: bool) -> list[str]:

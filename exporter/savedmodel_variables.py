@@ -31,7 +31,7 @@ SIGNATURE_KEY = "serving_default"
 #: Ops that may hold a variable in the written graph: exactly one VarHandleOp per lifted weight.
 _VARIABLE_CREATORS = frozenset({"VarHandleOp", "VariableV2", "Variable", "_VarHandlesOp"})
 
-WeightsProgress = Callable[[str, int, int], None]
+WeightsProgress = Callable[[str, int, int], None]  # stage label, bytes done, bytes total
 
 
 def _scope(graph_def: Any) -> str:
