@@ -39,7 +39,7 @@ from exporter.parity import (
 )
 from exporter.publish import existing_versions
 from exporter.sample_inputs import conform_inputs, load_inputs
-from exporter.tolerances import savedmodel_tolerances
+from exporter.tolerances import signature_tolerances
 from serving.launch import free_port
 
 DEFAULT_SAMPLES = 4
@@ -51,14 +51,15 @@ SERVER_READY_TIMEOUT_S = 120.0
 # --- inputs ---------------------------------------------------------------------------------------
 
 
-def signature_of(savedmodel_dir: Path, signature: str = SIGNATURE) -> Any:
-    """The SignatureDef as written on disk (no TF session needed)."""
+def meta_graph_of(savedmodel_dir: Path, signature: str = SIGNATURE) -> Any:
+    """The MetaGraphDef holding `signature`, as written on disk (no TF session needed);
+    parsed once, read for the signature, the input vocabularies and the tolerances."""
     from tensorflow.python.saved_model import loader_impl
 
     saved_model = loader_impl.parse_saved_model(str(savedmodel_dir))
     for meta_graph in saved_model.meta_graphs:
         if signature in meta_graph.signature_def:
-            return meta_graph.signature_def[signature]
+            return meta_graph
     raise ParityUsageError(f"{savedmodel_dir} has no signature {signature!r}")
 
 
@@ -217,10 +218,11 @@ def run_parity(
     if samples < 0 or not batch_sizes or min(batch_sizes) < 1:
         raise ParityUsageError("--samples must be >= 0 and batch sizes >= 1")
 
-    sig = signature_of(savedmodel_dir)
+    meta_graph = meta_graph_of(savedmodel_dir)
+    sig = meta_graph.signature_def[SIGNATURE]
     specs = input_specs(sig)
     user = [conform_inputs(load_inputs(p), specs, source=f"--inputs {p}") for p in inputs]
-    from exporter.tables import savedmodel_vocabularies  # imports TF: not for --help
+    from exporter.tables import input_vocabularies  # imports TF: not for --help
 
     try:
         batches = sample_batches(
@@ -228,7 +230,9 @@ def run_parity(
             samples=samples,
             batch_sizes=batch_sizes,
             extra=user,
-            vocabularies=savedmodel_vocabularies(savedmodel_dir, SIGNATURE),
+            vocabularies=input_vocabularies(
+                meta_graph.graph_def, {k: v.name for k, v in sig.inputs.items()}
+            ),
         )
     except TypeError as err:
         raise ParityUsageError(f"{err} (use --inputs)") from None
@@ -280,7 +284,7 @@ def run_parity(
             atol=DEFAULT_ATOL if atol is None else atol,
             rtol=DEFAULT_RTOL if rtol is None else rtol,
             batch_sizes=list(batch_sizes),
-            tolerances=savedmodel_tolerances(savedmodel_dir, SIGNATURE, atol, rtol),
+            tolerances=signature_tolerances(sig, meta_graph.graph_def, atol, rtol),
         )
     return dataclasses.replace(
         result,

@@ -280,18 +280,6 @@ def input_vocabularies(graph_def: Any, inputs: dict[str, str]) -> dict[str, np.n
     return found
 
 
-def savedmodel_vocabularies(export_dir: Path, signature: str) -> dict[str, np.ndarray]:
-    """`input_vocabularies` of a written SavedModel, read from its saved_model.pb."""
-    from tensorflow.python.saved_model import loader_impl
-
-    saved_model = loader_impl.parse_saved_model(str(export_dir))
-    for meta_graph in saved_model.meta_graphs:
-        if signature in meta_graph.signature_def:
-            inputs = {k: v.name for k, v in meta_graph.signature_def[signature].inputs.items()}
-            return input_vocabularies(meta_graph.graph_def, inputs)
-    return {}
-
-
 _TABLE_OPS = frozenset({"HashTableV2", "HashTable"}) | MUTABLE_TABLE_OPS
 _INIT_OP_KEYS = ("saved_model_main_op", "legacy_init_op")
 

@@ -101,17 +101,11 @@ def graph_float_dtypes(graph_def: Any) -> set[str]:
     return found
 
 
-def savedmodel_tolerances(
-    export_dir: Any, signature: str, atol: float | None = None, rtol: float | None = None
+def signature_tolerances(
+    signature_def: Any, graph_def: Any, atol: float | None = None, rtol: float | None = None
 ) -> dict[str, Tolerance]:
     """`resolve_tolerances` for a written SavedModel's signature outputs (no Keras model)."""
     import tensorflow as tf
-    from tensorflow.python.saved_model import loader_impl
 
-    saved_model = loader_impl.parse_saved_model(str(export_dir))
-    for meta_graph in saved_model.meta_graphs:
-        if signature in meta_graph.signature_def:
-            outputs = meta_graph.signature_def[signature].outputs
-            dtypes = {k: tf.as_dtype(v.dtype).name for k, v in outputs.items()}
-            return resolve_tolerances(dtypes, graph_float_dtypes(meta_graph.graph_def), atol, rtol)
-    return {}
+    dtypes = {k: tf.as_dtype(v.dtype).name for k, v in signature_def.outputs.items()}
+    return resolve_tolerances(dtypes, graph_float_dtypes(graph_def), atol, rtol)
