@@ -24,7 +24,7 @@ venv: $(VENV)/.installed
 
 ## Train the reference model on real data, export it frozen, serve it, prove parity through gRPC.
 export: venv
-	$(PY) -m exporter.reference --out $(OUT) --name $(NAME)
+	$(PY) examples/reference.py --out $(OUT) --name $(NAME)
 	$(PY) -m exporter parity --export $(OUT) --model-name $(NAME) \
 		--model $(OUT)/keras/$(NAME).keras --json $(OUT)/reports/$(NAME)/parity.json
 
@@ -36,7 +36,8 @@ test-all: venv lint
 	$(PY) -m pytest -q -m ''
 
 lint: venv
-	$(PY) -m ruff check exporter serving tests bench tools
+	$(PY) -m ruff format --check exporter serving tests bench tools examples
+	$(PY) -m ruff check exporter serving tests bench tools examples
 
 bench: venv
 	$(PY) -m bench

@@ -45,7 +45,7 @@ def build_mlp(params: int, *, train_steps: int = 2, seed: int = 0) -> Any:
     import keras
     import numpy as np
 
-    from exporter.layers import Offset, Scale
+    from exporter.model.layers import Offset, Scale
 
     keras.utils.set_random_seed(seed)
     width = hidden_width(params)
@@ -293,7 +293,7 @@ def build_stack(params: int, *, seed: int = 0) -> Any:
     import keras
     import numpy as np
 
-    from exporter.layers import Offset, Scale
+    from exporter.model.layers import Offset, Scale
 
     keras.utils.set_random_seed(seed)
     width = stack_width(params)

@@ -60,7 +60,7 @@ def worker(variant: str, model_path: str) -> dict[str, Any]:
 
     import keras
 
-    import exporter.layers  # noqa: F401  (registers Scale/Offset for loading)
+    import exporter.model.layers  # noqa: F401  (registers Scale/Offset for loading)
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     model = keras.saving.load_model(model_path, compile=False)

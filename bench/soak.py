@@ -135,9 +135,16 @@ def swaps(source: Path, work: Path, clients: int, count: int, steady_s: float) -
     base.mkdir()
     _publish(source, base, 1)
     server = start_server_process(
-        [f"--model_name={MODEL}", f"--model_base_path={base}",
-         "--file_system_poll_wait_seconds=0.5", f"--grpc_max_threads={max(8, clients)}"],
-        rest=False, timeout_s=STARTUP_TIMEOUT_S, env=common.bench_env(), cwd=common.REPO_ROOT,
+        [
+            f"--model_name={MODEL}",
+            f"--model_base_path={base}",
+            "--file_system_poll_wait_seconds=0.5",
+            f"--grpc_max_threads={max(8, clients)}",
+        ],
+        rest=False,
+        timeout_s=STARTUP_TIMEOUT_S,
+        env=common.bench_env(),
+        cwd=common.REPO_ROOT,
     )
     try:
         rss_loaded = _rss(server)
@@ -193,9 +200,13 @@ def malformed_requests(work: Path) -> dict[str, Any]:
     repo = work / "repo"
     build_repository(repo)
     server = start_server_process(
-        [f"--model_config_file={repo / 'tfserving' / 'models.config'}",
-         "--rest_api_timeout_in_ms=2000"],
-        timeout_s=STARTUP_TIMEOUT_S, env=common.bench_env(), cwd=common.REPO_ROOT,
+        [
+            f"--model_config_file={repo / 'tfserving' / 'models.config'}",
+            "--rest_api_timeout_in_ms=2000",
+        ],
+        timeout_s=STARTUP_TIMEOUT_S,
+        env=common.bench_env(),
+        cwd=common.REPO_ROOT,
     )
     outcomes = []
     try:
@@ -214,8 +225,14 @@ def malformed_requests(work: Path) -> dict[str, Any]:
         "answered_as_expected": sum(o.ok for o in outcomes),
         "server_alive_after_all": alive,
         "cases": [
-            {"case": o.name, "expected": str(o.expected), "got": str(o.got), "short": o.short,
-             "alive": o.alive, "seconds": round(o.seconds, 3)}
+            {
+                "case": o.name,
+                "expected": str(o.expected),
+                "got": str(o.got),
+                "short": o.short,
+                "alive": o.alive,
+                "seconds": round(o.seconds, 3),
+            }
             for o in outcomes
         ],
     }
@@ -228,10 +245,12 @@ def _targets(result: dict[str, Any]) -> dict[str, bool]:
         "0 failed requests": s["requests_failed"] == 0,
         ">= 5 swaps under >= 8 clients": s["swaps"] >= 5 and s["clients"] >= 8,
         "swap p99 <= 2x steady": ratio is not None and ratio <= 2.0,
-        "RSS flat (+-10%) across >= 10 swaps": s["swaps"] >= 10 and spread is not None
+        "RSS flat (+-10%) across >= 10 swaps": s["swaps"] >= 10
+        and spread is not None
         and spread <= 0.10,
         ">= 40 bad inputs, each as expected, server alive": m["bad_inputs_tried"] >= 40
-        and m["answered_as_expected"] == m["bad_inputs_tried"] and m["server_alive_after_all"],
+        and m["answered_as_expected"] == m["bad_inputs_tried"]
+        and m["server_alive_after_all"],
     }
 
 
@@ -257,8 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     s, m = result["swaps"], result["malformed"]
     print(json.dumps({k: v for k, v in s.items() if k != "rss_after_swaps_bytes"}, indent=1))
     print(f"RSS after each swap (MiB): {[round(b / 2**20) for b in s['rss_after_swaps_bytes']]}")
-    print(f"bad inputs: {m['answered_as_expected']}/{m['bad_inputs_tried']} as expected, "
-          f"server alive: {m['server_alive_after_all']}")
+    print(
+        f"bad inputs: {m['answered_as_expected']}/{m['bad_inputs_tried']} as expected, "
+        f"server alive: {m['server_alive_after_all']}"
+    )
     for target, met in result["targets"].items():
         print(f"  [{'met' if met else 'MISSED'}] {target}")
     print(f"wrote {path}")

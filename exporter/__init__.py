@@ -12,8 +12,8 @@ import importlib
 from typing import Any
 
 _HOMES = {
-    "AuditReport": "exporter.audit_report",
-    "audit_model": "exporter.audit",
+    "AuditReport": "exporter.model.audit_report",
+    "audit_model": "exporter.model.audit",
     "export_model": "exporter.export",
     "ExportReport": "exporter.report",
     **dict.fromkeys(

@@ -19,8 +19,8 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from exporter.deploy_cli import add_deploy_parser, deploy_options
-from exporter.serving_compat import DEFAULT_SERVING_VERSION
+from exporter.deploy.cli import add_deploy_parser, deploy_options
+from exporter.savedmodel.compat import DEFAULT_SERVING_VERSION
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--warmup-requests",
         type=int,
-        default=1,  # exporter.savedmodel.DEFAULT_WARMUP_REQUESTS (not imported: no TF for --help)
+        default=1,  # savedmodel.writer.DEFAULT_WARMUP_REQUESTS (not imported: no TF for --help)
         metavar="N",
         help="write N TF Serving warmup records (default 1; 0 writes none), replayed at load "
         "so a new version is warm before it serves",
@@ -161,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("path", help="SavedModel directory or .onnx file")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
 
-    from exporter.served_parity import add_arguments as add_parity_args
+    from exporter.verify.served_parity import add_arguments as add_parity_args
 
     parity = sub.add_parser(
         "parity",
@@ -175,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _size_arg(text: str) -> int:
-    from exporter.lift import parse_bytes
+    from exporter.freeze.lift import parse_bytes
 
     try:
         return parse_bytes(text)
@@ -188,7 +188,7 @@ def _stderr(message: str) -> None:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from exporter.loading import load_model
+    from exporter.model.loading import load_model
 
     return load_model(
         args.model,
@@ -199,10 +199,10 @@ def _load(args: argparse.Namespace) -> Any:
 
 def _run_export(args: argparse.Namespace) -> int:
     from exporter import export_model
-    from exporter.lift import DEFAULT_MAX_FROZEN_BYTES
+    from exporter.freeze.lift import DEFAULT_MAX_FROZEN_BYTES
+    from exporter.model.trace import input_signature_from_model
     from exporter.progress import ExportProgress
-    from exporter.sample_inputs import conform_inputs, load_inputs
-    from exporter.trace import input_signature_from_model
+    from exporter.verify.sample_inputs import conform_inputs, load_inputs
 
     if args.onnx_only:
         _stderr(
@@ -259,14 +259,14 @@ def _run_inspect(args: argparse.Namespace) -> int:
 
 
 def _run_parity(args: argparse.Namespace) -> int:
-    from exporter.served_parity import run_command
+    from exporter.verify.served_parity import run_command
 
     report = run_command(args, progress=lambda msg: _stderr(f"[parity] {msg}"))
     return EXIT_OK if report.passed else EXIT_CHECK_FAILED
 
 
 def _run_deploy(args: argparse.Namespace) -> int:
-    from exporter.deploy import deploy
+    from exporter.deploy.write import deploy
 
     for path in deploy(args.out, args.name, version=args.version, options=deploy_options(args)):
         print(path)

@@ -14,34 +14,44 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from exporter.audit import audit_model
-from exporter.audit_report import AuditReport
 from exporter.errors import AuditError, ExportError, ParityError, ServingCompatError
-from exporter.freeze import FrozenGraph, freeze
-from exporter.lift import DEFAULT_MAX_FROZEN_BYTES
-from exporter.onnx_export import TRITON_CONFIG, OnnxArtifact, check_opset, triton_config, write_onnx
-from exporter.parity import (
-    keras_runner,
-    onnx_runner,
-    sample_batches,
-    savedmodel_runner,
+from exporter.freeze.frozen_graph import FrozenGraph, freeze
+from exporter.freeze.lift import DEFAULT_MAX_FROZEN_BYTES
+from exporter.freeze.tables import input_vocabularies
+from exporter.model.audit import audit_model
+from exporter.model.audit_report import AuditReport
+from exporter.model.trace import input_signature_from_model, trace_model
+from exporter.onnx_format.convert import (
+    TRITON_CONFIG,
+    OnnxArtifact,
+    check_opset,
+    triton_config,
+    write_onnx,
 )
 from exporter.publish import Publication, check_writable, next_version
 from exporter.report import REPORT_FILE, SAVEDMODEL_REPORT, ExportReport, sha256
-from exporter.sample_inputs import conform_inputs
-from exporter.savedmodel import DEFAULT_WARMUP_REQUESTS, check_warmup_requests, write_savedmodel
-from exporter.savedmodel_variables import WeightsProgress
-from exporter.serving_compat import (
+from exporter.savedmodel.compat import (
     DEFAULT_SERVING_VERSION,
     check_compatible,
     image_tag,
     savedmodel_facts,
     version_table,
 )
-from exporter.staged_parity import StagedParity, samples_for
-from exporter.tables import input_vocabularies
-from exporter.tolerances import compute_dtypes, resolve_tolerances
-from exporter.trace import input_signature_from_model, trace_model
+from exporter.savedmodel.variables import WeightsProgress
+from exporter.savedmodel.writer import (
+    DEFAULT_WARMUP_REQUESTS,
+    check_warmup_requests,
+    write_savedmodel,
+)
+from exporter.verify.parity import (
+    keras_runner,
+    onnx_runner,
+    sample_batches,
+    savedmodel_runner,
+)
+from exporter.verify.sample_inputs import conform_inputs
+from exporter.verify.staged_parity import StagedParity, samples_for
+from exporter.verify.tolerances import compute_dtypes, resolve_tolerances
 
 Progress = Callable[[str], None]
 
@@ -204,7 +214,7 @@ def export_model(
     read-only variables (SavedModel `variables/`, ONNX `model.onnx.data`); scalars and small
     tensors are always Consts. `formats` picks the artifacts (`onnx_only` is
     `formats=("onnx",)`); a refusal names the --formats that could still ship. atol/rtol
-    default per output from its dtype and the model's dtype policy (`exporter.tolerances`).
+    default per output from its dtype and the model's dtype policy (`exporter.verify.tolerances`).
     The SavedModel must load on
     TF Serving `serving_version` (its ops, op attrs and GraphDef version). `weights_progress`
     hears (stage, bytes done, bytes total) during long weight writes. Raises AuditError,

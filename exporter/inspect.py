@@ -16,8 +16,8 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from exporter.errors import ExportError
-from exporter.freeze import VARIABLE_OPS, find_ops
-from exporter.tables import describe_tables
+from exporter.freeze.frozen_graph import VARIABLE_OPS, find_ops
+from exporter.freeze.tables import describe_tables
 
 _FLOAT_TYPES = {1, 2, 19}  # DT_FLOAT, DT_DOUBLE, DT_HALF
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.formatting import aligned_rows, json_safe
-from exporter.parity import ParityReport
+from exporter.verify.parity import ParityReport
 
 REPORT_SCHEMA = "frozen-scalars/export-report/v1"
 REPORT_FILE = "export_report.json"

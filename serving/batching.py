@@ -189,8 +189,7 @@ class BatchScheduler:
         size = _task_size(inputs)
         if size > params.max_batch_size:
             raise invalid_argument(
-                f"Task size {size} is larger than maximum input batch size "
-                f"{params.max_batch_size}"
+                f"Task size {size} is larger than maximum input batch size {params.max_batch_size}"
             )
         layout = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items()))
         key = (id(servable), signature_key, tuple(output_keys), layout)

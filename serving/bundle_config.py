@@ -84,9 +84,7 @@ def _from_platform_file(path: str) -> config_protos.SessionBundleConfig:
             )
         unpacked = config_protos.SavedModelBundleSourceAdapterConfig()
         if not adapter.Unpack(unpacked):
-            raise ServingError(
-                grpc.StatusCode.INVALID_ARGUMENT, f"Invalid protobuf file: '{path}'"
-            )
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid protobuf file: '{path}'")
         config.CopyFrom(unpacked.legacy_config)
     return config
 

@@ -32,6 +32,7 @@ DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 DEFAULT_TIMEOUT_S = 30.0
 
+
 class ServingClientError(Exception):
     """An RPC failed; `code` is the gRPC status code, `message` the server's exact text."""
 

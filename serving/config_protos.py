@@ -177,9 +177,7 @@ def parse_text_file(path: str, proto: message.Message) -> message.Message:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError as e:
-        raise ServingError(
-            grpc.StatusCode.NOT_FOUND, f"{path}; No such file or directory"
-        ) from e
+        raise ServingError(grpc.StatusCode.NOT_FOUND, f"{path}; No such file or directory") from e
     except (OSError, UnicodeDecodeError) as e:
         raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f"{path}; {e}") from e
     return parse_text(text, proto, path)

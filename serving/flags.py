@@ -52,95 +52,251 @@ def _flags() -> tuple[Flag, ...]:
     cpus4 = 4 * cpu_count()
     f = Flag
     return (
-        f("port", "int32", 8500, WORKS, "gRPC port; 0 disables TCP gRPC (then --grpc_socket_path "
-          "is required)"),
+        f(
+            "port",
+            "int32",
+            8500,
+            WORKS,
+            "gRPC port; 0 disables TCP gRPC (then --grpc_socket_path is required)",
+        ),
         f("grpc_socket_path", "string", "", WORKS, "the same gRPC services on `unix:<path>`"),
-        f("rest_api_port", "int32", 0, WORKS, "REST port; 0 (the default) disables REST; must "
-          "differ from --port"),
-        f("rest_api_num_threads", "int32", cpus4, WORKS, "REST worker threads (requests served "
-          "at once); 4 open connections per thread, more get 429"),
+        f(
+            "rest_api_port",
+            "int32",
+            0,
+            WORKS,
+            "REST port; 0 (the default) disables REST; must differ from --port",
+        ),
+        f(
+            "rest_api_num_threads",
+            "int32",
+            cpus4,
+            WORKS,
+            "REST worker threads (requests served "
+            "at once); 4 open connections per thread, more get 429",
+        ),
         f("rest_api_timeout_in_ms", "int32", 30000, WORKS, "REST request deadline"),
-        f("rest_api_enable_cors_support", "bool", False, WORKS, "CORS headers on REST "
-          "responses, OPTIONS preflight"),
+        f(
+            "rest_api_enable_cors_support",
+            "bool",
+            False,
+            WORKS,
+            "CORS headers on REST responses, OPTIONS preflight",
+        ),
         f("enable_batching", "bool", False, WORKS, "server-side batching"),
-        f("allow_version_labels_for_unavailable_models", "bool", False, WORKS,
-          "labels may name versions not loaded yet"),
+        f(
+            "allow_version_labels_for_unavailable_models",
+            "bool",
+            False,
+            WORKS,
+            "labels may name versions not loaded yet",
+        ),
         f("batching_parameters_file", "string", "", WORKS, "text BatchingParameters"),
-        f("enable_per_model_batching_parameters", "bool", False, WORKS,
-          "`batching_params.pbtxt` in a version's directory sets that model's queue"),
+        f(
+            "enable_per_model_batching_parameters",
+            "bool",
+            False,
+            WORKS,
+            "`batching_params.pbtxt` in a version's directory sets that model's queue",
+        ),
         f("model_config_file", "string", "", WORKS, "text ModelServerConfig"),
         f("model_config_file_poll_wait_seconds", "int32", 0, WORKS, "re-read the config file"),
         f("model_name", "string", "default", WORKS, "single-model name"),
         f("model_base_path", "string", "", WORKS, "single-model base path"),
-        f("num_load_threads", "int32", 0, WORKS, "loader threads; 0 loads one version at a "
-          "time"),
-        f("num_unload_threads", "int32", 0, NO_EFFECT, "unloading drops references; there is "
-          "no unload work to spread over threads"),
+        f("num_load_threads", "int32", 0, WORKS, "loader threads; 0 loads one version at a time"),
+        f(
+            "num_unload_threads",
+            "int32",
+            0,
+            NO_EFFECT,
+            "unloading drops references; there is no unload work to spread over threads",
+        ),
         f("max_num_load_retries", "int32", 5, WORKS, "retries after a failed load"),
         f("load_retry_interval_micros", "int64", 60_000_000, WORKS, "wait between retries"),
-        f("file_system_poll_wait_seconds", "int32", 1, WORKS, "version polling interval "
-          "(fractions of a second are accepted too)"),
+        f(
+            "file_system_poll_wait_seconds",
+            "int32",
+            1,
+            WORKS,
+            "version polling interval (fractions of a second are accepted too)",
+        ),
         f("flush_filesystem_caches", "bool", True, NO_EFFECT, "no file-system caches to flush"),
-        f("tensorflow_session_parallelism", "int64", 0, WORKS, "intra and inter op threads of "
-          "each model's session"),
-        f("tensorflow_session_config_file", "string", "", WORKS, "text ConfigProto for each "
-          "model's session (the parallelism flags override its thread counts)"),
+        f(
+            "tensorflow_session_parallelism",
+            "int64",
+            0,
+            WORKS,
+            "intra and inter op threads of each model's session",
+        ),
+        f(
+            "tensorflow_session_config_file",
+            "string",
+            "",
+            WORKS,
+            "text ConfigProto for each "
+            "model's session (the parallelism flags override its thread counts)",
+        ),
         f("tensorflow_intra_op_parallelism", "int64", 0, WORKS, "session intra-op threads"),
         f("tensorflow_inter_op_parallelism", "int64", 0, WORKS, "session inter-op threads"),
-        f("use_alts_credentials", "bool", False, WORKS, "gRPC ALTS server credentials "
-          "(handshakes succeed only on Google Cloud)"),
-        f("ssl_config_file", "string", "", WORKS, "text SSLConfig: TLS (and client "
-          "certificates) on gRPC"),
-        f("platform_config_file", "string", "", WORKS, "text PlatformConfigMap; the "
-          "`tensorflow` platform's SavedModelBundleSourceAdapterConfig sets the session and "
-          "bundle options"),
-        f("per_process_gpu_memory_fraction", "float", 0.0, WORKS, "set in the session config "
-          "as TF Serving does; without a GPU it changes nothing"),
+        f(
+            "use_alts_credentials",
+            "bool",
+            False,
+            WORKS,
+            "gRPC ALTS server credentials (handshakes succeed only on Google Cloud)",
+        ),
+        f(
+            "ssl_config_file",
+            "string",
+            "",
+            WORKS,
+            "text SSLConfig: TLS (and client certificates) on gRPC",
+        ),
+        f(
+            "platform_config_file",
+            "string",
+            "",
+            WORKS,
+            "text PlatformConfigMap; the "
+            "`tensorflow` platform's SavedModelBundleSourceAdapterConfig sets the session and "
+            "bundle options",
+        ),
+        f(
+            "per_process_gpu_memory_fraction",
+            "float",
+            0.0,
+            WORKS,
+            "set in the session config as TF Serving does; without a GPU it changes nothing",
+        ),
         f("saved_model_tags", "string", "serve", WORKS, "MetaGraph tag set"),
-        f("grpc_channel_arguments", "string", "", WORKS, "`key=value,...` gRPC server "
-          "arguments (int when the value parses as one)"),
+        f(
+            "grpc_channel_arguments",
+            "string",
+            "",
+            WORKS,
+            "`key=value,...` gRPC server arguments (int when the value parses as one)",
+        ),
         f("grpc_max_threads", "int32", cpus4, WORKS, "gRPC worker threads"),
-        f("enable_model_warmup", "bool", True, WORKS, "replay "
-          "assets.extra/tf_serving_warmup_requests"),
-        f("num_request_iterations_for_warmup", "int32", 0, WORKS, "times each warmup record "
-          "is replayed (used when > 0)"),
+        f(
+            "enable_model_warmup",
+            "bool",
+            True,
+            WORKS,
+            "replay assets.extra/tf_serving_warmup_requests",
+        ),
+        f(
+            "num_request_iterations_for_warmup",
+            "int32",
+            0,
+            WORKS,
+            "times each warmup record is replayed (used when > 0)",
+        ),
         f("version", "bool", False, WORKS, "print the versions and exit"),
-        f("monitoring_config_file", "string", "", WORKS, "text MonitoringConfig: Prometheus "
-          "metrics on the REST port"),
-        f("remove_unused_fields_from_bundle_metagraph", "bool", True, WORKS, "drop the graph "
-          "and other unused fields from the MetaGraphDef kept after load"),
-        f("prefer_tflite_model", "bool", False, NO_EFFECT, "TF Lite models are not served; "
-          "the SavedModel is used (TF Serving's fallback)"),
+        f(
+            "monitoring_config_file",
+            "string",
+            "",
+            WORKS,
+            "text MonitoringConfig: Prometheus metrics on the REST port",
+        ),
+        f(
+            "remove_unused_fields_from_bundle_metagraph",
+            "bool",
+            True,
+            WORKS,
+            "drop the graph and other unused fields from the MetaGraphDef kept after load",
+        ),
+        f(
+            "prefer_tflite_model",
+            "bool",
+            False,
+            NO_EFFECT,
+            "TF Lite models are not served; the SavedModel is used (TF Serving's fallback)",
+        ),
         f("num_tflite_pools", "int32", cpu_count(), NO_EFFECT, "no TF Lite"),
         f("num_tflite_interpreters_per_pool", "int32", 1, NO_EFFECT, "no TF Lite"),
-        f("enable_signature_method_name_check", "bool", False, WORKS, "Predict checks the "
-          "signature's method_name"),
-        f("xla_cpu_compilation_enabled", "bool", False, NO_EFFECT, "XLA JIT follows "
-          "TensorFlow's Python default"),
+        f(
+            "enable_signature_method_name_check",
+            "bool",
+            False,
+            WORKS,
+            "Predict checks the signature's method_name",
+        ),
+        f(
+            "xla_cpu_compilation_enabled",
+            "bool",
+            False,
+            NO_EFFECT,
+            "XLA JIT follows TensorFlow's Python default",
+        ),
         f("xla_gpu_compilation_enabled", "bool", False, NO_EFFECT, "no GPU"),
-        f("enable_profiler", "bool", True, NO_EFFECT, "no tensorflow.ProfilerService on the "
-          "gRPC port"),
-        f("thread_pool_factory_config_file", "string", "", NO_EFFECT, "parsed and checked as a "
-          "ThreadPoolFactoryConfig; no thread-pool factory is registered (as in the stock "
-          "binary)"),
-        f("mixed_precision", "string", "", WORKS, "`bfloat16` turns on the session's oneDNN "
-          "bfloat16 auto-mixed-precision rewrite; other values log TF Serving's warning"),
+        f(
+            "enable_profiler",
+            "bool",
+            True,
+            NO_EFFECT,
+            "no tensorflow.ProfilerService on the gRPC port",
+        ),
+        f(
+            "thread_pool_factory_config_file",
+            "string",
+            "",
+            NO_EFFECT,
+            "parsed and checked as a "
+            "ThreadPoolFactoryConfig; no thread-pool factory is registered (as in the stock "
+            "binary)",
+        ),
+        f(
+            "mixed_precision",
+            "string",
+            "",
+            WORKS,
+            "`bfloat16` turns on the session's oneDNN "
+            "bfloat16 auto-mixed-precision rewrite; other values log TF Serving's warning",
+        ),
         f("skip_initialize_tpu", "bool", False, NO_EFFECT, "no TPU"),
-        f("enable_grpc_healthcheck_service", "bool", False, WORKS, "grpc.health.v1 with "
-          "`ModelService`, `PredictionService` and `` SERVING"),
-        f("enable_serialization_as_tensor_content", "bool", False, WORKS, "Predict responses "
-          "carry tensor_content instead of typed value fields"),
+        f(
+            "enable_grpc_healthcheck_service",
+            "bool",
+            False,
+            WORKS,
+            "grpc.health.v1 with `ModelService`, `PredictionService` and `` SERVING",
+        ),
+        f(
+            "enable_serialization_as_tensor_content",
+            "bool",
+            False,
+            WORKS,
+            "Predict responses carry tensor_content instead of typed value fields",
+        ),
     )
 
 
 FLAGS: tuple[Flag, ...] = _flags()
 EXTENSION_FLAGS: tuple[Flag, ...] = (
-    Flag("host", "string", "127.0.0.1", EXTENSION, "address both servers bind; TF Serving "
-         "binds every interface (pass `--host=0.0.0.0` for that)"),
-    Flag("backend", "string", "tensorflow", EXTENSION, "`tensorflow` or `onnx` (ONNX Runtime "
-         "over model.onnx in each version directory)"),
-    Flag("rest_api_max_request_bytes", "int64", 4 * 1024 * 1024, EXTENSION, "largest REST "
-         "body, and largest gzip inflation of one (413 past it); gRPC's 4 MiB receive default"),
+    Flag(
+        "host",
+        "string",
+        "127.0.0.1",
+        EXTENSION,
+        "address both servers bind; TF Serving "
+        "binds every interface (pass `--host=0.0.0.0` for that)",
+    ),
+    Flag(
+        "backend",
+        "string",
+        "tensorflow",
+        EXTENSION,
+        "`tensorflow` or `onnx` (ONNX Runtime over model.onnx in each version directory)",
+    ),
+    Flag(
+        "rest_api_max_request_bytes",
+        "int64",
+        4 * 1024 * 1024,
+        EXTENSION,
+        "largest REST "
+        "body, and largest gzip inflation of one (413 past it); gRPC's 4 MiB receive default",
+    ),
 )
 _BY_NAME = {flag.name: flag for flag in (*FLAGS, *EXTENSION_FLAGS)}
 
@@ -289,8 +445,11 @@ def check_values(values: argparse.Namespace) -> None:
 
 def status_table() -> str:
     """The README's table: every flag, its default and what it does here."""
-    per_cpu = {"grpc_max_threads": "4 × CPUs", "rest_api_num_threads": "4 × CPUs",
-               "num_tflite_pools": "CPUs"}
+    per_cpu = {
+        "grpc_max_threads": "4 × CPUs",
+        "rest_api_num_threads": "4 × CPUs",
+        "num_tflite_pools": "CPUs",
+    }
     rows = ["| flag | type | default | status | here |", "| --- | --- | --- | --- | --- |"]
     for flag in (*FLAGS, *EXTENSION_FLAGS):
         default = per_cpu.get(flag.name, f"`{_display_default(flag)}`")

@@ -43,9 +43,7 @@ def _answer(context: grpc.ServicerContext, handler: Callable[[], T]) -> T:
         raise  # unreachable: abort raises
 
 
-def _counted(
-    context: grpc.ServicerContext, request: Any, api: str, handler: Callable[[], T]
-) -> T:
+def _counted(context: grpc.ServicerContext, request: Any, api: str, handler: Callable[[], T]) -> T:
     """`_answer` plus `RecordModelRequestCount` / `RecordRequestLatency` (entrypoint GRPC), as
     `prediction_service_impl.cc` does for Predict, Classify and Regress."""
     start = time.monotonic()

@@ -173,4 +173,3 @@ def _rapidjson_parse(text: str) -> Any:
         raise invalid_argument(
             f"JSON Parse error: nesting deeper than {sys.getrecursionlimit()} levels"
         ) from None
-

@@ -35,8 +35,7 @@ def _add_feature_value(val: Any, name: str, feature: feature_pb2.Feature) -> Non
         current = feature.WhichOneof("kind")
         if current not in (None, kind):
             raise invalid_argument(
-                f"Unexpected element type in feature: {name} expecting type: "
-                f"{_KIND_NAMES[current]}"
+                f"Unexpected element type in feature: {name} expecting type: {_KIND_NAMES[current]}"
             )
 
     if val is None or isinstance(val, list) or (isinstance(val, dict) and not is_b64_object(val)):
@@ -101,11 +100,13 @@ def classification_json(result: classification_pb2.ClassificationResult) -> str:
     if not result.classifications:
         raise invalid_argument("Cannot convert empty ClassificationResults to JSON")
     rows = [
-        "[" + ", ".join(
+        "["
+        + ", ".join(
             f"[{json.dumps(c.label, ensure_ascii=False)}, "
             f"{format_float(c.score, types_pb2.DT_FLOAT)}]"
             for c in classifications.classes
-        ) + "]"
+        )
+        + "]"
         for classifications in result.classifications
     ]
     return '{\n    "results": [\n        ' + ",\n        ".join(rows) + "\n    ]\n}"
@@ -116,4 +117,3 @@ def regression_json(result: regression_pb2.RegressionResult) -> str:
         raise invalid_argument("Cannot convert empty RegressionResults to JSON")
     values = ", ".join(format_float(r.value, types_pb2.DT_FLOAT) for r in result.regressions)
     return '{\n    "results": [' + values + "]\n}"
-

@@ -235,8 +235,7 @@ def _instances(
                 add(elem, names[0])
             except ServingError as err:
                 raise invalid_argument(
-                    f"Failed to process element: {i} of 'instances' list. "
-                    f"Error: {err}"
+                    f"Failed to process element: {i} of 'instances' list. Error: {err}"
                 ) from None
     return {name: np.stack(parts) for name, parts in rows.items()}
 
@@ -267,8 +266,6 @@ def fill_signature(doc: dict[str, Any]) -> str:
             doc, "not formatted correctly. 'signature_name' key must be a string value."
         )
     return signature_name
-
-
 
 
 def predict_inputs(

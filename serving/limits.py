@@ -34,4 +34,3 @@ def check_rank(rank: int) -> None:
 def declared_elements(dims: tuple[int, ...]) -> int:
     """Elements a shape declares, as an exact integer (numpy's int64 product would wrap)."""
     return math.prod(dims)
-

@@ -51,42 +51,90 @@ class _Family:
 
 
 _FAMILIES = (
-    _Family("/tensorflow/serving/request_count", "The total number of requests.",
-            ("model_name", "status"), None),
-    _Family("/tensorflow/serving/request_latency",
-            "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
-            ("model_name", "API", "entrypoint"), LATENCY_BUCKETS),
-    _Family("/tensorflow/serving/runtime_latency",
-            "Distribution of wall time (in microseconds) for Tensorflow runtime.",
-            ("model_name", "API", "runtime"), LATENCY_BUCKETS),
-    _Family("/tensorflow/serving/request_example_counts",
-            "The number of tensorflow.Examples per request.", ("model",), EXAMPLE_BUCKETS),
-    _Family("/tensorflow/serving/request_example_count_total",
-            "The total number of tensorflow.Examples.", ("model",), None),
-    _Family("/tensorflow/serving/model_warmup_latency",
-            "Distribution of wall time (in microseconds) for warming up the model.",
-            ("model_path", "status"), LATENCY_BUCKETS),
-    _Family("/tensorflow/serving/model_warmup_records_read",
-            "Total number of warmup records read during model warmup.",
-            ("model_path", "status"), None),
-    _Family("/tensorflow/cc/saved_model/load_attempt_count",
-            "The number of times a SavedModel was successfully loaded.",
-            ("model_path", "status"), None),
-    _Family("/tensorflow/cc/saved_model/load_latency",
-            "Latency in microseconds for SavedModels that were successfully loaded.",
-            ("model_path",), None),
-    _Family("/tensorflow/serving/batching_session/queuing_latency",
-            "Distribution of wall time spent (in microseconds) in queuing",
-            ("thread_pool_name",), QUEUING_BUCKETS),
-    _Family("/tensorflow/serving/batching_session/wrapped_run_count",
-            "Total count of run calls on the wrapped session", (), None),
-    _Family("/tensorflow/serving/batching_session/input_batch_size",
-            "Tracks the batch size distribution on the inputs.", (), BATCH_SIZE_BUCKETS),
-    _Family("/tensorflow/serving/batching_session/processed_batch_size",
-            "Tracks the batch size distribution on processing.", (), BATCH_SIZE_BUCKETS),
-    _Family("/tensorflow/serving/batching_session/padding_size",
-            "Tracks the padding size distribution on batches.", ("execution_batch_size",),
-            BATCH_SIZE_BUCKETS),
+    _Family(
+        "/tensorflow/serving/request_count",
+        "The total number of requests.",
+        ("model_name", "status"),
+        None,
+    ),
+    _Family(
+        "/tensorflow/serving/request_latency",
+        "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
+        ("model_name", "API", "entrypoint"),
+        LATENCY_BUCKETS,
+    ),
+    _Family(
+        "/tensorflow/serving/runtime_latency",
+        "Distribution of wall time (in microseconds) for Tensorflow runtime.",
+        ("model_name", "API", "runtime"),
+        LATENCY_BUCKETS,
+    ),
+    _Family(
+        "/tensorflow/serving/request_example_counts",
+        "The number of tensorflow.Examples per request.",
+        ("model",),
+        EXAMPLE_BUCKETS,
+    ),
+    _Family(
+        "/tensorflow/serving/request_example_count_total",
+        "The total number of tensorflow.Examples.",
+        ("model",),
+        None,
+    ),
+    _Family(
+        "/tensorflow/serving/model_warmup_latency",
+        "Distribution of wall time (in microseconds) for warming up the model.",
+        ("model_path", "status"),
+        LATENCY_BUCKETS,
+    ),
+    _Family(
+        "/tensorflow/serving/model_warmup_records_read",
+        "Total number of warmup records read during model warmup.",
+        ("model_path", "status"),
+        None,
+    ),
+    _Family(
+        "/tensorflow/cc/saved_model/load_attempt_count",
+        "The number of times a SavedModel was successfully loaded.",
+        ("model_path", "status"),
+        None,
+    ),
+    _Family(
+        "/tensorflow/cc/saved_model/load_latency",
+        "Latency in microseconds for SavedModels that were successfully loaded.",
+        ("model_path",),
+        None,
+    ),
+    _Family(
+        "/tensorflow/serving/batching_session/queuing_latency",
+        "Distribution of wall time spent (in microseconds) in queuing",
+        ("thread_pool_name",),
+        QUEUING_BUCKETS,
+    ),
+    _Family(
+        "/tensorflow/serving/batching_session/wrapped_run_count",
+        "Total count of run calls on the wrapped session",
+        (),
+        None,
+    ),
+    _Family(
+        "/tensorflow/serving/batching_session/input_batch_size",
+        "Tracks the batch size distribution on the inputs.",
+        (),
+        BATCH_SIZE_BUCKETS,
+    ),
+    _Family(
+        "/tensorflow/serving/batching_session/processed_batch_size",
+        "Tracks the batch size distribution on processing.",
+        (),
+        BATCH_SIZE_BUCKETS,
+    ),
+    _Family(
+        "/tensorflow/serving/batching_session/padding_size",
+        "Tracks the padding size distribution on batches.",
+        ("execution_batch_size",),
+        BATCH_SIZE_BUCKETS,
+    ),
 )
 
 _REGISTRY = CollectorRegistry(auto_describe=True)
@@ -94,9 +142,7 @@ _METRICS: dict[str, Counter | Histogram] = {}
 for _family in _FAMILIES:
     _name = prometheus_name(_family.tf_name)
     if _family.buckets is None:
-        _METRICS[_family.tf_name] = Counter(
-            _name, _family.help, _family.labels, registry=_REGISTRY
-        )
+        _METRICS[_family.tf_name] = Counter(_name, _family.help, _family.labels, registry=_REGISTRY)
     else:
         _METRICS[_family.tf_name] = Histogram(
             _name, _family.help, _family.labels, registry=_REGISTRY, buckets=_family.buckets
@@ -146,8 +192,9 @@ def record_warmup(model_path: str, status: str, seconds: float, records: int) ->
 
 def record_load(model_path: str, ok: bool, seconds: float) -> None:
     """One SavedModel load attempt (`success`/`fail`); latency is summed for successes."""
-    _add("/tensorflow/cc/saved_model/load_attempt_count", 1, model_path,
-         "success" if ok else "fail")
+    _add(
+        "/tensorflow/cc/saved_model/load_attempt_count", 1, model_path, "success" if ok else "fail"
+    )
     if ok:
         _add("/tensorflow/cc/saved_model/load_latency", _micros(seconds), model_path)
 
@@ -158,8 +205,7 @@ def record_batch(
     """One merged run of the batching session: each task's (queuing seconds, rows), then the
     processed batch size and the padding."""
     for seconds, rows in tasks:
-        _add("/tensorflow/serving/batching_session/queuing_latency", _micros(seconds),
-             thread_pool)
+        _add("/tensorflow/serving/batching_session/queuing_latency", _micros(seconds), thread_pool)
         _add("/tensorflow/serving/batching_session/input_batch_size", rows)
     _add("/tensorflow/serving/batching_session/wrapped_run_count", 1)
     _add("/tensorflow/serving/batching_session/processed_batch_size", padded)

@@ -53,9 +53,7 @@ def reclaim(refs: list[weakref.ref], what: str, stop: threading.Event) -> bool:
             return False
 
 
-def reclaim_when_released(
-    servable: Servable, what: str, stop: threading.Event
-) -> threading.Thread:
+def reclaim_when_released(servable: Servable, what: str, stop: threading.Event) -> threading.Thread:
     """Starts reclaiming `servable` on a daemon thread; the caller must drop its own reference."""
     refs = [weakref.ref(obj) for obj in (servable, *servable.memory_owners())]
     thread = threading.Thread(target=reclaim, args=(refs, what, stop), name="reclaim", daemon=True)

@@ -10,6 +10,7 @@ connections at once (more get 429, as gRPC sheds past its own queue), a read tim
 and body, and `--rest_api_max_request_bytes` on the body and on its gzip inflation (413). Every
 refusal is a short JSON reply, never a reset.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,9 @@ def _gunzip(body: bytes, limit: int) -> bytes:
         raise _Refusal(400, "Failed to decompress gzip body") from None
     if len(data) > limit or inflater.unconsumed_tail:
         raise _Refusal(
-            413, f"Decompressed request body exceeds the limit of {limit} bytes "
-            "(--rest_api_max_request_bytes)"
+            413,
+            f"Decompressed request body exceeds the limit of {limit} bytes "
+            "(--rest_api_max_request_bytes)",
         )
     if not inflater.eof:
         raise _Refusal(400, "Failed to decompress gzip body")
@@ -94,8 +96,9 @@ class _Handler(BaseHTTPRequestHandler):
         if length > self.max_request_bytes:
             self._discard(length)
             raise _Refusal(
-                413, f"Request body of {length} bytes exceeds the limit of "
-                f"{self.max_request_bytes} bytes (--rest_api_max_request_bytes)"
+                413,
+                f"Request body of {length} bytes exceeds the limit of "
+                f"{self.max_request_bytes} bytes (--rest_api_max_request_bytes)",
             )
         try:
             body = self.rfile.read(length) if length > 0 else b""
@@ -208,8 +211,11 @@ class _BoundedHTTPServer(ThreadingHTTPServer):
     def _refuse(self, request: socket.socket) -> None:
         """RESOURCE_EXHAUSTED's HTTP code, written from the accept loop (small, non-blocking)."""
         body = json.dumps(
-            {"error": f"Too many concurrent connections: {self.max_connections} are open "
-             f"({CONNECTIONS_PER_THREAD} x --rest_api_num_threads={self.num_threads})"}, indent=4
+            {
+                "error": f"Too many concurrent connections: {self.max_connections} are open "
+                f"({CONNECTIONS_PER_THREAD} x --rest_api_num_threads={self.num_threads})"
+            },
+            indent=4,
         ).encode()
         head = (
             "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"

@@ -53,7 +53,6 @@ _HTTP_STATUS: dict[grpc.StatusCode, int] = {
 }
 
 
-
 class _PathError(ServingError):
     """`ParseModelInfo` failed: TF Serving answers with the status and an empty body."""
 
@@ -103,8 +102,10 @@ class RestApi:
             return 200, self._dispatch(method, path, body, deadline), "OK"
         except ServingError as err:
             # A path that fails ParseModelInfo returns before MakeJsonFromStatus: empty body.
-            text = "" if isinstance(err, _PathError) else json.dumps(
-                {"error": err.message}, indent=4, ensure_ascii=False
+            text = (
+                ""
+                if isinstance(err, _PathError)
+                else json.dumps({"error": err.message}, indent=4, ensure_ascii=False)
             )
             return _HTTP_STATUS.get(err.code, 500), text, err.code.name
 
@@ -205,4 +206,3 @@ class RestApi:
             "metadata": {"signature_def": json_format.MessageToDict(sig_map, **options)},
         }
         return json.dumps(document, indent=2)
-

@@ -161,9 +161,7 @@ def encode(array: np.ndarray, *, content: bool = False) -> tensor_pb2.TensorProt
     flat = array.ravel()
     field = _FIELDS[dtype][1]
     if dtype == types_pb2.DT_STRING:
-        proto.string_val.extend(
-            v if isinstance(v, bytes) else str(v).encode("utf-8") for v in flat
-        )
+        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode("utf-8") for v in flat)
     elif content:
         little = array.astype(array.dtype.newbyteorder("<"), copy=False)
         proto.tensor_content = np.ascontiguousarray(little).tobytes()

@@ -24,8 +24,8 @@ import tensorflow as tf
 from tensorflow import keras  # tf_keras, because of TF_USE_LEGACY_KERAS
 from tensorflow.core.protobuf import saved_model_pb2
 
-from exporter.audit import audit_model
 from exporter.errors import ExporterError
+from exporter.model.audit import audit_model
 
 K = keras.backend
 SEED = 0

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from exporter.layers import Offset, Scale
+from exporter.model.layers import Offset, Scale
 
 SEED = 0
 N = 64  # training examples: enough for a few gradient steps, no more

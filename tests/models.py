@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from exporter.layers import LossWeighting, Offset, Scale, Temperature
+from exporter.model.layers import LossWeighting, Offset, Scale, Temperature
 
 PACKAGE = "frozen_scalars_tests"
 

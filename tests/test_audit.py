@@ -1,4 +1,4 @@
-"""exporter.audit on real Keras 3 models: classification, findings, report formats."""
+"""exporter.model.audit on real Keras 3 models: classification, findings, report formats."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from exporter.audit import audit_model
-from exporter.audit_report import STATUSES, AuditReport, ScalarFinding
 from exporter.errors import AuditError
-from exporter.layers import Scale
-from exporter.trace import trace_model
+from exporter.model.audit import audit_model
+from exporter.model.audit_report import STATUSES, AuditReport, ScalarFinding
+from exporter.model.layers import Scale
+from exporter.model.trace import trace_model
 from tests import models
 
 

@@ -228,8 +228,9 @@ def test_legacy_keras2_files_export(capsys, tmp_path: Path, save_format: str) ->
     model.fit(np.random.rand(16, 10), np.random.rand(16, 1), verbose=0)
     path = tmp_path / ("legacy.h5" if save_format == "h5" else "legacy_savedmodel")
     model.save(path, save_format=save_format)
-    code, out, err = _run(capsys, "export", "--model", str(path), "--name", "legacy", "--out",
-                          str(tmp_path / "out"))
+    code, out, err = _run(
+        capsys, "export", "--model", str(path), "--name", "legacy", "--out", str(tmp_path / "out")
+    )
     assert code == 0, err
     assert "Frozen proof: PASSED" in out
     report = json.loads((tmp_path / "out" / "reports" / "legacy" / "1.json").read_text())
@@ -241,14 +242,34 @@ def test_user_parity_inputs(capsys, factories: Path, tmp_path: Path) -> None:
 
     good = tmp_path / "good.npz"
     np.savez(good, features=np.linspace(-1, 1, 30).reshape(3, 10))
-    code, _, err = _run(capsys, "export", "--model", f"{factories}:reference", "--name", "m",
-                          "--out", str(tmp_path / "out"), "--inputs", str(good))
+    code, _, err = _run(
+        capsys,
+        "export",
+        "--model",
+        f"{factories}:reference",
+        "--name",
+        "m",
+        "--out",
+        str(tmp_path / "out"),
+        "--inputs",
+        str(good),
+    )
     assert code == 0, err
     assert json.loads((tmp_path / "out/reports/m/1.json").read_text())["parity"]["samples"] == 9
     bad = tmp_path / "bad.npz"
     np.savez(bad, wrong_name=np.zeros((1, 10)))
-    code, _, err = _run(capsys, "export", "--model", f"{factories}:reference", "--name", "m",
-                        "--out", str(tmp_path / "out"), "--inputs", str(bad))
+    code, _, err = _run(
+        capsys,
+        "export",
+        "--model",
+        f"{factories}:reference",
+        "--name",
+        "m",
+        "--out",
+        str(tmp_path / "out"),
+        "--inputs",
+        str(bad),
+    )
     assert code == 2
     assert "['wrong_name']" in _error_line(err) and "['features']" in err
 

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
 REFERENCE = "tests.models:reference_model"  # input "features": float32 (None, 10)
 
-FACTORIES = '''
+FACTORIES = """
 import keras
 
 
@@ -40,7 +40,7 @@ class FailsAtInference(keras.layers.Layer):
 def fails_when_traced():
     inputs = keras.Input((3,), name="x")
     return keras.Model(inputs, FailsAtInference()(inputs))
-'''
+"""
 
 
 def _error_line(err: str) -> str:
@@ -71,7 +71,15 @@ def test_bad_inputs_one_line_exit_2_before_tracing(capsys, tmp_path: Path, case:
     np.savez(npz, **arrays)
     out = tmp_path / "out"
     code, _, err = _run(
-        capsys, "export", "--model", REFERENCE, "--name", "m", "--out", str(out), "--inputs",
+        capsys,
+        "export",
+        "--model",
+        REFERENCE,
+        "--name",
+        "m",
+        "--out",
+        str(out),
+        "--inputs",
         str(npz),
     )
     assert code == 2
@@ -86,8 +94,16 @@ def test_inputs_of_castable_kind_are_accepted(capsys, tmp_path: Path) -> None:
     npz = tmp_path / "ints.npz"
     np.savez(npz, features=np.arange(20, dtype=np.int64).reshape(2, 10))
     code, _, err = _run(
-        capsys, "export", "--model", REFERENCE, "--name", "m", "--out", str(tmp_path / "out"),
-        "--inputs", str(npz),
+        capsys,
+        "export",
+        "--model",
+        REFERENCE,
+        "--name",
+        "m",
+        "--out",
+        str(tmp_path / "out"),
+        "--inputs",
+        str(npz),
     )
     assert code == 0, err
 
@@ -197,7 +213,13 @@ def test_unexpected_exception_is_one_line_exit_1(capsys, tmp_path: Path) -> None
     factories = tmp_path / "factories.py"
     factories.write_text(FACTORIES)
     code, _, err = _run(
-        capsys, "export", "--model", f"{factories}:fails_when_traced", "--name", "m", "--out",
+        capsys,
+        "export",
+        "--model",
+        f"{factories}:fails_when_traced",
+        "--name",
+        "m",
+        "--out",
         str(tmp_path / "out"),
     )
     assert code == 1
@@ -220,7 +242,11 @@ def test_usage_error_ends_with_one_error_line(capsys) -> None:
 
 def test_underscore_spelling_of_a_dashed_flag_is_accepted(capsys, tmp_path: Path) -> None:
     code, _, err = _run(
-        capsys, "audit", "--model", str(tmp_path / "missing.keras"), "--custom_objects",
+        capsys,
+        "audit",
+        "--model",
+        str(tmp_path / "missing.keras"),
+        "--custom_objects",
         "no_such_module_xyz",
     )
     assert code == 2
@@ -235,7 +261,11 @@ def _modules_loaded_by(code: str) -> set[str]:
         + code
     )
     result = subprocess.run(
-        [sys.executable, "-c", probe], env=ENV, cwd=REPO, capture_output=True, text=True,
+        [sys.executable, "-c", probe],
+        env=ENV,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
         timeout=120,
     )
     return set(json.loads(result.stdout.strip().splitlines()[-1]))

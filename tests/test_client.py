@@ -23,9 +23,23 @@ from serving.client import (
 from serving.launch import free_port
 from tests.tfs_models import half_plus
 
-NUMERIC = [np.float32, np.float64, np.float16, np.int8, np.int16, np.int32, np.int64, np.uint8,
-           np.uint16, np.uint32, np.uint64, np.bool_, np.complex64, np.complex128,
-           ml_dtypes.bfloat16]
+NUMERIC = [
+    np.float32,
+    np.float64,
+    np.float16,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.bool_,
+    np.complex64,
+    np.complex128,
+    ml_dtypes.bfloat16,
+]
 
 
 @pytest.mark.parametrize("dtype", NUMERIC, ids=lambda d: np.dtype(d).name)
@@ -61,9 +75,16 @@ def test_strings_use_string_val() -> None:
 
 @pytest.mark.parametrize(
     "array",
-    [np.array([1.5, -2.0, 3.25], np.float32), np.array([[1, 2], [3, 4]], np.int32),
-     np.array([7, 8], np.int64), np.array([True, False]), np.array([0.5, 2.0], np.float16),
-     np.array([1.0, 2.0], np.float64), np.array([4, 250], np.uint8), np.array(3.0, np.float32)],
+    [
+        np.array([1.5, -2.0, 3.25], np.float32),
+        np.array([[1, 2], [3, 4]], np.int32),
+        np.array([7, 8], np.int64),
+        np.array([True, False]),
+        np.array([0.5, 2.0], np.float16),
+        np.array([1.0, 2.0], np.float64),
+        np.array([4, 250], np.uint8),
+        np.array(3.0, np.float32),
+    ],
     ids=lambda a: f"{a.dtype}{list(a.shape)}",
 )
 def test_typed_fields_decode_like_tensorflow(array: np.ndarray) -> None:
@@ -72,11 +93,18 @@ def test_typed_fields_decode_like_tensorflow(array: np.ndarray) -> None:
     full.CopyFrom(tf.make_tensor_proto(array))
     if full.tensor_content:  # make_tensor_proto packs some dtypes; unpack to typed values
         values = array.reshape(-1)
-        field = {np.float16: "half_val", np.float32: "float_val", np.float64: "double_val",
-                 np.int32: "int_val", np.uint8: "int_val", np.int64: "int64_val",
-                 np.bool_: "bool_val"}[array.dtype.type]
+        field = {
+            np.float16: "half_val",
+            np.float32: "float_val",
+            np.float64: "double_val",
+            np.int32: "int_val",
+            np.uint8: "int_val",
+            np.int64: "int64_val",
+            np.bool_: "bool_val",
+        }[array.dtype.type]
         getattr(full, field).extend(
-            values.view(np.uint16).tolist() if field == "half_val" else values.tolist())
+            values.view(np.uint16).tolist() if field == "half_val" else values.tolist()
+        )
         full.tensor_content = b""
     for proto in (full, _truncated(full, 1), _truncated(full, 0)):
         expected = tf.make_ndarray(proto)
@@ -109,7 +137,8 @@ def test_predict_decodes_outputs(client: ServingClient) -> None:
     assert out["y"].dtype == np.float32
     np.testing.assert_array_equal(out["y"], half_plus(x, 2))
     np.testing.assert_array_equal(
-        client.predict({"x": x}, "half_plus_two", version_label="stable")["y"], half_plus(x, 1))
+        client.predict({"x": x}, "half_plus_two", version_label="stable")["y"], half_plus(x, 1)
+    )
 
 
 def test_errors_carry_the_grpc_code_and_message(client: ServingClient) -> None:
@@ -128,7 +157,9 @@ def test_metadata_and_status_views(client: ServingClient) -> None:
     assert client.metadata("half_plus_two", version=1).version == 1
     statuses = client.status("half_plus_two")
     assert [(s.version, s.state, s.error_code, s.error_message) for s in statuses] == [
-        (2, "AVAILABLE", 0, ""), (1, "AVAILABLE", 0, "")]
+        (2, "AVAILABLE", 0, ""),
+        (1, "AVAILABLE", 0, ""),
+    ]
     assert [s.version for s in client.status("half_plus_two", version=1)] == [1]
 
 

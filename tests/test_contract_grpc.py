@@ -65,40 +65,52 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 def test_missing_model_spec(stubs: Stubs) -> None:
     assert rpc_error(stubs.predict.Predict, predict_pb2.PredictRequest()) == (
-        INVALID, "Missing ModelSpec")
+        INVALID,
+        "Missing ModelSpec",
+    )
 
 
 def test_empty_model_name(stubs: Stubs) -> None:
     request = predict_request(x=X)
     request.model_spec.name = ""
     assert rpc_error(stubs.predict.Predict, request) == (
-        INVALID, "ModelSpec has no name specified.")
+        INVALID,
+        "ModelSpec has no name specified.",
+    )
 
 
 def test_unknown_model(stubs: Stubs) -> None:
     assert rpc_error(stubs.predict.Predict, predict_request("no_such_model", x=X)) == (
-        grpc.StatusCode.NOT_FOUND, "Servable not found for request: Latest(no_such_model)")
+        grpc.StatusCode.NOT_FOUND,
+        "Servable not found for request: Latest(no_such_model)",
+    )
 
 
 def test_unknown_version(stubs: Stubs) -> None:
     request = predict_request(x=X)
     request.model_spec.version.value = 7
     assert rpc_error(stubs.predict.Predict, request) == (
-        grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Specific({HPT}, 7)")
+        grpc.StatusCode.NOT_FOUND,
+        f"Servable not found for request: Specific({HPT}, 7)",
+    )
 
 
 def test_unknown_label(stubs: Stubs) -> None:
     request = predict_request(x=X)
     request.model_spec.version_label = "beta"
     assert rpc_error(stubs.predict.Predict, request) == (
-        INVALID, "Unrecognized servable version label: beta")
+        INVALID,
+        "Unrecognized servable version label: beta",
+    )
 
 
 def test_unknown_signature_is_failed_precondition(stubs: Stubs) -> None:
     request = predict_request(x=X)
     request.model_spec.signature_name = "nope"
     assert rpc_error(stubs.predict.Predict, request) == (
-        grpc.StatusCode.FAILED_PRECONDITION, 'Serving signature key "nope" not found.')
+        grpc.StatusCode.FAILED_PRECONDITION,
+        'Serving signature key "nope" not found.',
+    )
 
 
 def test_missing_input(stubs: Stubs) -> None:
@@ -147,8 +159,7 @@ def test_compatible_shape_is_not_validated(client: ServingClient) -> None:
 
 
 def test_incompatible_shape_fails_in_the_kernel(stubs: Stubs) -> None:
-    request = predict_request(
-        "multi_io", a=np.zeros((2, 3), F32), b=np.array([1, 2, 3], np.int64))
+    request = predict_request("multi_io", a=np.zeros((2, 3), F32), b=np.array([1, 2, 3], np.int64))
     code, message = rpc_error(stubs.predict.Predict, request)
     assert code == INVALID
     # The kernel's wording, operand order included, depends on graph rewrites (§8).
@@ -170,7 +181,9 @@ def test_duplicate_output_filter(stubs: Stubs) -> None:
     request = predict_request("multi_io", a=np.zeros((1, 3), F32), b=np.array([1], np.int64))
     request.output_filter.extend(["sum", "sum"])
     assert rpc_error(stubs.predict.Predict, request) == (
-        INVALID, "duplicate output tensor alias: sum")
+        INVALID,
+        "duplicate output tensor alias: sum",
+    )
 
 
 # --- Predict: semantics of a successful call (§1.2) ----------------------------------------------
@@ -261,8 +274,9 @@ def test_string_tensors_round_trip(client: ServingClient) -> None:
 # --- GetModelMetadata (§2.1) ---------------------------------------------------------------------
 
 
-def metadata_request(model: str | None = HPT, fields: tuple[str, ...] = ("signature_def",)
-                     ) -> get_model_metadata_pb2.GetModelMetadataRequest:
+def metadata_request(
+    model: str | None = HPT, fields: tuple[str, ...] = ("signature_def",)
+) -> get_model_metadata_pb2.GetModelMetadataRequest:
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=list(fields))
     if model is not None:
         request.model_spec.name = model
@@ -273,8 +287,10 @@ def metadata_request(model: str | None = HPT, fields: tuple[str, ...] = ("signat
     ("request_", "expected"),
     [
         (metadata_request(None), "Missing ModelSpec"),
-        (metadata_request(fields=()), "GetModelMetadataRequest must specify at least one "
-                                      "metadata_field"),
+        (
+            metadata_request(fields=()),
+            "GetModelMetadataRequest must specify at least one metadata_field",
+        ),
         (metadata_request(fields=("signature_def", "foo")), "Metadata field foo is not supported"),
     ],
     ids=["no-spec", "no-field", "bad-field"],
@@ -285,7 +301,9 @@ def test_metadata_errors(stubs: Stubs, request_: Any, expected: str) -> None:
 
 def test_metadata_unknown_model(stubs: Stubs) -> None:
     assert rpc_error(stubs.predict.GetModelMetadata, metadata_request("nope")) == (
-        grpc.StatusCode.NOT_FOUND, "Servable not found for request: Latest(nope)")
+        grpc.StatusCode.NOT_FOUND,
+        "Servable not found for request: Latest(nope)",
+    )
 
 
 def test_metadata_shape(stubs: Stubs) -> None:
@@ -314,8 +332,9 @@ def test_metadata_by_label_and_twice_the_field(client: ServingClient, stubs: Stu
 # --- GetModelStatus (§2.2) -----------------------------------------------------------------------
 
 
-def status_request(model: str | None = HPT, version: int | None = None
-                   ) -> get_model_status_pb2.GetModelStatusRequest:
+def status_request(
+    model: str | None = HPT, version: int | None = None
+) -> get_model_status_pb2.GetModelStatusRequest:
     request = get_model_status_pb2.GetModelStatusRequest()
     if model is not None:
         request.model_spec.name = model
@@ -326,18 +345,26 @@ def status_request(model: str | None = HPT, version: int | None = None
 
 def test_status_errors(stubs: Stubs) -> None:
     assert rpc_error(stubs.models.GetModelStatus, status_request(None)) == (
-        INVALID, "Missing ModelSpec")
+        INVALID,
+        "Missing ModelSpec",
+    )
     assert rpc_error(stubs.models.GetModelStatus, status_request("nope")) == (
-        grpc.StatusCode.NOT_FOUND, "Could not find any versions of model nope")
+        grpc.StatusCode.NOT_FOUND,
+        "Could not find any versions of model nope",
+    )
     assert rpc_error(stubs.models.GetModelStatus, status_request(HPT, 7)) == (
-        grpc.StatusCode.NOT_FOUND, f"Could not find version 7 of model {HPT}")
+        grpc.StatusCode.NOT_FOUND,
+        f"Could not find version 7 of model {HPT}",
+    )
 
 
 def test_status_lists_versions_newest_first(stubs: Stubs) -> None:
     response = stubs.models.GetModelStatus(status_request(), timeout=30)
     available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
     assert [(s.version, s.state) for s in response.model_version_status] == [
-        (2, available), (1, available)]
+        (2, available),
+        (1, available),
+    ]
     for s in response.model_version_status:
         assert s.HasField("status")
         assert (s.status.error_code, s.status.error_message) == (0, "")
@@ -400,11 +427,12 @@ def test_new_version_is_picked_up_and_old_one_unloaded(server: Any, client: Serv
 
     # latest{1}: version 1 is unloaded once 2 is AVAILABLE, and stays listed as END.
     def v1_ended() -> bool:
-        return {s.version: s.state for s in client.status("switch")} == {
-            2: "AVAILABLE", 1: "END"}
+        return {s.version: s.state for s in client.status("switch")} == {2: "AVAILABLE", 1: "END"}
 
     wait_for(v1_ended, "version 1 to end while 2 is AVAILABLE")
     with pytest.raises(ServingClientError) as info:
         client.predict({"x": x}, "switch", version=1)
     assert (info.value.code, info.value.message) == (
-        grpc.StatusCode.NOT_FOUND, "Servable not found for request: Specific(switch, 1)")
+        grpc.StatusCode.NOT_FOUND,
+        "Servable not found for request: Specific(switch, 1)",
+    )

@@ -19,8 +19,9 @@ from tests.tfs_models import half_plus
 HPT = "half_plus_two"
 
 
-def http(server: Any, method: str, path: str, body: str | bytes | None = None
-         ) -> tuple[int, str, str]:
+def http(
+    server: Any, method: str, path: str, body: str | bytes | None = None
+) -> tuple[int, str, str]:
     """(HTTP status, Content-Type, body text) of one request."""
     data = body.encode() if isinstance(body, str) else body
     request = urllib.request.Request(server.rest_url + path, data=data, method=method)
@@ -58,8 +59,11 @@ MULTI = "/v1/models/multi_io:predict"
 def test_status_json(server: Any) -> None:
     assert ok(server, "GET", f"/v1/models/{HPT}") == {
         "model_version_status": [
-            {"version": v, "state": "AVAILABLE",
-             "status": {"error_code": "OK", "error_message": ""}}
+            {
+                "version": v,
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
             for v in ("2", "1")
         ]
     }
@@ -78,12 +82,20 @@ def test_metadata_json(server: Any) -> None:
     sigs = doc["metadata"]["signature_def"]["signature_def"]
     assert set(sigs) == {"serving_default", "times_three"}
     assert sigs["serving_default"] == {
-        "inputs": {"x": {"dtype": "DT_FLOAT", "name": "x:0",
-                         "tensor_shape": {"dim": [{"size": "-1", "name": ""}],
-                                          "unknown_rank": False}}},
-        "outputs": {"y": {"dtype": "DT_FLOAT", "name": "y:0",
-                          "tensor_shape": {"dim": [{"size": "-1", "name": ""}],
-                                           "unknown_rank": False}}},
+        "inputs": {
+            "x": {
+                "dtype": "DT_FLOAT",
+                "name": "x:0",
+                "tensor_shape": {"dim": [{"size": "-1", "name": ""}], "unknown_rank": False},
+            }
+        },
+        "outputs": {
+            "y": {
+                "dtype": "DT_FLOAT",
+                "name": "y:0",
+                "tensor_shape": {"dim": [{"size": "-1", "name": ""}], "unknown_rank": False},
+            }
+        },
         "method_name": "tensorflow/serving/predict",
         "defaults": {},
     }
@@ -97,14 +109,20 @@ def test_metadata_json(server: Any) -> None:
         ("GET", "/v1/models", (400, "Missing model name in request.")),
         ("GET", "/v1/models/", (400, "Malformed request: GET /v1/models/")),
         ("GET", "/v1/foo", (400, "Malformed request: GET /v1/foo")),
-        ("POST", f"/v1/models/{HPT}:explode",
-         (400, f"Malformed request: POST /v1/models/{HPT}:explode")),
+        (
+            "POST",
+            f"/v1/models/{HPT}:explode",
+            (400, f"Malformed request: POST /v1/models/{HPT}:explode"),
+        ),
         ("POST", f"/v1/models/{HPT}", (400, f"Malformed request: POST /v1/models/{HPT}")),
         ("GET", "/v1/models/nope", (404, "Could not find any versions of model nope")),
         ("GET", f"/v1/models/{HPT}/versions/7", (404, f"Could not find version 7 of model {HPT}")),
         ("GET", "/v1/models/nope/metadata", (404, "Servable not found for request: Latest(nope)")),
-        ("GET", f"/v1/models/{HPT}/labels/beta/metadata",
-         (400, "Unrecognized servable version label: beta")),
+        (
+            "GET",
+            f"/v1/models/{HPT}/labels/beta/metadata",
+            (400, "Unrecognized servable version label: beta"),
+        ),
     ],
 )
 def test_route_errors(server: Any, method: str, path: str, expected: tuple[int, str]) -> None:
@@ -125,8 +143,9 @@ def test_paths_outside_v1_are_plain_404(server: Any) -> None:
 
 def test_gzipped_request_body(server: Any) -> None:
     body = gzip.compress(json.dumps({"instances": [1.0]}).encode())
-    request = urllib.request.Request(server.rest_url + PREDICT, data=body, method="POST",
-                                     headers={"Content-Encoding": "gzip"})
+    request = urllib.request.Request(
+        server.rest_url + PREDICT, data=body, method="POST", headers={"Content-Encoding": "gzip"}
+    )
     with urllib.request.urlopen(request, timeout=30) as resp:
         assert json.loads(resp.read()) == {"predictions": [3.5]}
 
@@ -150,9 +169,11 @@ def test_row_format(server: Any) -> None:
 def test_columnar_format_version_and_label_routes(server: Any) -> None:
     expected = half_plus(np.array(X, np.float32), 1).tolist()
     assert ok(server, "POST", f"/v1/models/{HPT}/versions/1:predict", {"inputs": X}) == {
-        "outputs": expected}
+        "outputs": expected
+    }
     assert ok(server, "POST", f"/v1/models/{HPT}/labels/stable:predict", {"inputs": X}) == {
-        "outputs": expected}
+        "outputs": expected
+    }
 
 
 def test_signature_name(server: Any) -> None:
@@ -161,17 +182,29 @@ def test_signature_name(server: Any) -> None:
 
 
 def test_multi_io_row_and_columnar(server: Any) -> None:
-    rows = ok(server, "POST", MULTI, {"instances": [{"a": [1, 2, 3], "b": 4},
-                                                    {"a": [0.5, 0.5, 0.5], "b": 0}]})
-    assert rows == {"predictions": [{"sum": [5.0, 6.0, 7.0], "scaled": 12.0},
-                                    {"sum": [0.5, 0.5, 0.5], "scaled": 3.0}]}
+    rows = ok(
+        server,
+        "POST",
+        MULTI,
+        {"instances": [{"a": [1, 2, 3], "b": 4}, {"a": [0.5, 0.5, 0.5], "b": 0}]},
+    )
+    assert rows == {
+        "predictions": [
+            {"sum": [5.0, 6.0, 7.0], "scaled": 12.0},
+            {"sum": [0.5, 0.5, 0.5], "scaled": 3.0},
+        ]
+    }
     cols = ok(server, "POST", MULTI, {"inputs": {"a": [[1, 2, 3]], "b": [4], "ignored": 1}})
     assert cols == {"outputs": {"sum": [[5.0, 6.0, 7.0]], "scaled": [12.0]}}
 
 
 def test_floats_whole_numbers_and_non_finite(server: Any) -> None:
-    code, _, text = http(server, "POST", f"/v1/models/{HPT}/versions/1:predict",
-                         '{"instances": [2, 0.1, NaN, Infinity, -Infinity]}')
+    code, _, text = http(
+        server,
+        "POST",
+        f"/v1/models/{HPT}/versions/1:predict",
+        '{"instances": [2, 0.1, NaN, Infinity, -Infinity]}',
+    )
     assert code == 200
     assert "3.0" in text  # whole numbers keep a decimal point
     values = json.loads(text)["predictions"]
@@ -183,8 +216,12 @@ def test_floats_whole_numbers_and_non_finite(server: Any) -> None:
 def test_numbers_as_tf_serving_2_21_reads_them(server: Any) -> None:
     """No precision check since 2.5 (1e39 becomes inf, 2**24+1 rounds); rapidjson's NaN/Inf
     spellings (`Inf`, `-Inf`, `-NaN`); anything after the document is ignored."""
-    code, _, text = http(server, "POST", f"/v1/models/{HPT}/versions/1:predict",
-                         '{"instances": [1e39, 16777217, Inf, -Inf, -NaN]} trailing')
+    code, _, text = http(
+        server,
+        "POST",
+        f"/v1/models/{HPT}/versions/1:predict",
+        '{"instances": [1e39, 16777217, Inf, -Inf, -NaN]} trailing',
+    )
     assert code == 200, text
     values = json.loads(text)["predictions"]
     expected = half_plus(np.array([np.inf, 16777217, np.inf, -np.inf], np.float32), 1)
@@ -194,8 +231,12 @@ def test_numbers_as_tf_serving_2_21_reads_them(server: Any) -> None:
 
 def test_repeated_keys_the_first_is_used(server: Any) -> None:
     """rapidjson keeps every member; FindMember returns the first."""
-    code, _, text = http(server, "POST", f"/v1/models/{HPT}/versions/1:predict",
-                         '{"instances": [2.0], "instances": [4.0]}')
+    code, _, text = http(
+        server,
+        "POST",
+        f"/v1/models/{HPT}/versions/1:predict",
+        '{"instances": [2.0], "instances": [4.0]}',
+    )
     assert code == 200, text
     assert json.loads(text) == {"predictions": [3.0]}
 
@@ -210,10 +251,15 @@ def test_error_quotes_a_short_prefix_of_the_request(server: Any) -> None:
 
 
 def test_b64_input_and_bytes_output(server: Any) -> None:
-    doc = ok(server, "POST", "/v1/models/strings:predict",
-             {"instances": [{"b64": "aGk="}, "h\u00e9"]})
-    assert doc == {"predictions": [{"text_bytes": {"b64": "aGk="}, "length": 2},
-                                   {"text_bytes": {"b64": "aMOp"}, "length": 3}]}
+    doc = ok(
+        server, "POST", "/v1/models/strings:predict", {"instances": [{"b64": "aGk="}, "h\u00e9"]}
+    )
+    assert doc == {
+        "predictions": [
+            {"text_bytes": {"b64": "aGk="}, "length": 2},
+            {"text_bytes": {"b64": "aMOp"}, "length": 3},
+        ]
+    }
 
 
 def test_scalar_output_only_in_columnar(server: Any) -> None:
@@ -230,46 +276,112 @@ def test_scalar_output_only_in_columnar(server: Any) -> None:
     ("path", "body", "expected"),
     [
         (PREDICT, "", (400, "JSON Parse error: The document is empty")),
-        ("/v1/models/nope:predict", {"instances": [1.0]},
-         (404, "Servable not found for request: Latest(nope)")),
-        (f"/v1/models/{HPT}/versions/7:predict", {"instances": [1.0]},
-         (404, f"Servable not found for request: Specific({HPT}, 7)")),
-        (f"/v1/models/{HPT}/labels/beta:predict", {"instances": [1.0]},
-         (400, "Unrecognized servable version label: beta")),
-        (PREDICT, {"signature_name": "nope", "instances": [1.0]},
-         (400, 'Serving signature name: "nope" not found in signature def')),
+        (
+            "/v1/models/nope:predict",
+            {"instances": [1.0]},
+            (404, "Servable not found for request: Latest(nope)"),
+        ),
+        (
+            f"/v1/models/{HPT}/versions/7:predict",
+            {"instances": [1.0]},
+            (404, f"Servable not found for request: Specific({HPT}, 7)"),
+        ),
+        (
+            f"/v1/models/{HPT}/labels/beta:predict",
+            {"instances": [1.0]},
+            (400, "Unrecognized servable version label: beta"),
+        ),
+        (
+            PREDICT,
+            {"signature_name": "nope", "instances": [1.0]},
+            (400, 'Serving signature name: "nope" not found in signature def'),
+        ),
         (PREDICT, {"instances": [1.0], "signature_name": ""}, None),
         (PREDICT, {"x": [1.0]}, (400, "Missing 'inputs' or 'instances' key")),
-        (MULTI, {"instances": [[1, 2, 3]]},
-         (400, "instances is a plain list, but expecting list of objects as multiple input "
-               "tensors required as per tensorinfo_map")),
-        (MULTI, {"inputs": [[1, 2, 3]]},
-         (400, "inputs is a plain value/list, but expecting an object as multiple input tensors "
-               "required as per tensorinfo_map")),
-        (MULTI, {"inputs": {"a": [[1, 2, 3]]}},
-         (400, "Missing named input: b in 'inputs' object.")),
-        (MULTI, {"instances": [{"a": [1, 2, 3], "b": 1, "c": 2}]},
-         (400, "Failed to process element: 0 key: c of 'instances' list. Error: "
-               "INVALID_ARGUMENT: JSON object: does not have named input: c")),
-        (MULTI, {"instances": [{"a": [1, 2, 3], "b": 1.5}]},
-         (400, "Failed to process element: 0 key: b of 'instances' list. Error: "
-               "INVALID_ARGUMENT: JSON Value: 1.5 Type: Number is not of expected type: int64")),
-        (PREDICT, {"instances": ["a"]},
-         (400, "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
-               'JSON Value: "a" Type: String is not of expected type: float')),
-        (MULTI, {"instances": [{"a": [1, 2, 3], "b": 1}, [1, 2, 3]]},
-         (400, "Expecting object but got list at item 1 of input list")),
-        (PREDICT, {"instances": [1.0, {"x": 1.0}]},
-         (400, "Expecting value/list but got object at item 1 of input list")),
-        (PREDICT, {"inputs": [True]},
-         (400, "JSON Value: true Type: True is not of expected type: float")),
-        (MULTI, {"instances": [{"a": [1, 2, 3], "b": 1}, {"a": [1, 2], "b": 1}]},
-         (400, "Failed to process element: 1 key: a of 'instances' list. Error: "
-               "INVALID_ARGUMENT: Expecting tensor size: 3 but got: 2")),
-        (PREDICT, {"inputs": [[1.0, 2.0], [3.0]]},
-         (400, "Encountered list at unexpected size: 1 at level: 1 expected size: 2")),
-        (PREDICT, {"inputs": [1.0, [2.0]]},
-         (400, "Encountered list at unexpected level: 1 expected < 1")),
+        (
+            MULTI,
+            {"instances": [[1, 2, 3]]},
+            (
+                400,
+                "instances is a plain list, but expecting list of objects as multiple input "
+                "tensors required as per tensorinfo_map",
+            ),
+        ),
+        (
+            MULTI,
+            {"inputs": [[1, 2, 3]]},
+            (
+                400,
+                "inputs is a plain value/list, but expecting an object as multiple input tensors "
+                "required as per tensorinfo_map",
+            ),
+        ),
+        (
+            MULTI,
+            {"inputs": {"a": [[1, 2, 3]]}},
+            (400, "Missing named input: b in 'inputs' object."),
+        ),
+        (
+            MULTI,
+            {"instances": [{"a": [1, 2, 3], "b": 1, "c": 2}]},
+            (
+                400,
+                "Failed to process element: 0 key: c of 'instances' list. Error: "
+                "INVALID_ARGUMENT: JSON object: does not have named input: c",
+            ),
+        ),
+        (
+            MULTI,
+            {"instances": [{"a": [1, 2, 3], "b": 1.5}]},
+            (
+                400,
+                "Failed to process element: 0 key: b of 'instances' list. Error: "
+                "INVALID_ARGUMENT: JSON Value: 1.5 Type: Number is not of expected type: int64",
+            ),
+        ),
+        (
+            PREDICT,
+            {"instances": ["a"]},
+            (
+                400,
+                "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
+                'JSON Value: "a" Type: String is not of expected type: float',
+            ),
+        ),
+        (
+            MULTI,
+            {"instances": [{"a": [1, 2, 3], "b": 1}, [1, 2, 3]]},
+            (400, "Expecting object but got list at item 1 of input list"),
+        ),
+        (
+            PREDICT,
+            {"instances": [1.0, {"x": 1.0}]},
+            (400, "Expecting value/list but got object at item 1 of input list"),
+        ),
+        (
+            PREDICT,
+            {"inputs": [True]},
+            (400, "JSON Value: true Type: True is not of expected type: float"),
+        ),
+        (
+            MULTI,
+            {"instances": [{"a": [1, 2, 3], "b": 1}, {"a": [1, 2], "b": 1}]},
+            (
+                400,
+                "Failed to process element: 1 key: a of 'instances' list. Error: "
+                "INVALID_ARGUMENT: Expecting tensor size: 3 but got: 2",
+            ),
+        ),
+        (
+            PREDICT,
+            {"inputs": [[1.0, 2.0], [3.0]]},
+            (400, "Encountered list at unexpected size: 1 at level: 1 expected size: 2"),
+        ),
+        (
+            PREDICT,
+            {"inputs": [1.0, [2.0]]},
+            (400, "Encountered list at unexpected level: 1 expected < 1"),
+        ),
     ],
 )
 def test_predict_errors(server: Any, path: str, body: Any, expected: Any) -> None:
@@ -287,12 +399,16 @@ def test_document_level_errors_quote_the_document(server: Any) -> None:
     code, message = error(server, PREDICT, "[1, 2]")
     assert (code, message[:12], message[-13:]) == (400, "JSON Value: ", "Is not object")
     for body, suffix in [
-        ({"instances": [1.0], "inputs": [1.0]},
-         "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist "),
+        (
+            {"instances": [1.0], "inputs": [1.0]},
+            "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ",
+        ),
         ({"instances": 1.0}, "to be an list/array"),
         ({"instances": []}, "No values in 'instances' array"),
-        ({"signature_name": 3, "instances": [1.0]},
-         "not formatted correctly. 'signature_name' key must be a string value."),
+        (
+            {"signature_name": 3, "instances": [1.0]},
+            "not formatted correctly. 'signature_name' key must be a string value.",
+        ),
     ]:
         code, message = error(server, PREDICT, body)
         assert code == 400
@@ -338,15 +454,27 @@ def test_regress_results(server: Any) -> None:
 @pytest.mark.parametrize(
     ("path", "body", "expected"),
     [
-        (CLASSIFY, {"signature_name": "nope", "examples": [{"x": 1.0}]},
-         (400, "No signature was found with the name: nope")),
-        (CLASSIFY, {"examples": [{"x": [1.0, "a"]}]},
-         (400, "Unexpected element type in feature: x expecting type: float")),
-        (CLASSIFY, {"examples": [{"x": None}]},
-         (400, "Feature: x has element with unexpected JSON type: Null")),
+        (
+            CLASSIFY,
+            {"signature_name": "nope", "examples": [{"x": 1.0}]},
+            (400, "No signature was found with the name: nope"),
+        ),
+        (
+            CLASSIFY,
+            {"examples": [{"x": [1.0, "a"]}]},
+            (400, "Unexpected element type in feature: x expecting type: float"),
+        ),
+        (
+            CLASSIFY,
+            {"examples": [{"x": None}]},
+            (400, "Feature: x has element with unexpected JSON type: Null"),
+        ),
         (CLASSIFY, {"examples": [3]}, (400, "Example must be JSON object but got JSON Number")),
-        ("/v1/models/nope:classify", {"examples": [{"x": 1.0}]},
-         (404, "Servable not found for request: Latest(nope)")),
+        (
+            "/v1/models/nope:classify",
+            {"examples": [{"x": 1.0}]},
+            (404, "Servable not found for request: Latest(nope)"),
+        ),
         (REGRESS, {"examples": [{"x": 1.0}]}, (400, "Expected one output Tensor.")),
     ],
 )

@@ -21,13 +21,14 @@ from yamllint import linter
 from yamllint.config import YamlLintConfig
 
 from exporter.cli import main
-from exporter.manifests import READINESS_SCRIPT
-from exporter.serving_compat import DEFAULT_SERVING_VERSION, SERVING_IMAGE
+from exporter.deploy.manifests import READINESS_SCRIPT
+from exporter.savedmodel.compat import DEFAULT_SERVING_VERSION, SERVING_IMAGE
 from tests.conftest import REPO_ROOT
 
 KUBERNETES_VERSION = "1.37.0"  # newest schemas kubernetes-validate ships
-ISVC_SCHEMA = json.loads((Path(__file__).parent / "schemas" /
-                          "inferenceservice.schema.json").read_text())
+ISVC_SCHEMA = json.loads(
+    (Path(__file__).parent / "schemas" / "inferenceservice.schema.json").read_text()
+)
 ISVC = jsonschema.Draft202012Validator(ISVC_SCHEMA)
 K8S_FILES = ("configmap.yaml", "deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml")
 KSERVE_FILES = ("tensorflow.yaml", "triton.yaml")
@@ -95,23 +96,32 @@ def test_report_states_graph_versions_ops_and_weights(exported: Path) -> None:
     assert report["weights_bytes"] == weights > 0
 
 
-def test_default_manifests_validate_offline(exported: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_default_manifests_validate_offline(
+    exported: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     docs = _deploy(exported, capsys=capsys)
-    assert sorted(docs) == sorted([f"kubernetes/{f}" for f in K8S_FILES] +
-                                  [f"kserve/{f}" for f in KSERVE_FILES])
+    assert sorted(docs) == sorted(
+        [f"kubernetes/{f}" for f in K8S_FILES] + [f"kserve/{f}" for f in KSERVE_FILES]
+    )
     _validate_all(docs)
     kinds = {doc["kind"] for doc in docs.values()}
-    assert kinds == {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler",
-                     "PodDisruptionBudget", "InferenceService"}
+    assert kinds == {
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "InferenceService",
+    }
     assert docs["kubernetes/hpa.yaml"]["apiVersion"] == "autoscaling/v2"
     assert docs["kubernetes/pdb.yaml"]["apiVersion"] == "policy/v1"
     ports = {p["name"]: p["port"] for p in docs["kubernetes/service.yaml"]["spec"]["ports"]}
     assert ports == {"grpc": 8500, "http": 8501}
 
 
-def test_schemas_refuse_a_broken_manifest(exported: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_schemas_refuse_a_broken_manifest(
+    exported: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The validators can fail: a misspelt field and a wrong type are caught."""
     jsonschema.Draft202012Validator.check_schema(ISVC_SCHEMA)
     docs = _deploy(exported, capsys=capsys)
@@ -129,8 +139,7 @@ def test_schemas_refuse_a_broken_manifest(exported: Path,
         ISVC.validate(isvc)
 
 
-def test_generated_yaml_passes_yamllint(exported: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_generated_yaml_passes_yamllint(exported: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _deploy(exported, "--batching", "--storage-uri", "s3://bucket/exports", capsys=capsys)
     config = YamlLintConfig(file=str(REPO_ROOT / ".yamllint"))
     paths = sorted((exported / "deploy" / "reference").glob("*/*.yaml"))
@@ -146,29 +155,38 @@ def _monitoring_config_class() -> type:
     ship its generated module, so it is built from that descriptor."""
     fdp = descriptor_pb2.FieldDescriptorProto
     proto = descriptor_pb2.FileDescriptorProto(
-        name="frozen_scalars/monitoring_config.proto", package="tensorflow.serving",
-        syntax="proto3")
+        name="frozen_scalars/monitoring_config.proto", package="tensorflow.serving", syntax="proto3"
+    )
     prometheus = proto.message_type.add(name="PrometheusConfig")
     prometheus.field.add(name="enable", number=1, type=fdp.TYPE_BOOL, label=fdp.LABEL_OPTIONAL)
     prometheus.field.add(name="path", number=2, type=fdp.TYPE_STRING, label=fdp.LABEL_OPTIONAL)
     proto.message_type.add(name="MonitoringConfig").field.add(
-        name="prometheus_config", number=1, type=fdp.TYPE_MESSAGE, label=fdp.LABEL_OPTIONAL,
-        type_name=".tensorflow.serving.PrometheusConfig")
+        name="prometheus_config",
+        number=1,
+        type=fdp.TYPE_MESSAGE,
+        label=fdp.LABEL_OPTIONAL,
+        type_name=".tensorflow.serving.PrometheusConfig",
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
     return message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig"))
+        pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
+    )
 
 
-def test_configmap_holds_tf_serving_text_protos(exported: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_configmap_holds_tf_serving_text_protos(
+    exported: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tests.test_docker import _batching_parameters_class
 
     data = _deploy(exported, "--batching", capsys=capsys)["kubernetes/configmap.yaml"]["data"]
     config = text_format.Parse(data["models.config"], model_server_config_pb2.ModelServerConfig())
     (entry,) = config.model_config_list.config
     assert (entry.name, entry.base_path, entry.model_platform) == (
-        "reference", "/models/reference", "tensorflow")
+        "reference",
+        "/models/reference",
+        "tensorflow",
+    )
     batching = text_format.Parse(data["batching.config"], _batching_parameters_class()())
     assert batching.max_batch_size.value == 64
     monitoring = text_format.Parse(data["monitoring.config"], _monitoring_config_class()())
@@ -177,7 +195,8 @@ def test_configmap_holds_tf_serving_text_protos(exported: Path,
 
 
 def test_deployment_is_hardened_and_probes_availability(
-        exported: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    exported: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tests.test_docker import _health_commands
 
     docs = _deploy(exported, capsys=capsys)
@@ -201,8 +220,7 @@ def test_deployment_is_hardened_and_probes_availability(
     assert memory_mib * 2**20 >= 512 * 2**20 + 4 * report["weights_bytes"]
 
 
-def test_one_serving_version_everywhere(exported: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_one_serving_version_everywhere(exported: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Dockerfile FROM, compose's image, the manifests and the compat check share one tag."""
     dockerfile = (REPO_ROOT / "docker" / "Dockerfile").read_text()
     (base,) = re.findall(r"^FROM (\S+)", dockerfile, re.M)
@@ -236,74 +254,162 @@ def _config(docs: dict[str, Any], key: str) -> str:
 
 S3 = ("--storage-uri", "s3://bucket/exports")
 FLAG_CASES: list[tuple[tuple[str, ...], Getter, Any]] = [
-    (("--namespace", "ml-prod"),
-     lambda d: {doc["metadata"]["namespace"] for doc in d.values()}, {"ml-prod"}),
-    (("--resource-name", "ref-api"),
-     lambda d: (d["kubernetes/service.yaml"]["metadata"]["name"],
-                d["kserve/triton.yaml"]["metadata"]["name"]), ("ref-api", "ref-api-onnx")),
-    (("--serving-version", "2.19"),
-     lambda d: (_container(d)["image"], _predictor(d)["tensorflow"]["runtimeVersion"]),
-     ("tensorflow/serving:2.19.0", "2.19.0")),
-    (("--image", "registry.local:5000/tfs:2.20.0-gpu"),
-     lambda d: (_container(d)["image"], _predictor(d)["tensorflow"]["runtimeVersion"]),
-     ("registry.local:5000/tfs:2.20.0-gpu", "2.20.0-gpu")),
-    (S3, lambda d: (_init(d)["args"], _predictor(d)["tensorflow"]["storageUri"],
-                    _predictor(d, "triton")["triton"]["storageUri"]),
-     (["s3://bucket/exports/tfserving/reference", "/models/reference"],
-      "s3://bucket/exports/tfserving/reference", "s3://bucket/exports/onnx")),
-    (("--storage-uri", "gs://bucket/exports"), lambda d: _init(d)["args"][0],
-     "gs://bucket/exports/tfserving/reference"),
-    (("--storage-uri", "pvc://models-claim/team/exports"),
-     lambda d: (_pod(d)["volumes"][0]["persistentVolumeClaim"]["claimName"],
-                _container(d)["volumeMounts"][0]["subPath"]),
-     ("models-claim", "team/exports/tfserving")),
+    (
+        ("--namespace", "ml-prod"),
+        lambda d: {doc["metadata"]["namespace"] for doc in d.values()},
+        {"ml-prod"},
+    ),
+    (
+        ("--resource-name", "ref-api"),
+        lambda d: (
+            d["kubernetes/service.yaml"]["metadata"]["name"],
+            d["kserve/triton.yaml"]["metadata"]["name"],
+        ),
+        ("ref-api", "ref-api-onnx"),
+    ),
+    (
+        ("--serving-version", "2.19"),
+        lambda d: (_container(d)["image"], _predictor(d)["tensorflow"]["runtimeVersion"]),
+        ("tensorflow/serving:2.19.0", "2.19.0"),
+    ),
+    (
+        ("--image", "registry.local:5000/tfs:2.20.0-gpu"),
+        lambda d: (_container(d)["image"], _predictor(d)["tensorflow"]["runtimeVersion"]),
+        ("registry.local:5000/tfs:2.20.0-gpu", "2.20.0-gpu"),
+    ),
+    (
+        S3,
+        lambda d: (
+            _init(d)["args"],
+            _predictor(d)["tensorflow"]["storageUri"],
+            _predictor(d, "triton")["triton"]["storageUri"],
+        ),
+        (
+            ["s3://bucket/exports/tfserving/reference", "/models/reference"],
+            "s3://bucket/exports/tfserving/reference",
+            "s3://bucket/exports/onnx",
+        ),
+    ),
+    (
+        ("--storage-uri", "gs://bucket/exports"),
+        lambda d: _init(d)["args"][0],
+        "gs://bucket/exports/tfserving/reference",
+    ),
+    (
+        ("--storage-uri", "pvc://models-claim/team/exports"),
+        lambda d: (
+            _pod(d)["volumes"][0]["persistentVolumeClaim"]["claimName"],
+            _container(d)["volumeMounts"][0]["subPath"],
+        ),
+        ("models-claim", "team/exports/tfserving"),
+    ),
     (("--replicas", "3"), lambda d: d["kubernetes/deployment.yaml"]["spec"]["replicas"], 3),
-    (("--min-replicas", "1"),
-     lambda d: (d["kubernetes/hpa.yaml"]["spec"]["minReplicas"], _predictor(d)["minReplicas"]),
-     (1, 1)),
-    (("--max-replicas", "5"),
-     lambda d: (d["kubernetes/hpa.yaml"]["spec"]["maxReplicas"],
-                _predictor(d, "triton")["maxReplicas"]), (5, 5)),
-    (("--cpu-target", "55"),
-     lambda d: (d["kubernetes/hpa.yaml"]["spec"]["metrics"][0]["resource"]["target"]
-                ["averageUtilization"], _predictor(d)["scaleTarget"]), (55, 55)),
+    (
+        ("--min-replicas", "1"),
+        lambda d: (d["kubernetes/hpa.yaml"]["spec"]["minReplicas"], _predictor(d)["minReplicas"]),
+        (1, 1),
+    ),
+    (
+        ("--max-replicas", "5"),
+        lambda d: (
+            d["kubernetes/hpa.yaml"]["spec"]["maxReplicas"],
+            _predictor(d, "triton")["maxReplicas"],
+        ),
+        (5, 5),
+    ),
+    (
+        ("--cpu-target", "55"),
+        lambda d: (
+            d["kubernetes/hpa.yaml"]["spec"]["metrics"][0]["resource"]["target"][
+                "averageUtilization"
+            ],
+            _predictor(d)["scaleTarget"],
+        ),
+        (55, 55),
+    ),
     (("--cpu-request", "2"), lambda d: _container(d)["resources"]["requests"]["cpu"], "2"),
     (("--cpu-limit", "4"), lambda d: _container(d)["resources"]["limits"].get("cpu"), "4"),
-    (("--memory-request", "3Gi"),
-     lambda d: (_container(d)["resources"]["requests"]["memory"],
-                _predictor(d)["tensorflow"]["resources"]["requests"]["memory"]), ("3Gi", "3Gi")),
+    (
+        ("--memory-request", "3Gi"),
+        lambda d: (
+            _container(d)["resources"]["requests"]["memory"],
+            _predictor(d)["tensorflow"]["resources"]["requests"]["memory"],
+        ),
+        ("3Gi", "3Gi"),
+    ),
     (("--memory-limit", "6Gi"), lambda d: _container(d)["resources"]["limits"]["memory"], "6Gi"),
-    (("--service-type", "LoadBalancer"),
-     lambda d: d["kubernetes/service.yaml"]["spec"]["type"], "LoadBalancer"),
-    (("--batching",),
-     lambda d: ("--enable_batching" in _args(d), "batcher" in _predictor(d)), (True, True)),
-    (("--batching", "--max-batch-size", "32"),
-     lambda d: ("max_batch_size { value: 32 }" in _config(d, "batching.config"),
-                _predictor(d)["batcher"]["maxBatchSize"]), (True, 32)),
-    (("--batch-timeout-micros", "500"),
-     lambda d: "batch_timeout_micros { value: 500 }" in _config(d, "batching.config"), True),
-    (("--num-batch-threads", "2"),
-     lambda d: "num_batch_threads { value: 2 }" in _config(d, "batching.config"), True),
-    (("--cpu-request", "2500m"),
-     lambda d: "num_batch_threads { value: 3 }" in _config(d, "batching.config"), True),
-    (("--num-versions", "2"),
-     lambda d: "latest { num_versions: 2 }" in _config(d, "models.config"), True),
+    (
+        ("--service-type", "LoadBalancer"),
+        lambda d: d["kubernetes/service.yaml"]["spec"]["type"],
+        "LoadBalancer",
+    ),
+    (
+        ("--batching",),
+        lambda d: ("--enable_batching" in _args(d), "batcher" in _predictor(d)),
+        (True, True),
+    ),
+    (
+        ("--batching", "--max-batch-size", "32"),
+        lambda d: (
+            "max_batch_size { value: 32 }" in _config(d, "batching.config"),
+            _predictor(d)["batcher"]["maxBatchSize"],
+        ),
+        (True, 32),
+    ),
+    (
+        ("--batch-timeout-micros", "500"),
+        lambda d: "batch_timeout_micros { value: 500 }" in _config(d, "batching.config"),
+        True,
+    ),
+    (
+        ("--num-batch-threads", "2"),
+        lambda d: "num_batch_threads { value: 2 }" in _config(d, "batching.config"),
+        True,
+    ),
+    (
+        ("--cpu-request", "2500m"),
+        lambda d: "num_batch_threads { value: 3 }" in _config(d, "batching.config"),
+        True,
+    ),
+    (
+        ("--num-versions", "2"),
+        lambda d: "latest { num_versions: 2 }" in _config(d, "models.config"),
+        True,
+    ),
     (("--poll-seconds", "5"), lambda d: "--file_system_poll_wait_seconds=5" in _args(d), True),
-    (("--load-timeout-seconds", "600"),
-     lambda d: _container(d)["startupProbe"]["failureThreshold"], 120),
+    (
+        ("--load-timeout-seconds", "600"),
+        lambda d: _container(d)["startupProbe"]["failureThreshold"],
+        120,
+    ),
     (("--min-available", "0"), lambda d: d["kubernetes/pdb.yaml"]["spec"]["minAvailable"], 0),
-    (("--service-account", "model-reader"),
-     lambda d: (_pod(d).get("serviceAccountName"), _predictor(d).get("serviceAccountName")),
-     ("model-reader", "model-reader")),
-    ((*S3, "--credentials-secret", "s3-creds"), lambda d: _init(d)["envFrom"],
-     [{"secretRef": {"name": "s3-creds"}}]),
-    ((*S3, "--storage-initializer-image", "mirror.local/storage-initializer:v0.20.0"),
-     lambda d: _init(d)["image"], "mirror.local/storage-initializer:v0.20.0"),
-    (("--kserve-deployment-mode", "Knative"),
-     lambda d: d["kserve/triton.yaml"]["metadata"]["annotations"][
-         "serving.kserve.io/deploymentMode"], "Knative"),
-    (("--triton-version", "24.01-py3"),
-     lambda d: _predictor(d, "triton")["triton"]["runtimeVersion"], "24.01-py3"),
+    (
+        ("--service-account", "model-reader"),
+        lambda d: (_pod(d).get("serviceAccountName"), _predictor(d).get("serviceAccountName")),
+        ("model-reader", "model-reader"),
+    ),
+    (
+        (*S3, "--credentials-secret", "s3-creds"),
+        lambda d: _init(d)["envFrom"],
+        [{"secretRef": {"name": "s3-creds"}}],
+    ),
+    (
+        (*S3, "--storage-initializer-image", "mirror.local/storage-initializer:v0.20.0"),
+        lambda d: _init(d)["image"],
+        "mirror.local/storage-initializer:v0.20.0",
+    ),
+    (
+        ("--kserve-deployment-mode", "Knative"),
+        lambda d: d["kserve/triton.yaml"]["metadata"]["annotations"][
+            "serving.kserve.io/deploymentMode"
+        ],
+        "Knative",
+    ),
+    (
+        ("--triton-version", "24.01-py3"),
+        lambda d: _predictor(d, "triton")["triton"]["runtimeVersion"],
+        "24.01-py3",
+    ),
 ]
 
 
@@ -315,11 +421,17 @@ def _safe(getter: Getter, docs: dict[str, Any]) -> Any:
         return None
 
 
-@pytest.mark.parametrize(("flags", "getter", "expected"), FLAG_CASES,
-                         ids=[" ".join(case[0]) for case in FLAG_CASES])
-def test_each_flag_reaches_the_yaml(exported: Path, capsys: pytest.CaptureFixture[str],
-                                    default_docs: dict[str, Any], flags: tuple[str, ...],
-                                    getter: Getter, expected: Any) -> None:
+@pytest.mark.parametrize(
+    ("flags", "getter", "expected"), FLAG_CASES, ids=[" ".join(case[0]) for case in FLAG_CASES]
+)
+def test_each_flag_reaches_the_yaml(
+    exported: Path,
+    capsys: pytest.CaptureFixture[str],
+    default_docs: dict[str, Any],
+    flags: tuple[str, ...],
+    getter: Getter,
+    expected: Any,
+) -> None:
     default = _safe(getter, default_docs)
     assert default != expected, "the case must change something"
     docs = _deploy(exported, *flags, capsys=capsys)
@@ -327,21 +439,25 @@ def test_each_flag_reaches_the_yaml(exported: Path, capsys: pytest.CaptureFixtur
     _validate_all(docs)
 
 
-@pytest.mark.parametrize(("flags", "message"), [
-    (("--storage-uri", "http://host/models"), "expected s3://"),
-    (("--min-replicas", "4", "--max-replicas", "2"), "--min-replicas"),
-    (("--cpu-target", "150"), "--cpu-target"),
-    (("--memory-request", "lots"), "--memory-request"),
-    (("--cpu-request", "2Gi"), "--cpu-request"),
-    (("--service-type", "Ingress"), "--service-type"),
-    (("--namespace", "Prod_NS"), "--namespace"),
-    (("--serving-version", "2.5"), "no op table for TF Serving 2.5"),
-    (("--serving-version", "latest"), "not a version"),
-    (("--version", "9"), "No export report"),
-    (("--credentials-secret", "s3-creds"), "has no use with a pvc://"),
-])
-def test_bad_flags_exit_2_with_one_line(exported: Path, capsys: pytest.CaptureFixture[str],
-                                        flags: tuple[str, ...], message: str) -> None:
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--storage-uri", "http://host/models"), "expected s3://"),
+        (("--min-replicas", "4", "--max-replicas", "2"), "--min-replicas"),
+        (("--cpu-target", "150"), "--cpu-target"),
+        (("--memory-request", "lots"), "--memory-request"),
+        (("--cpu-request", "2Gi"), "--cpu-request"),
+        (("--service-type", "Ingress"), "--service-type"),
+        (("--namespace", "Prod_NS"), "--namespace"),
+        (("--serving-version", "2.5"), "no op table for TF Serving 2.5"),
+        (("--serving-version", "latest"), "not a version"),
+        (("--version", "9"), "No export report"),
+        (("--credentials-secret", "s3-creds"), "has no use with a pvc://"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(
+    exported: Path, capsys: pytest.CaptureFixture[str], flags: tuple[str, ...], message: str
+) -> None:
     code = main(["deploy", "--out", str(exported), "--name", "reference", *flags])
     err = capsys.readouterr().err
     assert code == 2
@@ -349,9 +465,12 @@ def test_bad_flags_exit_2_with_one_line(exported: Path, capsys: pytest.CaptureFi
 
 
 def test_resource_name_is_derived_when_the_model_name_is_not_dns(
-        exported: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from exporter.deploy_spec import resource_name
+    exported: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exporter.deploy.spec import resource_name
 
     assert resource_name("my_model.v2", None) == "my-model-v2"
-    assert _deploy(exported, capsys=capsys)["kubernetes/deployment.yaml"]["metadata"][
-        "name"] == "reference"
+    assert (
+        _deploy(exported, capsys=capsys)["kubernetes/deployment.yaml"]["metadata"]["name"]
+        == "reference"
+    )

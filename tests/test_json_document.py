@@ -30,10 +30,14 @@ def test_parse_flags_of_tf_serving() -> None:
     [
         (b"", "JSON Parse error: The document is empty"),
         (b"  ", "JSON Parse error: The document is empty. at offset: 2"),
-        (b'{"a": [1, 2}', "JSON Parse error: Missing a comma or ']' after an array element. "
-                          "at offset: 11"),
-        (b'{"a" 1}', "JSON Parse error: Missing a colon after a name of object member. "
-                     "at offset: 5"),
+        (
+            b'{"a": [1, 2}',
+            "JSON Parse error: Missing a comma or ']' after an array element. at offset: 11",
+        ),
+        (
+            b'{"a" 1}',
+            "JSON Parse error: Missing a colon after a name of object member. at offset: 5",
+        ),
         (b"[1, 2]", "JSON Value: [1, 2] Is not object"),
     ],
 )
@@ -53,7 +57,12 @@ def test_debug_text_is_rapidjsons_pretty_writer() -> None:
         '    "e": {},\n    "t": true\n}'
     )
     assert [json_text(v) for v in (1e-7, 100.0, 0.001, 1e21, 1e20, -2.5)] == [
-        "1e-7", "100.0", "0.001", "1e21", "100000000000000000000.0", "-2.5"
+        "1e-7",
+        "100.0",
+        "0.001",
+        "1e21",
+        "100000000000000000000.0",
+        "-2.5",
     ]
 
 

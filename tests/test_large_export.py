@@ -22,11 +22,11 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from exporter import export_model
 from exporter.cli import main as cli_main
-from exporter.freeze import VARIABLE_OPS
-from exporter.layers import Offset, Scale
-from exporter.onnx_external import ALIGNMENT
-from exporter.parity import savedmodel_runner
+from exporter.freeze.frozen_graph import VARIABLE_OPS
+from exporter.model.layers import Offset, Scale
+from exporter.onnx_format.external import ALIGNMENT
 from exporter.progress import ExportProgress
+from exporter.verify.parity import savedmodel_runner
 from serving.launch import start_server_process
 from tests.conftest import REPO_ROOT
 

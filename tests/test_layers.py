@@ -1,4 +1,4 @@
-"""exporter.layers: the math, `.keras` round trips, and LossWeighting training for real."""
+"""exporter.model.layers: the math, `.keras` round trips, and LossWeighting training for real."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 from exporter.errors import ModelLoadError
-from exporter.layers import LossWeighting, Offset, Scale, Temperature
-from exporter.trace import trace_model
+from exporter.model.layers import LossWeighting, Offset, Scale, Temperature
+from exporter.model.trace import trace_model
 from tests.models import loss_weighting_model, sample_inputs, train
 
 X = np.array([[-2.0, 0.0, 3.5], [1.0, -1.0, 0.25]], dtype="float32")

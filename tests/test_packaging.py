@@ -49,9 +49,19 @@ runpy.run_module("serving", run_name="__main__", alter_sys=True)
 def test_serving_imports_nothing_from_the_exporter_side(model_repo: Path, tmp_path: Path) -> None:
     out = tmp_path / "loaded.json"
     result = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(model_repo / "tfserving" / "models.config"),
-         ",".join((*FORBIDDEN, "tensorflow")), str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-c",
+            _PROBE,
+            str(model_repo / "tfserving" / "models.config"),
+            ",".join((*FORBIDDEN, "tensorflow")),
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -69,7 +79,7 @@ _DISTRIBUTIONS = {
     "yaml": "PyYAML",
     "rapidjson": "python-rapidjson",
 }
-_LOCAL = {"serving", "exporter", "bench", "tests"}
+_LOCAL = {"serving", "exporter", "examples", "bench", "tests"}
 
 
 def _imports(root: Path) -> set[str]:
@@ -100,11 +110,24 @@ def test_every_imported_package_is_declared() -> None:
     for package, allowed in [
         ("serving", base | _declared(extras["onnx"])),
         ("exporter", base | _declared(extras["exporter"]) | _declared(extras["onnx"])),
-        ("bench", base | _declared(extras["bench"]) | _declared(extras["exporter"])
-         | _declared(extras["onnx"])),
-        ("tests", base | _declared(extras["dev"]) | _declared(extras["exporter"])
-         | _declared(extras["onnx"])),
+        ("examples", base | _declared(extras["exporter"]) | _declared(extras["onnx"])),
+        (
+            "bench",
+            base
+            | _declared(extras["bench"])
+            | _declared(extras["exporter"])
+            | _declared(extras["onnx"]),
+        ),
+        (
+            "tests",
+            base
+            | _declared(extras["dev"])
+            | _declared(extras["exporter"])
+            | _declared(extras["onnx"]),
+        ),
     ]:
-        used = {_DISTRIBUTIONS.get(n, n).lower().replace("_", "-") for n in _imports(
-            REPO_ROOT / package)}
+        used = {
+            _DISTRIBUTIONS.get(n, n).lower().replace("_", "-")
+            for n in _imports(REPO_ROOT / package)
+        }
         assert used <= allowed, f"{package} imports undeclared {sorted(used - allowed)}"

@@ -15,11 +15,17 @@ import numpy as np
 import pytest
 
 from exporter.cli import main as cli_main
-from exporter.served_parity import run_parity
+from exporter.verify.served_parity import run_parity
 from tests.conftest import REPO_ROOT
 
 EXPORTER_MODELS = [
-    "reference", "multi_io", "cond", "subclassed", "embedding", "loss_weighting", "recipe1",
+    "reference",
+    "multi_io",
+    "cond",
+    "subclassed",
+    "embedding",
+    "loss_weighting",
+    "recipe1",
 ]
 ALL_RUNTIMES = {"savedmodel", "onnxruntime", "grpc", "rest"}
 
@@ -65,14 +71,27 @@ def test_tolerance_violation_exits_1_with_table_and_json(
     server: Any, tampered: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     report_path = tmp_path / "parity.json"
-    argv = ["--export", str(tampered), "--model-name", "half_plus_two",
-            "--target", server.grpc_target, "--samples", "2", "--json", str(report_path)]
+    argv = [
+        "--export",
+        str(tampered),
+        "--model-name",
+        "half_plus_two",
+        "--target",
+        server.grpc_target,
+        "--samples",
+        "2",
+        "--json",
+        str(report_path),
+    ]
     if server.rest_target:
         argv += ["--rest-target", server.rest_target]
     assert main(argv) == 1
     table = capsys.readouterr().out
-    assert "onnxruntime" in table and "FAILED" in table and table.rstrip().endswith(
-        "runtime error(s))")
+    assert (
+        "onnxruntime" in table
+        and "FAILED" in table
+        and table.rstrip().endswith("runtime error(s))")
+    )
     doc = json.loads(report_path.read_text())
     assert doc["passed"] is False and doc["version"] == 2
     by_runtime = {c["runtime"]: c for c in doc["comparisons"]}
@@ -84,9 +103,15 @@ def test_tolerance_violation_exits_1_with_table_and_json(
 def test_user_inputs_join_the_random_batches(server: Any, model_repo: Path, tmp_path: Path) -> None:
     inputs = tmp_path / "x.npz"
     np.savez(inputs, x=np.array([0.0, -1.5, 1e6], dtype=np.float64))  # cast to float32
-    report = run_parity(model_repo, "half_plus_two", target=server.grpc_target,
-                        rest_target=server.rest_target, samples=1, batch_sizes=[1, 3],
-                        inputs=[inputs])
+    report = run_parity(
+        model_repo,
+        "half_plus_two",
+        target=server.grpc_target,
+        rest_target=server.rest_target,
+        samples=1,
+        batch_sizes=[1, 3],
+        inputs=[inputs],
+    )
     assert report.samples == 3
     assert report.passed, report.table()
 
@@ -94,19 +119,32 @@ def test_user_inputs_join_the_random_batches(server: Any, model_repo: Path, tmp_
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--export", "/nonexistent/out", "--model-name", "m"],
-         "error: --export /nonexistent/out: no such directory (run the exporter first)"),
-        (["--export", "{repo}", "--model-name", "missing"],
-         "error: {repo}/tfserving/missing: no such model directory (check --model-name)"),
-        (["--export", "{repo}", "--model_name", "half_plus_two", "--version", "9"],
-         "error: {repo}/tfserving/half_plus_two/9/saved_model.pb does not exist (check --version)"),
-        (["--export", "{repo}", "--model-name", "half_plus_two", "--inputs", "{repo}/x.npz"],
-         "error: --inputs {repo}/x.npz: [Errno 2] No such file or directory: '{repo}/x.npz'. "
-         "Save inputs with np.savez(path, input_name=array, ...)."),
-        (["--export", "{repo}", "--model-name", "half_plus_two", "--batch-sizes", "1,x"],
-         "error: --batch-sizes '1,x': invalid literal for int() with base 10: 'x'"),
-        (["--export", "{repo}", "--model-name", "half_plus_two", "--rest-target", "h:1"],
-         "error: --rest-target needs --target (the embedded server has both)"),
+        (
+            ["--export", "/nonexistent/out", "--model-name", "m"],
+            "error: --export /nonexistent/out: no such directory (run the exporter first)",
+        ),
+        (
+            ["--export", "{repo}", "--model-name", "missing"],
+            "error: {repo}/tfserving/missing: no such model directory (check --model-name)",
+        ),
+        (
+            ["--export", "{repo}", "--model_name", "half_plus_two", "--version", "9"],
+            "error: {repo}/tfserving/half_plus_two/9/saved_model.pb does not exist"
+            " (check --version)",
+        ),
+        (
+            ["--export", "{repo}", "--model-name", "half_plus_two", "--inputs", "{repo}/x.npz"],
+            "error: --inputs {repo}/x.npz: [Errno 2] No such file or directory: '{repo}/x.npz'. "
+            "Save inputs with np.savez(path, input_name=array, ...).",
+        ),
+        (
+            ["--export", "{repo}", "--model-name", "half_plus_two", "--batch-sizes", "1,x"],
+            "error: --batch-sizes '1,x': invalid literal for int() with base 10: 'x'",
+        ),
+        (
+            ["--export", "{repo}", "--model-name", "half_plus_two", "--rest-target", "h:1"],
+            "error: --rest-target needs --target (the embedded server has both)",
+        ),
     ],
 )
 def test_bad_usage_exits_2_with_one_line(
@@ -125,11 +163,25 @@ def main(argv: list[str]) -> int:
 
 def test_cli_entry_point_dispatches_parity(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "exporter", "parity", "--export", str(tmp_path / "none"),
-         "--custom_objects", "unused", "--model-name", "m"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "parity",
+            "--export",
+            str(tmp_path / "none"),
+            "--custom_objects",
+            "unused",
+            "--model-name",
+            "m",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: --export {tmp_path / 'none'}: no such directory (run the exporter first)")
+        f"error: --export {tmp_path / 'none'}: no such directory (run the exporter first)"
+    )

@@ -142,7 +142,9 @@ with Publication() as publication:
 def _stager(base: Path, version: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-c", _STAGER, str(base), version],
-        env=ENV, stdout=subprocess.PIPE, text=True,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None and proc.stdout.readline() == "staged\n"
     return proc
@@ -217,8 +219,12 @@ def _tree_problems(out: Path) -> list[str]:
     """Every published version is complete: its artifact, its report, and matching digests."""
     problems = []
     for base, artifact, report_name, key in (
-        (out / "tfserving" / NAME, "saved_model.pb", "assets.extra/export_report.json",
-         "saved_model_pb_sha256"),
+        (
+            out / "tfserving" / NAME,
+            "saved_model.pb",
+            "assets.extra/export_report.json",
+            "saved_model_pb_sha256",
+        ),
         (out / "onnx" / NAME, "model.onnx", "export_report.json", "onnx_sha256"),
     ):
         for version in sorted(p for p in base.glob("*") if not p.name.startswith(".")):
@@ -246,7 +252,11 @@ def _export_and_kill(out: Path, stage: str, delay_s: float) -> str:
     """Start an export, SIGKILL it `delay_s` after it reports `stage`; say where it died."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "exporter", "export", *EXPORT_ARGS, "--out", str(out)],
-        cwd=REPO, env=ENV, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        cwd=REPO,
+        env=ENV,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
         umask=0o022,
     )
     seen: list[str] = []
@@ -288,7 +298,12 @@ def _crash_run(out: Path, points: list[tuple[str, float]], seed: int) -> CrashRu
     run.leftovers_before_final = len(_leftovers(out))
     run.final = subprocess.run(
         [sys.executable, "-m", "exporter", "export", *EXPORT_ARGS, "--out", str(out)],
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900, umask=0o022,
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        umask=0o022,
     )
     return run
 
@@ -366,13 +381,23 @@ def test_kill_9_at_twenty_four_random_points(tmp_path: Path) -> None:
     out = tmp_path / "out"
     first = subprocess.run(
         [sys.executable, "-m", "exporter", "export", *EXPORT_ARGS, "--out", str(out)],
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900,
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert first.returncode == 0, first.stderr
     server = start_server_process(
-        [f"--model_name={NAME}", f"--model_base_path={out / 'tfserving' / NAME}",
-         "--file_system_poll_wait_seconds=1"],
-        rest=False, env=ENV, cwd=REPO, timeout_s=300,
+        [
+            f"--model_name={NAME}",
+            f"--model_base_path={out / 'tfserving' / NAME}",
+            "--file_system_poll_wait_seconds=1",
+        ],
+        rest=False,
+        env=ENV,
+        cwd=REPO,
+        timeout_s=300,
     )
     run = CrashRun(out=out, seed=seed)
     try:
@@ -387,7 +412,12 @@ def test_kill_9_at_twenty_four_random_points(tmp_path: Path) -> None:
             run.leftovers_before_final = len(_leftovers(out))
             run.final = subprocess.run(
                 [sys.executable, "-m", "exporter", "export", *EXPORT_ARGS, "--out", str(out)],
-                cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900, umask=0o022,
+                cwd=REPO,
+                env=ENV,
+                capture_output=True,
+                text=True,
+                timeout=900,
+                umask=0o022,
             )
             run.problems += [f"after the final export: {p}" for p in _served_problems(client, out)]
     finally:
@@ -440,7 +470,11 @@ def test_another_user_loads_it_and_is_told_permission_denied_otherwise(
     try:
         result = subprocess.run(
             [sys.executable, "-c", _LOAD_AS_OTHER_USER, str(published), str(private)],
-            cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300,
+            cwd=REPO,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
     finally:
         private.chmod(0o755)

@@ -13,9 +13,9 @@ from typing import Any
 import keras
 import pytest
 
-from exporter.audit import audit_model
-from exporter.audit_report import AuditReport
 from exporter.errors import AuditError
+from exporter.model.audit import audit_model
+from exporter.model.audit_report import AuditReport
 from tests import models
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -134,7 +134,7 @@ def test_recipe3_audit_names_the_untracked_offset(
         "optimizer never sees it",
         "never trains",
         "add_weight",
-        "exporter.layers.Offset",
+        "exporter.model.layers.Offset",
     ):
         assert phrase in finding.message
     assert "ERROR: Variable 'offset'" in recipe3_report.table()

@@ -58,7 +58,11 @@ def test_unloaded_versions_are_freed_without_waiting_for_gc(
     base.mkdir()
     result = subprocess.run(
         [sys.executable, "-c", _PROBE, str(model_repo / "tfserving" / MODEL), str(base), MODEL],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -84,8 +84,10 @@ def test_malformed_grpc_request(
 def test_slow_header_releases_its_thread(bounded: ServerProcess) -> None:
     """MAX_CONNECTIONS stalled headers: each is dropped after the read timeout, and then a new
     request is served (the threads came back)."""
-    stalled = [socket.create_connection(("127.0.0.1", bounded.rest_port), timeout=30)
-               for _ in range(MAX_CONNECTIONS)]
+    stalled = [
+        socket.create_connection(("127.0.0.1", bounded.rest_port), timeout=30)
+        for _ in range(MAX_CONNECTIONS)
+    ]
     try:
         for sock in stalled:
             sock.sendall(b"POST /v1/models/x:predict HTTP/1.1\r\nHo")
@@ -98,8 +100,10 @@ def test_slow_header_releases_its_thread(bounded: ServerProcess) -> None:
 
 
 def test_connections_past_the_cap_get_429(bounded: ServerProcess) -> None:
-    held = [socket.create_connection(("127.0.0.1", bounded.rest_port), timeout=30)
-            for _ in range(MAX_CONNECTIONS)]
+    held = [
+        socket.create_connection(("127.0.0.1", bounded.rest_port), timeout=30)
+        for _ in range(MAX_CONNECTIONS)
+    ]
     try:
         deadline = time.monotonic() + 10
         code = None
@@ -112,8 +116,11 @@ def test_connections_past_the_cap_get_429(bounded: ServerProcess) -> None:
     finally:
         for sock in held:
             sock.close()
-    wait_for(lambda: malformed.rest_alive(bounded.rest_port),
-             "REST to recover after the held connections", timeout=2 * READ_TIMEOUT_S + 10)
+    wait_for(
+        lambda: malformed.rest_alive(bounded.rest_port),
+        "REST to recover after the held connections",
+        timeout=2 * READ_TIMEOUT_S + 10,
+    )
 
 
 def test_expired_grpc_deadline_is_not_run(model_repo: Path) -> None:
@@ -142,16 +149,19 @@ def test_expired_task_is_dropped_from_its_batch(model_repo: Path) -> None:
 
     path = model_repo / "tfserving" / malformed.MODEL / "1"
     inner = TFServable(malformed.MODEL, 1, str(path))
-    scheduler = BatchScheduler(BatchingParameters(batch_timeout_micros=300_000,
-                                                  num_batch_threads=1))
+    scheduler = BatchScheduler(
+        BatchingParameters(batch_timeout_micros=300_000, num_batch_threads=1)
+    )
     try:
         with pytest.raises(ServingError) as err:
-            scheduler.submit(inner, "serving_default", {"x": np.array([1.0], np.float32)},
-                             ["y"], timeout_s=0.05)
+            scheduler.submit(
+                inner, "serving_default", {"x": np.array([1.0], np.float32)}, ["y"], timeout_s=0.05
+            )
         assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
         assert inner.run_count == 0
-        out = scheduler.submit(inner, "serving_default", {"x": np.array([2.0], np.float32)},
-                               ["y"], timeout_s=10.0)
+        out = scheduler.submit(
+            inner, "serving_default", {"x": np.array([2.0], np.float32)}, ["y"], timeout_s=10.0
+        )
         assert out["y"].tolist() == [3.0] and inner.run_count == 1
     finally:
         scheduler.stop()
@@ -164,11 +174,15 @@ def test_grpc_sheds_load_past_its_queue(model_repo: Path) -> None:
 
     from serving.server import GRPC_QUEUE_FACTOR, parse_args, start_server
 
-    args = parse_args([
-        "--port=0", "--rest_api_port=0", "--grpc_max_threads=1",
-        f"--model_name={malformed.MODEL}",
-        f"--model_base_path={model_repo / 'tfserving' / malformed.MODEL}",
-    ])
+    args = parse_args(
+        [
+            "--port=0",
+            "--rest_api_port=0",
+            "--grpc_max_threads=1",
+            f"--model_name={malformed.MODEL}",
+            f"--model_base_path={model_repo / 'tfserving' / malformed.MODEL}",
+        ]
+    )
     running = start_server(args)
     burst = 8 * GRPC_QUEUE_FACTOR
     x = np.ones(800_000, np.float32)  # calls overlap; responses stay under 4 MB

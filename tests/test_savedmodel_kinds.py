@@ -39,8 +39,11 @@ def _tf1_table_model(path: Path, init: str) -> None:
         v1.add_to_collection(v1.GraphKeys.ASSET_FILEPATHS, asset)
         table = v1.lookup.StaticHashTable(
             v1.lookup.TextFileInitializer(
-                asset, tf.string, v1.lookup.TextFileIndex.WHOLE_LINE,
-                tf.int64, v1.lookup.TextFileIndex.LINE_NUMBER,
+                asset,
+                tf.string,
+                v1.lookup.TextFileIndex.WHOLE_LINE,
+                tf.int64,
+                v1.lookup.TextFileIndex.LINE_NUMBER,
             ),
             default_value=-1,
         )
@@ -209,8 +212,10 @@ def test_multi_inference_signatures_with_different_input_tensors(stub: object) -
     response = stub.MultiInference(request, timeout=60)
     classify, regress = response.results
     assert classify.model_spec.signature_name == "classify"
-    rows = [[(c.label, c.score) for c in row.classes]
-            for row in classify.classification_result.classifications]
+    rows = [
+        [(c.label, c.score) for c in row.classes]
+        for row in classify.classification_result.classifications
+    ]
     assert rows == [[("low", 0.5), ("high", 1.5)], [("low", 1.5), ("high", 0.5)]]
     assert [r.value for r in regress.regression_result.regressions] == [1.0, 3.0]
     assert regress.model_spec.version.value == 1

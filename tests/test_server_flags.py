@@ -56,8 +56,12 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
 
 
 def _cert(
-    subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None,
-    issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool = False,
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Certificate | None,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool = False,
 ) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
@@ -114,8 +118,7 @@ def flag_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("flag_models")
     write_savedmodel(root / "half" / "1", _half_plus(2.0))
     (root / "half" / "1" / "batching_params.pbtxt").write_text(
-        "max_batch_size { value: 4 }\nbatch_timeout_micros { value: 0 }\n"
-        "allowed_batch_sizes: 4\n"
+        "max_batch_size { value: 4 }\nbatch_timeout_micros { value: 0 }\nallowed_batch_sizes: 4\n"
     )
     write_savedmodel(root / "plain" / "1", _half_plus(2.0))
     custom = root / "custom" / "1"
@@ -132,17 +135,21 @@ def flag_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
             sess, ["serve"], signature_def_map={"serving_default": signature}
         )
         builder.save()
-    config = "model_config_list {\n" + "".join(
-        f'  config {{ name: "{n}" base_path: "{root / n}" model_platform: "tensorflow" }}\n'
-        for n in ("half", "plain", "custom")
-    ) + "}\n"
+    config = (
+        "model_config_list {\n"
+        + "".join(
+            f'  config {{ name: "{n}" base_path: "{root / n}" model_platform: "tensorflow" }}\n'
+            for n in ("half", "plain", "custom")
+        )
+        + "}\n"
+    )
     (root / "models.config").write_text(config)
     return root
 
 
 def _platform_config(batching: bool) -> str:
     batch = (
-        "batching_parameters { thread_pool_name { value: \"model_server_batch_threads\" } }\n"
+        'batching_parameters { thread_pool_name { value: "model_server_batch_threads" } }\n'
         "enable_per_model_batching_params: true\n"
         if batching
         else ""
@@ -348,8 +355,7 @@ def test_metrics_move_with_traffic(everything: Everything) -> None:
         'entrypoint="GRPC"}'
     )
     runtime = (
-        ':tensorflow:serving:runtime_latency_count{model_name="plain",API="Predict",'
-        'runtime="TF1"}'
+        ':tensorflow:serving:runtime_latency_count{model_name="plain",API="Predict",runtime="TF1"}'
     )
     rest_ok = ':tensorflow:serving:request_count{model_name="plain",status="OK"}'
     before = _scrape(everything.rest)
@@ -378,8 +384,11 @@ def test_metrics_move_with_traffic(everything: Everything) -> None:
         'entrypoint="REST"}'
     )
     assert _value(after, rest_latency) == _value(before, rest_latency) + 1
-    assert re.search(r':tensorflow:cc:saved_model:load_attempt_count\{model_path="[^"]+/plain/1",'
-                     r'status="success"\} 1', after)
+    assert re.search(
+        r':tensorflow:cc:saved_model:load_attempt_count\{model_path="[^"]+/plain/1",'
+        r'status="success"\} 1',
+        after,
+    )
 
 
 def test_per_model_batching_parameters(everything: Everything) -> None:
@@ -462,38 +471,61 @@ def test_session_parallelism_and_config_file(flag_models: Path, tmp_path: Path, 
     session = tmp_path / "session.config"
     session.write_text("allow_soft_placement: true\nintra_op_parallelism_threads: 7\n")
     base = f"--model_base_path={flag_models / 'plain'}"
-    running = in_process(base, f"--tensorflow_session_config_file={session}",
-                         "--tensorflow_inter_op_parallelism=3")
+    running = in_process(
+        base, f"--tensorflow_session_config_file={session}", "--tensorflow_inter_op_parallelism=3"
+    )
     config = running.core.servable("default").session_config
     # The flags override the file's thread counts, as server.cc does (intra unset -> 0).
-    assert (config.allow_soft_placement, config.intra_op_parallelism_threads,
-            config.inter_op_parallelism_threads) == (True, 0, 3)
+    assert (
+        config.allow_soft_placement,
+        config.intra_op_parallelism_threads,
+        config.inter_op_parallelism_threads,
+    ) == (True, 0, 3)
     _, options = core_inputs(parse_args([base, "--tensorflow_session_parallelism=5"]))
-    assert (options.session_config.intra_op_parallelism_threads,
-            options.session_config.inter_op_parallelism_threads) == (5, 5)
+    assert (
+        options.session_config.intra_op_parallelism_threads,
+        options.session_config.inter_op_parallelism_threads,
+    ) == (5, 5)
     with pytest.raises(ServingError, match="You cannot configure all"):
-        core_inputs(parse_args([base, "--tensorflow_session_parallelism=1",
-                                "--tensorflow_intra_op_parallelism=1",
-                                "--tensorflow_inter_op_parallelism=1"]))
+        core_inputs(
+            parse_args(
+                [
+                    base,
+                    "--tensorflow_session_parallelism=1",
+                    "--tensorflow_intra_op_parallelism=1",
+                    "--tensorflow_inter_op_parallelism=1",
+                ]
+            )
+        )
 
 
 def test_platform_config_file_replaces_the_bundle_flags(flag_models: Path, tmp_path: Path) -> None:
     platform = tmp_path / "platform.config"
     platform.write_text(_platform_config(batching=False))
-    _, options = core_inputs(parse_args([
-        f"--model_base_path={flag_models / 'plain'}", f"--platform_config_file={platform}",
-        "--enable_batching", "--tensorflow_intra_op_parallelism=9", "--enable_model_warmup=false",
-    ]))
+    _, options = core_inputs(
+        parse_args(
+            [
+                f"--model_base_path={flag_models / 'plain'}",
+                f"--platform_config_file={platform}",
+                "--enable_batching",
+                "--tensorflow_intra_op_parallelism=9",
+                "--enable_model_warmup=false",
+            ]
+        )
+    )
     assert options.batching is None  # --enable_batching is ignored with a platform config
-    assert (options.session_config.intra_op_parallelism_threads,
-            options.session_config.inter_op_parallelism_threads) == (1, 2)
+    assert (
+        options.session_config.intra_op_parallelism_threads,
+        options.session_config.inter_op_parallelism_threads,
+    ) == (1, 2)
     assert options.enable_model_warmup and options.saved_model_tags == ("serve",)
 
 
 def test_mixed_precision_and_gpu_fraction_reach_the_session_config(flag_models: Path) -> None:
     base = f"--model_base_path={flag_models / 'plain'}"
-    _, options = core_inputs(parse_args([base, "--mixed_precision=bfloat16",
-                                         "--per_process_gpu_memory_fraction=0.25"]))
+    _, options = core_inputs(
+        parse_args([base, "--mixed_precision=bfloat16", "--per_process_gpu_memory_fraction=0.25"])
+    )
     config = options.session_config
     assert config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 == 1  # ON
     assert config.gpu_options.per_process_gpu_memory_fraction == 0.25
@@ -524,8 +556,11 @@ def test_num_load_threads(flag_models: Path, in_process) -> None:
 
 
 def test_rest_api_num_threads(flag_models: Path, in_process) -> None:
-    running = in_process(f"--model_base_path={flag_models / 'plain'}",
-                         f"--rest_api_port={free_port()}", "--rest_api_num_threads=2")
+    running = in_process(
+        f"--model_base_path={flag_models / 'plain'}",
+        f"--rest_api_port={free_port()}",
+        "--rest_api_num_threads=2",
+    )
     assert running.rest.num_threads == 2
     url = f"http://127.0.0.1:{running.rest_port}/v1/models/default:predict"
     results: list[int] = []
@@ -544,8 +579,9 @@ def test_rest_api_num_threads(flag_models: Path, in_process) -> None:
 
 
 def test_tensor_content_serialization(flag_models: Path, in_process) -> None:
-    running = in_process(f"--model_base_path={flag_models / 'plain'}",
-                         "--enable_serialization_as_tensor_content")
+    running = in_process(
+        f"--model_base_path={flag_models / 'plain'}", "--enable_serialization_as_tensor_content"
+    )
     with grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}") as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         response = stub.Predict(_predict("default", np.array([2.0, 4.0], np.float32)), timeout=30)
@@ -556,10 +592,13 @@ def test_tensor_content_serialization(flag_models: Path, in_process) -> None:
 
 def test_channel_arguments_parse_like_tf_serving() -> None:
     assert channel_arguments("grpc.max_connection_age_ms=2000,grpc.primary_user_agent=x y") == [
-        ("grpc.max_connection_age_ms", 2000), ("grpc.primary_user_agent", "x y")
+        ("grpc.max_connection_age_ms", 2000),
+        ("grpc.primary_user_agent", "x y"),
     ]
     assert channel_arguments("a= 12 ,b=99999999999,c=0x10") == [
-        ("a", 12), ("b", "99999999999"), ("c", "0x10")
+        ("a", 12),
+        ("b", "99999999999"),
+        ("c", "0x10"),
     ]
     assert channel_arguments("") == []
 
@@ -568,25 +607,46 @@ def test_channel_arguments_parse_like_tf_serving() -> None:
 
 
 def test_flag_syntax_like_tensorflow_flags() -> None:
-    parsed = flags.parse(["--port", "9000", "--enable_batching", "--enable_model_warmup=False",
-                          "--rest_api_enable_cors_support", "true", "--model_name=m=1",
-                          "--not_a_flag=1", "stray"])
+    parsed = flags.parse(
+        [
+            "--port",
+            "9000",
+            "--enable_batching",
+            "--enable_model_warmup=False",
+            "--rest_api_enable_cors_support",
+            "true",
+            "--model_name=m=1",
+            "--not_a_flag=1",
+            "stray",
+        ]
+    )
     values = parsed.values
     assert (values.port, values.enable_batching, values.enable_model_warmup) == (9000, True, False)
     assert values.rest_api_enable_cors_support and values.model_name == "m=1"
     assert parsed.unknown == ["--not_a_flag=1", "stray"]
     dangling = flags.parse(["--model_base_path", "--port=1", "--model_name"])
     assert dangling.unknown == ["--model_base_path", "--model_name"] and dangling.values.port == 1
-    for bad in (["--port=80x"], ["--enable_batching=yes"], ["--port=99999999999"],
-                ["--per_process_gpu_memory_fraction=half"]):
+    for bad in (
+        ["--port=80x"],
+        ["--enable_batching=yes"],
+        ["--port=99999999999"],
+        ["--per_process_gpu_memory_fraction=half"],
+    ):
         with pytest.raises(flags.FlagParseError, match="Couldn't interpret value"):
             flags.parse(bad)
 
 
 def _run(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, "-m", "serving", *argv], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "serving", *argv],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_version_and_help() -> None:
@@ -619,16 +679,28 @@ def test_bad_values_exit_with_one_line(flag_models: Path) -> None:
 @pytest.mark.parametrize(
     ("flag", "content", "expected"),
     [
-        ("monitoring_config_file", "prometheus_config { enable: maybe }",
-         "INVALID_ARGUMENT: Invalid protobuf file: '"),
+        (
+            "monitoring_config_file",
+            "prometheus_config { enable: maybe }",
+            "INVALID_ARGUMENT: Invalid protobuf file: '",
+        ),
         ("ssl_config_file", "server_key: 1 2 3", "INVALID_ARGUMENT: Invalid protobuf file: '"),
-        ("platform_config_file", "platform_configs { key: ",
-         "INVALID_ARGUMENT: Invalid protobuf file: '"),
-        ("tensorflow_session_config_file", "intra_op_parallelism_threads: -x",
-         "INVALID_ARGUMENT: Invalid protobuf file: '"),
+        (
+            "platform_config_file",
+            "platform_configs { key: ",
+            "INVALID_ARGUMENT: Invalid protobuf file: '",
+        ),
+        (
+            "tensorflow_session_config_file",
+            "intra_op_parallelism_threads: -x",
+            "INVALID_ARGUMENT: Invalid protobuf file: '",
+        ),
         ("ssl_config_file", None, "NOT_FOUND: "),
-        ("ssl_config_file", 'server_key: "not a key" server_cert: "not a cert"',
-         "UNAVAILABLE: Failed to BuildAndStart gRPC server"),
+        (
+            "ssl_config_file",
+            'server_key: "not a key" server_cert: "not a cert"',
+            "UNAVAILABLE: Failed to BuildAndStart gRPC server",
+        ),
         ("grpc_max_threads", "-1", "error: --grpc_max_threads=-1 is negative"),
         ("grpc_channel_arguments", "grpc.max_connection_age_ms", "error: --grpc_channel_arguments"),
     ],
@@ -645,8 +717,16 @@ def test_bad_values_in_process(
         if content is not None:
             path.write_text(content)
         value = str(path)
-    code = serve(parse_args(["--port=0", f"--model_base_path={flag_models / 'plain'}",
-                             f"--rest_api_port={free_port()}", f"--{flag}={value}"]))
+    code = serve(
+        parse_args(
+            [
+                "--port=0",
+                f"--model_base_path={flag_models / 'plain'}",
+                f"--rest_api_port={free_port()}",
+                f"--{flag}={value}",
+            ]
+        )
+    )
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == (2 if expected.startswith("error:") else 1)
     prefix = "" if expected.startswith("error:") else "Failed to start server. Error: "
@@ -665,9 +745,18 @@ def test_console_script_is_the_same_entry_point() -> None:
     assert scripts["frozen-scalars-model-server"] == "serving.__main__:console"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; from serving.__main__ import console; "
-         "sys.argv = ['frozen-scalars-model-server', '--version']; sys.exit(console())"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from serving.__main__ import console; "
+            "sys.argv = ['frozen-scalars-model-server', '--version']; sys.exit(console())",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0 and result.stdout.startswith("TensorFlow ModelServer: ")
 
@@ -680,15 +769,23 @@ def test_socket_only_and_alts_with_ssl(
     from serving.server import serve
 
     socket_path = tmp_path / "only.sock"
-    running = in_process(f"--model_base_path={flag_models / 'plain'}",
-                         f"--grpc_socket_path={socket_path}")
+    running = in_process(
+        f"--model_base_path={flag_models / 'plain'}", f"--grpc_socket_path={socket_path}"
+    )
     assert running.grpc_port == 0
     with grpc.insecure_channel(f"unix:{socket_path}") as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         response = stub.Predict(_predict("default", np.array([0.0], np.float32)), timeout=30)
     assert list(response.outputs["y"].float_val) == [2.0]
-    code = serve(parse_args([f"--model_base_path={flag_models / 'plain'}",
-                             "--use_alts_credentials", f"--ssl_config_file={tmp_path / 'x'}"]))
+    code = serve(
+        parse_args(
+            [
+                f"--model_base_path={flag_models / 'plain'}",
+                "--use_alts_credentials",
+                f"--ssl_config_file={tmp_path / 'x'}",
+            ]
+        )
+    )
     assert code == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "Failed to start server. Error: INVALID_ARGUMENT: Either use_alts_credentials must be "

@@ -15,7 +15,7 @@ from tensorflow.python.framework import op_def_registry
 
 from exporter.cli import main
 from exporter.errors import ServingCompatError
-from exporter.serving_compat import (
+from exporter.savedmodel.compat import (
     DEFAULT_SERVING_VERSION,
     check_compatible,
     image_tag,
@@ -31,12 +31,16 @@ def _write_savedmodel(path: Path, build: Callable[[], tuple[dict, dict]]) -> Pat
     with graph.as_default():
         inputs, outputs = build()
         signature = tf.compat.v1.saved_model.signature_def_utils.predict_signature_def(
-            inputs=inputs, outputs=outputs)
+            inputs=inputs, outputs=outputs
+        )
         with tf.compat.v1.Session(graph=graph) as session:
             builder = tf.compat.v1.saved_model.Builder(str(path))
             builder.add_meta_graph_and_variables(
-                session, ["serve"], signature_def_map={"serving_default": signature},
-                strip_default_attrs=True)
+                session,
+                ["serve"],
+                signature_def_map={"serving_default": signature},
+                strip_default_attrs=True,
+            )
             builder.save()
     return path
 
@@ -51,8 +55,9 @@ def _tensor_list_int64_shape() -> tuple[dict, dict]:
     x = tf.compat.v1.placeholder(tf.float32, [None, 3], name="x")
     shape = tf.constant([3], tf.int64)  # Tshape=int64: not the default, so not stripped
     handle = tf.raw_ops.TensorListFromTensor(tensor=x, element_shape=shape)
-    item = tf.raw_ops.TensorListGetItem(input_handle=handle, index=0, element_shape=shape,
-                                        element_dtype=tf.float32)
+    item = tf.raw_ops.TensorListGetItem(
+        input_handle=handle, index=0, element_shape=shape, element_dtype=tf.float32
+    )
     return {"x": x}, {"y": item}
 
 
@@ -68,8 +73,7 @@ def test_the_table_is_each_versions_registry() -> None:
     assert "DecodeJxl" not in table["ops"]  # ...2.20 does not
     assert "Tshape" in {a.name for a in op_def_registry.get("TensorListGetItem").attr}
     assert "Tshape" not in table["ops"]["TensorListGetItem"]
-    assert table["ops"]["MatMul"] == sorted(
-        a.name for a in op_def_registry.get("MatMul").attr)
+    assert table["ops"]["MatMul"] == sorted(a.name for a in op_def_registry.get("MatMul").attr)
 
 
 def test_reference_export_loads_on_every_known_version(tmp_path: Path) -> None:
@@ -117,8 +121,9 @@ class JxlPixels(keras.layers.Layer):
         return features + tf.reduce_mean(tf.cast(image, features.dtype))
 
 
-def test_export_refuses_and_publishes_nothing(tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_refuses_and_publishes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     factory = tmp_path / "jxl_model.py"
     factory.write_text(
         "import keras\n"
@@ -127,8 +132,19 @@ def test_export_refuses_and_publishes_nothing(tmp_path: Path,
         "    features = keras.Input((10,), name='features')\n"
         "    return keras.Model(features, keras.layers.Dense(1)(JxlPixels()(features)))\n"
     )
-    code = main(["export", "--model", f"{factory}:build", "--name", "jxl", "--out",
-                 str(tmp_path / "out"), "--serving-version", "2.20"])
+    code = main(
+        [
+            "export",
+            "--model",
+            f"{factory}:build",
+            "--name",
+            "jxl",
+            "--out",
+            str(tmp_path / "out"),
+            "--serving-version",
+            "2.20",
+        ]
+    )
     err = capsys.readouterr().err.splitlines()
     assert code == 1
     (error,) = [line for line in err if line.startswith("error:")]
@@ -137,8 +153,9 @@ def test_export_refuses_and_publishes_nothing(tmp_path: Path,
     assert not (tmp_path / "out" / "reports").exists()
 
 
-def test_deploy_rechecks_against_its_serving_version(tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_deploy_rechecks_against_its_serving_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """An export checked for one version, deployed on an older one that lacks an op: deploy
     refuses (exit 1) before writing any manifest."""
     out = tmp_path / "out"

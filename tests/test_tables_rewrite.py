@@ -14,12 +14,12 @@ import tensorflow as tf
 from exporter import export_model
 from exporter.cli import main as exporter_main
 from exporter.errors import ExportError, FreezeError
-from exporter.freeze import freeze
-from exporter.graph_rewrite import rewrite_for_onnx
+from exporter.freeze.frozen_graph import freeze
 from exporter.inspect import inspect_artifact
-from exporter.parity import keras_runner, savedmodel_runner
-from exporter.tolerances import resolve_tolerances
-from exporter.trace import trace_model
+from exporter.model.trace import trace_model
+from exporter.onnx_format.graph_rewrite import rewrite_for_onnx
+from exporter.verify.parity import keras_runner, savedmodel_runner
+from exporter.verify.tolerances import resolve_tolerances
 from tests import matrix_models
 
 

@@ -1,4 +1,4 @@
-"""Regenerate exporter/data/serving_ops.json: what each TF Serving version's TensorFlow knows.
+"""Regenerate exporter/savedmodel/data/serving_ops.json: what each TF Serving version knows.
 
     python tools/serving_ops_table.py 2.20.0 [2.19.0 ...]
 
@@ -20,7 +20,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-TABLE = Path(__file__).resolve().parent.parent / "exporter" / "data" / "serving_ops.json"
+TABLE = (
+    Path(__file__).resolve().parent.parent / "exporter" / "savedmodel" / "data" / "serving_ops.json"
+)
 
 # Runs inside the child interpreter, with only the downloaded tensorflow on its path first.
 _DUMP = """
@@ -45,8 +47,17 @@ def dump_version(version: str, workdir: Path) -> dict:
     """The op table of tensorflow==`version`, read from its real wheel."""
     wheels = workdir / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", str(wheels),
-         f"tensorflow=={version}"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--dest",
+            str(wheels),
+            f"tensorflow=={version}",
+        ],
         check=True,
     )
     (wheel,) = wheels.glob(f"tensorflow-{version}-*.whl")
@@ -55,7 +66,11 @@ def dump_version(version: str, workdir: Path) -> dict:
         archive.extractall(site)
     env = {**os.environ, "PYTHONPATH": str(site), "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(
-        [sys.executable, "-c", _DUMP], env=env, cwd=workdir, check=True, capture_output=True,
+        [sys.executable, "-c", _DUMP],
+        env=env,
+        cwd=workdir,
+        check=True,
+        capture_output=True,
         text=True,
     )
     table = json.loads(result.stdout)

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from exporter.errors import ExportError
-from exporter.lift import LiftedVariable
+from exporter.freeze.lift import LiftedVariable
 
 VARIABLES_DIR = "variables"
 VARIABLES_PREFIX = "variables"  # TF Serving's kSavedModelVariablesFilename

@@ -4,7 +4,7 @@ The graph is written through the TF1 SavedModel builder, which is exactly what T
 loads into a Session: a MetaGraphDef whose signature maps the model's input/output names to
 graph tensors, and an empty `variables/` because nothing is left to restore. Past
 `max_frozen_bytes` the large weights stay read-only variables in `variables/`
-(`exporter.savedmodel_variables`); scalars and small tensors are Consts either way.
+(`exporter.savedmodel.variables`); scalars and small tensors are Consts either way.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import numpy as np
 import tensorflow as tf
 
 from exporter.errors import ExportError
-from exporter.freeze import FrozenGraph
-from exporter.sample_inputs import random_inputs
-from exporter.savedmodel_variables import WeightsProgress, write_savedmodel_with_variables
-from exporter.tables import input_vocabularies, refuse_asset_tables, table_assets
+from exporter.freeze.frozen_graph import FrozenGraph
+from exporter.freeze.tables import input_vocabularies, refuse_asset_tables, table_assets
+from exporter.savedmodel.variables import WeightsProgress, write_savedmodel_with_variables
+from exporter.verify.sample_inputs import random_inputs
 
 SERVING_TAG = "serve"
 SIGNATURE_KEY = "serving_default"

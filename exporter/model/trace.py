@@ -15,7 +15,7 @@ from typing import Any
 import tensorflow as tf
 
 from exporter.errors import TraceError
-from exporter.tables import CapturedTable, captured_tables
+from exporter.freeze.tables import CapturedTable, captured_tables
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.\-/]")
 

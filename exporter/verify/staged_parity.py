@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.parity import ParityReport, Runner, compare
+from exporter.verify.parity import ParityReport, Runner, compare
 
 #: Past this many bytes of weights a forward pass costs a read of all of them: check one batch
 #: per batch size instead of `parity_samples` (every output of each batch is still compared).
@@ -40,7 +40,7 @@ class StagedParity:
         self._expected: dict[int, dict[str, np.ndarray]] = {}
         self._reference = reference
         self._atol, self._rtol, self._batch_sizes = atol, rtol, batch_sizes
-        self._tolerances = tolerances  # output -> exporter.tolerances.Tolerance
+        self._tolerances = tolerances  # output -> exporter.verify.tolerances.Tolerance
         self._reports: list[ParityReport] = []
 
     def _cached(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -49,7 +49,7 @@ def random_inputs(
 ) -> dict[str, np.ndarray]:
     """One array per input: floats ~ N(0, 1), ints in [0, int_high), bools fair coins.
 
-    Inputs with a vocabulary (a lookup table's keys, see `exporter.tables`) draw from it,
+    Inputs with a vocabulary (a lookup table's keys, see `exporter.freeze.tables`) draw from it,
     plus out-of-vocabulary values; strings without one are made-up tokens.
     `specs` maps input names to objects with `.shape` (leading dim is the batch) and
     `.dtype` (a tf.DType or numpy dtype); unknown inner dims become 1.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from exporter.deploy_spec import (
+from exporter.deploy.spec import (
     DeployOptions,
     Export,
     StorageUri,
@@ -76,8 +76,7 @@ def _labels(export: Export) -> dict[str, str]:
 
 
 def _metadata(export: Export, options: DeployOptions) -> dict[str, Any]:
-    return {"name": export.resource_name, "namespace": options.namespace,
-            "labels": _labels(export)}
+    return {"name": export.resource_name, "namespace": options.namespace, "labels": _labels(export)}
 
 
 def config_map(export: Export, options: DeployOptions) -> dict[str, Any]:
@@ -107,24 +106,32 @@ def server_args(options: DeployOptions) -> list[str]:
     return args
 
 
-def _model_source(export: Export, options: DeployOptions,
-                  storage: StorageUri) -> tuple[dict[str, Any], list[dict[str, Any]], dict]:
+def _model_source(
+    export: Export, options: DeployOptions, storage: StorageUri
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict]:
     """(models volume, initContainers, the server's models mount) for the storage URI."""
     if storage.scheme == "pvc":
-        volume = {"name": "models", "persistentVolumeClaim": {"claimName": storage.root,
-                                                              "readOnly": True}}
-        mount = {"name": "models", "mountPath": MODELS_DIR, "readOnly": True,
-                 "subPath": storage.subpath("tfserving")}
+        volume = {
+            "name": "models",
+            "persistentVolumeClaim": {"claimName": storage.root, "readOnly": True},
+        }
+        mount = {
+            "name": "models",
+            "mountPath": MODELS_DIR,
+            "readOnly": True,
+            "subPath": storage.subpath("tfserving"),
+        }
         return volume, [], mount
     initializer: dict[str, Any] = {
         "name": "storage-initializer",
         "image": options.storage_initializer_image,
         "args": [storage.join("tfserving", export.name), f"{MODELS_DIR}/{export.name}"],
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"},
-                      "limits": {"memory": "1Gi"}},
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "securityContext": _container_security(),
-        "volumeMounts": [{"name": "models", "mountPath": MODELS_DIR},
-                         {"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [
+            {"name": "models", "mountPath": MODELS_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
     }
     if options.credentials_secret:
         initializer["envFrom"] = [{"secretRef": {"name": options.credentials_secret}}]
@@ -144,8 +151,9 @@ def _probe_exec() -> dict[str, Any]:
     return {"exec": {"command": ["/bin/bash", "-c", READINESS_SCRIPT]}}
 
 
-def deployment(export: Export, options: DeployOptions, storage: StorageUri,
-               config: dict[str, Any]) -> dict[str, Any]:
+def deployment(
+    export: Export, options: DeployOptions, storage: StorageUri, config: dict[str, Any]
+) -> dict[str, Any]:
     volume, init_containers, models_mount = _model_source(export, options, storage)
     # Changing the ConfigMap changes the pod template, so pods roll onto the new config.
     config_hash = hashlib.sha256(repr(sorted(config["data"].items())).encode()).hexdigest()[:16]
@@ -156,29 +164,51 @@ def deployment(export: Export, options: DeployOptions, storage: StorageUri,
         "command": [SERVER_BINARY],
         "args": server_args(options),
         "env": [{"name": "MODEL_NAME", "value": export.name}],
-        "ports": [{"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
-                  {"name": "http", "containerPort": REST_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "http", "containerPort": REST_PORT, "protocol": "TCP"},
+        ],
         "resources": resources(options, export.weights_bytes),
         # The first load may take a while: readiness/liveness start once a version is up.
-        "startupProbe": {**_probe_exec(), "periodSeconds": period, "timeoutSeconds": 5,
-                         "failureThreshold": -(-options.load_timeout_seconds // period)},
-        "readinessProbe": {**_probe_exec(), "periodSeconds": 10, "timeoutSeconds": 5,
-                           "failureThreshold": 3},
-        "livenessProbe": {"tcpSocket": {"port": "grpc"}, "periodSeconds": 20,
-                          "timeoutSeconds": 5, "failureThreshold": 3},
+        "startupProbe": {
+            **_probe_exec(),
+            "periodSeconds": period,
+            "timeoutSeconds": 5,
+            "failureThreshold": -(-options.load_timeout_seconds // period),
+        },
+        "readinessProbe": {
+            **_probe_exec(),
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "tcpSocket": {"port": "grpc"},
+            "periodSeconds": 20,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
         "securityContext": _container_security(),
-        "volumeMounts": [models_mount,
-                         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-                         {"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [
+            models_mount,
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
     }
     pod_spec: dict[str, Any] = {
-        "securityContext": {"runAsNonRoot": True, "runAsUser": NON_ROOT_UID,
-                            "runAsGroup": NON_ROOT_UID, "fsGroup": NON_ROOT_UID,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": NON_ROOT_UID,
+            "runAsGroup": NON_ROOT_UID,
+            "fsGroup": NON_ROOT_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "containers": [container],
-        "volumes": [volume,
-                    {"name": "config", "configMap": {"name": export.resource_name}},
-                    {"name": "tmp", "emptyDir": {}}],
+        "volumes": [
+            volume,
+            {"name": "config", "configMap": {"name": export.resource_name}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
     }
     if init_containers:
         pod_spec["initContainers"] = init_containers
@@ -192,8 +222,10 @@ def deployment(export: Export, options: DeployOptions, storage: StorageUri,
             "replicas": options.replicas or options.min_replicas,
             "selector": {"matchLabels": _labels(export)},
             # Surge first: a new pod must report AVAILABLE before an old one goes.
-            "strategy": {"type": "RollingUpdate",
-                         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
             "template": {
                 "metadata": {
                     "labels": _labels(export),
@@ -219,8 +251,13 @@ def service(export: Export, options: DeployOptions) -> dict[str, Any]:
             "type": options.service_type,
             "selector": _labels(export),
             "ports": [
-                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP",
-                 "appProtocol": "grpc"},
+                {
+                    "name": "grpc",
+                    "port": GRPC_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                },
                 {"name": "http", "port": REST_PORT, "targetPort": "http", "protocol": "TCP"},
             ],
         },
@@ -233,14 +270,22 @@ def autoscaler(export: Export, options: DeployOptions) -> dict[str, Any]:
         "kind": "HorizontalPodAutoscaler",
         "metadata": _metadata(export, options),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
-                               "name": export.resource_name},
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": export.resource_name,
+            },
             "minReplicas": options.min_replicas,
             "maxReplicas": options.max_replicas,
-            "metrics": [{"type": "Resource", "resource": {
-                "name": "cpu",
-                "target": {"type": "Utilization", "averageUtilization": options.cpu_target},
-            }}],
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": options.cpu_target},
+                    },
+                }
+            ],
         },
     }
 
@@ -250,13 +295,16 @@ def disruption_budget(export: Export, options: DeployOptions) -> dict[str, Any]:
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": _metadata(export, options),
-        "spec": {"minAvailable": options.min_available,
-                 "selector": {"matchLabels": _labels(export)}},
+        "spec": {
+            "minAvailable": options.min_available,
+            "selector": {"matchLabels": _labels(export)},
+        },
     }
 
 
-def kubernetes_objects(export: Export, options: DeployOptions,
-                       storage: StorageUri) -> dict[str, dict[str, Any]]:
+def kubernetes_objects(
+    export: Export, options: DeployOptions, storage: StorageUri
+) -> dict[str, dict[str, Any]]:
     """File name -> object, in the order `kubectl apply -f` should see them."""
     config = config_map(export, options)
     return {

@@ -1,6 +1,6 @@
 """The audit's findings as data: per-scalar rows, findings, a non-scalar summary, the report.
 
-`exporter.audit` fills these; the export report embeds `AuditReport.to_dict()` and the CLI
+`exporter.model.audit` fills these; the export report embeds `AuditReport.to_dict()` and the CLI
 prints `AuditReport.table()`.
 """
 
@@ -17,6 +17,8 @@ Level = Literal["error", "warning", "info"]
 
 # Highest-priority status first; a scalar's status is the first that applies.
 STATUSES = ("non-finite", "untracked", "unchanged", "not-used", "non-trainable", "ok")
+
+
 @dataclass(frozen=True)
 class Finding:
     """One audit result: `level` error/warning/info, about `variable` (a name)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.deploy_spec import DeployOptions, Export, StorageUri, resources, serving_tag
+from exporter.deploy.spec import DeployOptions, Export, StorageUri, resources, serving_tag
 
 API_VERSION = "serving.kserve.io/v1beta1"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
@@ -36,29 +36,35 @@ def _predictor(options: DeployOptions) -> dict[str, Any]:
         spec["serviceAccountName"] = options.service_account
     if options.batching:
         # KServe's batcher: requests are grouped in front of the server, per replica.
-        spec["batcher"] = {"maxBatchSize": options.max_batch_size,
-                           "maxLatency": max(1, options.batch_timeout_micros // 1000)}
+        spec["batcher"] = {
+            "maxBatchSize": options.max_batch_size,
+            "maxLatency": max(1, options.batch_timeout_micros // 1000),
+        }
     return spec
 
 
-def _service(name: str, export: Export, options: DeployOptions,
-             predictor: dict[str, Any]) -> dict[str, Any]:
+def _service(
+    name: str, export: Export, options: DeployOptions, predictor: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": "InferenceService",
         "metadata": {
             "name": name,
             "namespace": options.namespace,
-            "labels": {"app.kubernetes.io/part-of": "frozen-scalars",
-                       "frozen-scalars/model-version": str(export.version)},
+            "labels": {
+                "app.kubernetes.io/part-of": "frozen-scalars",
+                "frozen-scalars/model-version": str(export.version),
+            },
             "annotations": {DEPLOYMENT_MODE_ANNOTATION: options.kserve_deployment_mode},
         },
         "spec": {"predictor": predictor},
     }
 
 
-def tensorflow_service(export: Export, options: DeployOptions,
-                       storage: StorageUri) -> dict[str, Any]:
+def tensorflow_service(
+    export: Export, options: DeployOptions, storage: StorageUri
+) -> dict[str, Any]:
     predictor = _predictor(options)
     predictor["tensorflow"] = {
         "storageUri": storage.join("tfserving", export.name),
@@ -68,8 +74,7 @@ def tensorflow_service(export: Export, options: DeployOptions,
     return _service(export.resource_name, export, options, predictor)
 
 
-def triton_service(export: Export, options: DeployOptions,
-                   storage: StorageUri) -> dict[str, Any]:
+def triton_service(export: Export, options: DeployOptions, storage: StorageUri) -> dict[str, Any]:
     predictor = _predictor(options)
     predictor["triton"] = {
         "storageUri": storage.join("onnx"),
@@ -80,8 +85,9 @@ def triton_service(export: Export, options: DeployOptions,
     return _service(f"{export.resource_name}-onnx", export, options, predictor)
 
 
-def inference_services(export: Export, options: DeployOptions,
-                       storage: StorageUri) -> dict[str, dict[str, Any]]:
+def inference_services(
+    export: Export, options: DeployOptions, storage: StorageUri
+) -> dict[str, dict[str, Any]]:
     """File name -> InferenceService (TF Serving only when the export has a SavedModel)."""
     services = {"triton.yaml": triton_service(export, options, storage)}
     if export.has_savedmodel:

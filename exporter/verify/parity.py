@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from exporter.formatting import aligned_rows, json_safe
-from exporter.sample_inputs import random_inputs
+from exporter.verify.sample_inputs import random_inputs
 
 DEFAULT_ATOL = 1e-5
 DEFAULT_RTOL = 1e-5
@@ -35,14 +35,14 @@ class OutputComparison:
     atol: float
     rtol: float
     passed: bool
-    tolerance: str = ""  # why this atol/rtol (see exporter.tolerances)
+    tolerance: str = ""  # why this atol/rtol (see exporter.verify.tolerances)
 
 
 @dataclass
 class ParityReport:
     """Every comparison of a parity run; `passed` only if all of them passed and no runtime
     failed to answer. The export's own check (Keras vs SavedModel vs ONNX Runtime) leaves the
-    served-model fields empty; `exporter.served_parity` fills them (model, version, targets)."""
+    served-model fields empty; `verify.served_parity` fills them (model, version, targets)."""
 
     reference: str
     atol: float
@@ -181,7 +181,7 @@ def compare(
 ) -> ParityReport:
     """Run every runtime on every batch and compare each output with the reference's.
 
-    `tolerances` (output -> `exporter.tolerances.Tolerance`) overrides atol/rtol per output.
+    `tolerances` (output -> `exporter.verify.tolerances.Tolerance`) overrides atol/rtol per output.
     """
     tolerances = tolerances or {}
 
@@ -288,7 +288,7 @@ def onnx_runner(source: Path | Any) -> Runner:
     import onnx
     import onnxruntime as ort
 
-    from exporter.onnx_tables import custom_op_library
+    from exporter.onnx_format.tables import custom_op_library
     from serving.ort_extensions import session_options
 
     session = (

@@ -37,7 +37,7 @@ def build_model() -> Any:
     """features(10) → Dense(32, relu) → Dense(1) → Scale → Offset, output `progression`."""
     import keras
 
-    from exporter.layers import Offset, Scale
+    from exporter.model.layers import Offset, Scale
 
     features = keras.Input((10,), name="features")
     hidden = keras.layers.Dense(32, activation="relu", name="hidden")(features)

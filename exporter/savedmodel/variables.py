@@ -8,7 +8,7 @@ lifted weight (in place of the traced function's capture placeholder, so its rea
 unchanged), a `save/` scope with `RestoreV2` + `AssignVariableOp` (the only writers, run only by
 the loader) and a `SaveV2` for `saver_def` completeness. The MetaGraph is assembled directly:
 the weights are never imported into a `tf.Graph` nor held in a Session here; the checkpoint is
-streamed from the live variables (`exporter.checkpoint`).
+streamed from the live variables (`exporter.savedmodel.checkpoint`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2, saver_pb2
 from tensorflow.python.framework import meta_graph
 
-from exporter.checkpoint import verify_checkpoint, write_checkpoint
 from exporter.errors import ExportError
-from exporter.freeze import FrozenGraph, _all_nodes
-from exporter.lift import READ_OPS, LiftedVariable
+from exporter.freeze.frozen_graph import FrozenGraph, _all_nodes
+from exporter.freeze.lift import READ_OPS, LiftedVariable
+from exporter.savedmodel.checkpoint import verify_checkpoint, write_checkpoint
 
 SERVING_TAG = "serve"
 SIGNATURE_KEY = "serving_default"

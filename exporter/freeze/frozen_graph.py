@@ -4,7 +4,7 @@
 it does not: it refuses graphs that update state (the update would be silently dropped), checks
 the graph *and its function library* for any variable op left, and maps each captured
 variable to the `Const` node that now holds it, comparing the bytes. Past `max_frozen_bytes`
-the large tensors chosen by `exporter.lift` are left as their capture placeholders (read-only
+the large tensors chosen by `exporter.freeze.lift` are left as their capture placeholders (read-only
 variables for the writers); the proof lists them and allows only their plain reads.
 """
 
@@ -18,8 +18,8 @@ import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants
 
 from exporter.errors import FreezeError
-from exporter.lift import DEFAULT_MAX_FROZEN_BYTES, READ_OPS, LiftedVariable, plan_lift
-from exporter.tables import (
+from exporter.freeze.lift import DEFAULT_MAX_FROZEN_BYTES, READ_OPS, LiftedVariable, plan_lift
+from exporter.freeze.tables import (
     INIT_OP_NAME,
     MUTABLE_TABLE_OPS,
     TABLE_WRITE_OPS,
@@ -28,7 +28,7 @@ from exporter.tables import (
     freeze_tables,
     refuse_table_writes,
 )
-from exporter.trace import TracedModel
+from exporter.model.trace import TracedModel
 
 #: Ops that read, hold or create a variable: none may remain in a frozen graph.
 VARIABLE_OPS = frozenset(
@@ -98,6 +98,7 @@ class FrozenGraph:
     def lifted_bytes(self) -> int:
         """Bytes of the weights that stay variables."""
         return sum(v.nbytes for v in self.lifted)
+
     tables: list[FrozenTable] = field(default_factory=list)
 
     @property
@@ -126,7 +127,7 @@ class FrozenGraph:
             "proven": self.proven,
             "variable_ops_remaining": self.remaining_variable_ops,
             # Only weights past max_frozen_bytes; each is read, never written (see
-            # exporter.checkpoint for the write check and the checkpoint's bytes).
+            # exporter.savedmodel.checkpoint for the write check and the checkpoint's bytes).
             "read_only_variables": [v.to_dict() for v in self.lifted],
             "graph_nodes": len(self.graph_def.node),
             "library_functions": len(self.graph_def.library.function),

@@ -102,7 +102,7 @@ def _from_factory(spec: str) -> Any:
 def _load_keras_file(path: Path, custom_objects: dict[str, Any], allow_unsafe: bool) -> Any:
     import keras
 
-    import exporter.layers  # noqa: F401  (registers Scale, Offset, ... for deserialization)
+    import exporter.model.layers  # noqa: F401  (registers Scale, Offset, ... for deserialization)
 
     if not zipfile.is_zipfile(path):  # Keras would call it "File not found"
         raise ModelLoadError(

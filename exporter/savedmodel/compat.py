@@ -9,8 +9,8 @@ checks, `core/framework/versions.cc` and `node_def_util.cc`):
   'A' not in Op<...>`). Attrs whose value is the op's default are stripped when the
   SavedModel is written, which is what lets a newer exporter's graph load on an older server.
 
-What each version knows comes from `exporter/data/serving_ops.json`, generated from the real
-`tensorflow` wheel of each version by `tools/serving_ops_table.py`.
+What each version knows comes from `data/serving_ops.json` (beside this module), generated
+from the real `tensorflow` wheel of each version by `tools/serving_ops_table.py`.
 
 DEFAULT_SERVING_VERSION is the `tensorflow/serving` image tag used by docker/Dockerfile,
 docker/docker-compose.yml and the generated manifests; tests/test_deploy.py fails when they
@@ -58,7 +58,7 @@ class GraphFacts:
 
 @functools.cache
 def _tables() -> dict[str, Any]:
-    text = resources.files("exporter").joinpath("data/serving_ops.json").read_text()
+    text = resources.files("exporter.savedmodel").joinpath("data/serving_ops.json").read_text()
     return json.loads(text)["versions"]
 
 
@@ -166,6 +166,6 @@ def check_compatible(facts: GraphFacts, serving_version: str) -> None:
         if extra:
             raise ServingCompatError(
                 f"The SavedModel's op {op} sets attr {extra[0]!r}, which {op} does not have "
-                f"in {where}: loading it would fail with \"NodeDef mentions attr "
+                f'in {where}: loading it would fail with "NodeDef mentions attr '
                 f"'{extra[0]}' not in Op\"; {fix}."
             )

@@ -21,16 +21,17 @@ import tf2onnx
 from onnx import helper, numpy_helper
 
 from exporter.errors import ExportError
-from exporter.freeze import FrozenGraph
-from exporter.graph_rewrite import (
+from exporter.freeze.frozen_graph import FrozenGraph
+from exporter.freeze.tables import init_node_names
+from exporter.onnx_format.external import BytesProgress, WeightSource, inline, stream_external
+from exporter.onnx_format.graph_rewrite import (
     rewrite_for_onnx,
     unconvertible_message,
     unconvertible_ops,
     unfaithful_message,
     unfaithful_ops,
 )
-from exporter.onnx_external import BytesProgress, WeightSource, inline, stream_external
-from exporter.onnx_tables import (
+from exporter.onnx_format.tables import (
     TableHandlers,
     complete_output_shapes,
     custom_op_library,
@@ -38,7 +39,6 @@ from exporter.onnx_tables import (
     extra_opsets,
     pin_string_normalizer_locale,
 )
-from exporter.tables import init_node_names
 from serving.ort_extensions import session_options
 
 MAX_OPSET = max(tf2onnx.constants.OPSET_TO_IR_VERSION)

@@ -3,7 +3,7 @@
 Every layer here creates its scalars with `add_weight` (so the optimizer sees them and
 `model.weights` lists them), stores its initial value in `get_config()` (so `.keras`
 round trips rebuild it), and reports that value through `initial_weight_values()`, which
-`exporter.audit` uses to warn about a "trainable" scalar that never moved.
+`exporter.model.audit` uses to warn about a "trainable" scalar that never moved.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class _ScalarLayer(keras.layers.Layer):
     """Base: one or more rank-0 weights, each filled with a known constant at build."""
 
     # Subclasses define `initial_weight_values() -> {weight name: initial constant}`,
-    # read by `exporter.audit` to tell a trained scalar from one that never moved.
+    # read by `exporter.model.audit` to tell a trained scalar from one that never moved.
 
     def _scalar(self, name: str, value: float) -> keras.Variable:
         return self.add_weight(shape=(), name=name, initializer=keras.initializers.Constant(value))

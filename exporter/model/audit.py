@@ -13,14 +13,14 @@ Definitions used throughout:
 - *tracked*: listed by the model (`model.weights` / `model.variables`).
 - *trainable*: in `model.trainable_weights`, i.e. the optimizer updates it. An untracked
   variable is reported non-trainable whatever its own `trainable` flag says.
-- *used by inference*: captured by the traced inference function (`exporter.trace`).
+- *used by inference*: captured by the traced inference function (`exporter.model.trace`).
 
 Works with Keras 3 models (whose `keras.Variable` wraps a `tf.Variable` in `.value`) and
 tf_keras models (whose weights are `tf.Variable`s). Findings are data; `AuditError` is
 raised only when the input is not a model.
 
 One job at ~410 lines: finding the variables inference and the loss read, and judging each
-one, meet in one `_Var` record per variable; the report types live in `exporter.audit_report`.
+one, meet in one `_Var` record per variable; the report types live in `exporter.model.audit_report`.
 """
 
 from __future__ import annotations
@@ -32,22 +32,22 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from exporter.audit_report import (
+from exporter.errors import AuditError
+from exporter.model.audit_report import (
     STATUSES,
     AuditReport,
     Finding,
     NonScalarSummary,
     ScalarFinding,
 )
-from exporter.errors import AuditError
-from exporter.loading import is_keras_model
-from exporter.trace import TracedModel, trace_model
+from exporter.model.loading import is_keras_model
+from exporter.model.trace import TracedModel, trace_model
 
 _CONSTANT_INITIALIZERS = {"zeros": 0.0, "ones": 1.0}
 _FIX = (
     "Fix: create it inside a layer with `self.add_weight(name=..., shape=(), "
-    "initializer=keras.initializers.Constant(v))`, or use `exporter.layers.Offset` / "
-    "`exporter.layers.Scale` instead of a Lambda or attribute holding a variable."
+    "initializer=keras.initializers.Constant(v))`, or use `exporter.model.layers.Offset` / "
+    "`exporter.model.layers.Scale` instead of a Lambda or attribute holding a variable."
 )
 
 
@@ -73,7 +73,7 @@ def audit_model(
     `initial_values` maps a variable name (full path, tf name, or last path component)
     to its value at initialization, for scalars whose initializer the audit cannot see
     (e.g. a `tf.Variable(0.5)` closed over by a `Lambda`). Constant initializers of
-    `exporter.layers` layers and of generic layers' `*_initializer` configs are found
+    `exporter.model.layers` layers and of generic layers' `*_initializer` configs are found
     automatically.
     """
     if not is_keras_model(model):
@@ -409,7 +409,7 @@ def _loss_message(var: _Var) -> str:
         f"Variable {var.name!r} ({var.owner}) weights the training loss but is not one of "
         "the model's weights: the optimizer never sees it, so it never trained (and a bare "
         "multiplicative loss weight that did train would be driven to zero). Inference does "
-        "not read it, so the export is unaffected. Fix: `exporter.layers.LossWeighting` "
+        "not read it, so the export is unaffected. Fix: `exporter.model.layers.LossWeighting` "
         "(Σ exp(-s_i)·L_i + s_i): `model.compile(loss=LossWeighting(n).attach(model, "
         "losses))`."
     )

@@ -4,7 +4,7 @@
 the same random (dtype-aware, from the SavedModel's signature) and user inputs at batch size 1
 and >1: Keras (with --model), the SavedModel in-process, ONNX Runtime, gRPC Predict and REST.
 Without --target the embedded server is started in-process on free ports over OUT/tfserving and
-stopped afterwards. The verdict is an `exporter.parity.ParityReport`, the export's report type.
+stopped afterwards. The verdict is a `verify.parity.ParityReport`, the export's report type.
 Exit codes: 0 all within tolerance, 1 a tolerance violation or a runtime that failed to answer,
 2 bad usage (missing export, bad flags, unreadable inputs).
 """
@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from exporter.errors import ParityUsageError
-from exporter.parity import (
+from exporter.publish import existing_versions
+from exporter.verify.parity import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
     ParityReport,
@@ -37,9 +38,8 @@ from exporter.parity import (
     sample_batches,
     savedmodel_runner,
 )
-from exporter.publish import existing_versions
-from exporter.sample_inputs import conform_inputs, load_inputs
-from exporter.tolerances import signature_tolerances
+from exporter.verify.sample_inputs import conform_inputs, load_inputs
+from exporter.verify.tolerances import signature_tolerances
 from serving.launch import free_port
 
 DEFAULT_SAMPLES = 4
@@ -131,10 +131,10 @@ def rest_runner(rest_target: str, model: str, version: int, sig: Any) -> Runner:
 def keras_runner_for(spec: str, custom_objects: Sequence[str] = ()) -> Runner:
     """Load the model the exporter's way (.keras path or module:factory) and run it traced.
     The project's own scalar layers are registered first so their .keras files load as is."""
-    import exporter.layers  # noqa: F401 - registers frozen_scalars>Scale etc. with Keras
-    from exporter.loading import load_model
-    from exporter.parity import keras_runner
-    from exporter.trace import trace_model
+    import exporter.model.layers  # noqa: F401 - registers frozen_scalars>Scale etc. with Keras
+    from exporter.model.loading import load_model
+    from exporter.model.trace import trace_model
+    from exporter.verify.parity import keras_runner
 
     return keras_runner(trace_model(load_model(spec, custom_objects)))
 
@@ -222,7 +222,7 @@ def run_parity(
     sig = meta_graph.signature_def[SIGNATURE]
     specs = input_specs(sig)
     user = [conform_inputs(load_inputs(p), specs, source=f"--inputs {p}") for p in inputs]
-    from exporter.tables import input_vocabularies  # imports TF: not for --help
+    from exporter.freeze.tables import input_vocabularies  # imports TF: not for --help
 
     try:
         batches = sample_batches(
@@ -306,8 +306,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export", required=True, type=Path, help="the exporter's OUT directory")
     p.add_argument("--model-name", "--model_name", dest="model_name", required=True)
     p.add_argument("--target", help="gRPC HOST:PORT of a running server (default: embedded)")
-    p.add_argument("--rest-target", "--rest_target", dest="rest_target",
-                   help="REST HOST:PORT of that server")
+    p.add_argument(
+        "--rest-target", "--rest_target", dest="rest_target", help="REST HOST:PORT of that server"
+    )
     p.add_argument("--model", help="Keras reference: a .keras path or module:factory")
     p.add_argument(
         "--custom-objects",

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from tf2onnx import constants
 
-from exporter.tables import FrozenTable
+from exporter.freeze.tables import FrozenTable
 from serving.ort_extensions import CUSTOM_OPS_DOMAIN, CUSTOM_OPS_LIBRARY
 
 # ONNX-ML LabelEncoder attribute suffix per key/value dtype.

@@ -1,7 +1,7 @@
 """What a deployment is made of: the user's options, the export they apply to, the storage.
 
 Validates every flag before anything is rendered, and sizes resources from the report's
-weight bytes. Rendering lives in exporter/manifests.py and exporter/kserve.py.
+weight bytes. Rendering lives in exporter/deploy/manifests.py and exporter/deploy/kserve.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.errors import DeployError
-from exporter.serving_compat import (
+from exporter.savedmodel.compat import (
     DEFAULT_SERVING_VERSION,
     SERVING_IMAGE,
     image_tag,
@@ -165,8 +165,10 @@ def resources(options: DeployOptions, weights_bytes: int) -> dict[str, dict[str,
     limit = options.memory_limit or (
         f"{2 * _mebibytes(memory)}Mi" if memory.endswith("Mi") else memory
     )
-    result = {"requests": {"cpu": options.cpu_request, "memory": memory},
-              "limits": {"memory": limit}}
+    result = {
+        "requests": {"cpu": options.cpu_request, "memory": memory},
+        "limits": {"memory": limit},
+    }
     if options.cpu_limit:
         result["limits"]["cpu"] = options.cpu_limit
     return result
@@ -175,9 +177,11 @@ def resources(options: DeployOptions, weights_bytes: int) -> dict[str, dict[str,
 def check_options(options: DeployOptions) -> None:
     """Raise DeployError on values no cluster would accept, before anything is written."""
     for flag, value, pattern in (
-            ("--cpu-request", options.cpu_request, _CPU), ("--cpu-limit", options.cpu_limit, _CPU),
-            ("--memory-request", options.memory_request, _MEMORY),
-            ("--memory-limit", options.memory_limit, _MEMORY)):
+        ("--cpu-request", options.cpu_request, _CPU),
+        ("--cpu-limit", options.cpu_limit, _CPU),
+        ("--memory-request", options.memory_request, _MEMORY),
+        ("--memory-limit", options.memory_limit, _MEMORY),
+    ):
         if value is not None and not pattern.fullmatch(value):
             raise DeployError(
                 f"{flag}={value!r} is not a Kubernetes quantity: use e.g. 500m or 2 (CPU), "
@@ -196,23 +200,29 @@ def check_options(options: DeployOptions) -> None:
             f"--min-available={options.min_available} must be 0..--min-replicas "
             f"({options.min_replicas}): above it, no pod could ever be evicted."
         )
-    positives = {"--max-batch-size": options.max_batch_size,
-                 "--batch-timeout-micros": options.batch_timeout_micros,
-                 "--num-batch-threads": batch_threads(options),
-                 "--num-versions": options.num_versions, "--poll-seconds": options.poll_seconds,
-                 "--load-timeout-seconds": options.load_timeout_seconds}
+    positives = {
+        "--max-batch-size": options.max_batch_size,
+        "--batch-timeout-micros": options.batch_timeout_micros,
+        "--num-batch-threads": batch_threads(options),
+        "--num-versions": options.num_versions,
+        "--poll-seconds": options.poll_seconds,
+        "--load-timeout-seconds": options.load_timeout_seconds,
+    }
     for flag, value in positives.items():
         if value < 1:
             raise DeployError(f"{flag}={value}: must be a positive integer.")
-    choices = {"--service-type": (options.service_type, SERVICE_TYPES),
-               "--kserve-deployment-mode": (options.kserve_deployment_mode,
-                                            KSERVE_DEPLOYMENT_MODES)}
+    choices = {
+        "--service-type": (options.service_type, SERVICE_TYPES),
+        "--kserve-deployment-mode": (options.kserve_deployment_mode, KSERVE_DEPLOYMENT_MODES),
+    }
     for flag, (value, allowed) in choices.items():
         if value not in allowed:
             raise DeployError(f"{flag}={value!r}: expected one of {', '.join(allowed)}.")
-    for flag, value in (("--namespace", options.namespace),
-                        ("--service-account", options.service_account),
-                        ("--credentials-secret", options.credentials_secret)):
+    for flag, value in (
+        ("--namespace", options.namespace),
+        ("--service-account", options.service_account),
+        ("--credentials-secret", options.credentials_secret),
+    ):
         if value is not None and not _DNS_LABEL.fullmatch(value):
             raise DeployError(f"{flag}={value!r} is not a valid Kubernetes name.")
 

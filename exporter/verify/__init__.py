@@ -1,0 +1,3 @@
+"""Verification: sample inputs, tolerances, parity Keras vs SavedModel vs ONNX Runtime while
+exporting, and against a served model (gRPC and REST) afterwards.
+"""
