@@ -7,6 +7,7 @@ the model list to the manager (`serving.manager`, which loads versions the sourc
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import text_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
@@ -27,14 +27,17 @@ from serving.batching import (
     BatchScheduler,
     load_batching_parameters,
 )
-from serving.errors import ServingError, UsageError, invalid_argument
+from serving.errors import ServingError, invalid_argument
 from serving.limits import DEFAULT_MAX_REQUEST_BYTES
 from serving.manager import AspiredVersionsManager
+from serving.model_config import ONNX, model_platform, validate_config
 from serving.servable import Servable, TFServable
 from serving.warmup import run_warmup
 
 ModelServerConfig = model_server_config_pb2.ModelServerConfig
 ModelConfig = model_server_config_pb2.ModelConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,65 +63,6 @@ class ServerOptions:
     rest_api_max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # extension flag
 
 
-def parse_config_text(text: str) -> ModelServerConfig:
-    """Parses a text ModelServerConfig; the error text matches the real server's."""
-    config = ModelServerConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as e:
-        raise UsageError(
-            f"Error parsing text-format tensorflow.serving.ModelServerConfig: {e}"
-        ) from e
-    return config
-
-
-def load_config_file(path: str) -> ModelServerConfig:
-    """Reads `--model_config_file`; unreadable or unparsable files are usage errors."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise UsageError(f"Could not read model config file {path}: {e.strerror}") from e
-    return parse_config_text(text)
-
-
-def config_from_flags(model_name: str, model_base_path: str) -> ModelServerConfig:
-    """The single-model config `--model_name/--model_base_path` stand for."""
-    config = ModelServerConfig()
-    config.model_config_list.config.add(
-        name=model_name, base_path=model_base_path, model_platform="tensorflow"
-    )
-    return config
-
-
-def validate_config(config: ModelServerConfig) -> list[ModelConfig]:
-    """The checks ServerCore runs before touching the file system."""
-    kind = config.WhichOneof("config")
-    if kind not in (None, "model_config_list"):
-        raise invalid_argument(
-            "ServerModelConfig type not supported: only model_config_list is supported"
-        )
-    seen: set[str] = set()
-    models = list(config.model_config_list.config)
-    for model in models:
-        if not model.model_platform and not model.model_type:
-            raise invalid_argument(
-                "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
-                f"ModelServerConfig::model_platform, model name is {model.name}"
-            )
-        if model.name in seen:
-            raise invalid_argument(
-                f"Illegal to list model {model.name} multiple times in config list"
-            )
-        seen.add(model.name)
-        if not (os.path.isabs(model.base_path) or "://" in model.base_path):
-            raise invalid_argument(
-                f"Expected model {model.name} to have an absolute path or URI; "
-                f"got base_path()={model.base_path}"
-            )
-    return models
-
-
 class ServerCore:
     """Owns the config, the manager and the version labels; answers lookups for the front-ends.
 
@@ -127,7 +71,12 @@ class ServerCore:
 
     def __init__(self, config: ModelServerConfig, options: ServerOptions | None = None) -> None:
         self.options = options or ServerOptions()
-        self._configs = validate_config(config)
+        validate_config(config)  # a bad first config fails before anything starts
+        self._initial_config = config
+        self._config = ModelServerConfig()  # what is served: none until the first reload
+        # `config_mu_`: one reload at a time (startup, the config-file poller, gRPC reloads);
+        # the next one validates against what the previous one applied.
+        self._config_lock = threading.Lock()
         self._scheduler = BatchScheduler(self.options.batching) if self.options.batching else None
         self._manager = AspiredVersionsManager(
             self._create,
@@ -146,14 +95,25 @@ class ServerCore:
         not open earlier); fails like `load_servables_fast.cc` if a servable did not load."""
         self._manager.start_polling()
         try:
-            self._apply(self._configs, initial=True)
+            self._reload(self._initial_config, initial=True)
         except ServingError:
             self.stop()
             raise
 
     def reload_config(self, config: ModelServerConfig) -> None:
-        """`HandleReloadConfigRequest`: serve exactly the new list; blocks until new models load."""
-        self._apply(validate_config(config), initial=False)
+        """`ServerCore::ReloadConfig` (gRPC reloads, the config-file poller): serve exactly the
+        new list, blocking until new models load; a config TF Serving refuses changes nothing."""
+        self._reload(config, initial=False)
+
+    def _reload(self, config: ModelServerConfig, initial: bool) -> None:
+        with self._config_lock:
+            models = validate_config(config, self._config)
+            if models is None:
+                log.info("Taking no action for empty config.")
+                return
+            self._config = ModelServerConfig()
+            self._config.CopyFrom(config)
+            self._apply(models, initial)
 
     def stop(self) -> None:
         """Stops polling and loading; queued batches still run."""
@@ -161,9 +121,11 @@ class ServerCore:
         if self._scheduler is not None:
             self._scheduler.stop()
 
-    def _create(self, name: str, version: int, path: str) -> Servable:
-        """The loader: the backend's servable, warmed up, behind the batcher if batching is on."""
-        if self.options.backend == "onnx":
+    def _create(self, model: ModelConfig, version: int, path: str) -> Servable:
+        """The loader: the runtime the model's platform names (ONNX Runtime for `onnx`, and for
+        `tensorflow` under `--backend=onnx`), warmed up, behind the batcher if batching is on."""
+        name = model.name
+        if model_platform(model) == ONNX or self.options.backend == ONNX:
             from serving.onnx_servable import OnnxServable
 
             servable: Servable = OnnxServable(name, version, path)

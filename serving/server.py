@@ -23,15 +23,10 @@ from grpc_health.v1 import health
 from serving import config_protos, flags, inference, metrics
 from serving.batching import BatchingParameters, from_proto
 from serving.bundle_config import session_bundle_config
-from serving.core import (
-    ModelServerConfig,
-    ServerCore,
-    ServerOptions,
-    config_from_flags,
-    load_config_file,
-)
+from serving.core import ServerCore, ServerOptions
 from serving.errors import ServingError, UsageError, invalid_argument
 from serving.grpc_service import add_services
+from serving.model_config import ModelServerConfig, config_from_flags, load_config_file
 
 INT32_MAX = 2**31 - 1
 STOP_GRACE_S = 5.0
@@ -208,12 +203,19 @@ class RunningServer:
 
 
 def _watch_config_file(core: ServerCore, path: str, every_s: int, stop: threading.Event) -> None:
-    """`--model_config_file_poll_wait_seconds`: re-apply the file; errors are only logged."""
+    """`--model_config_file_poll_wait_seconds` (`PollFilesystemAndReloadConfig`): re-apply the
+    file; a file that cannot be read or parsed (empty or half-written by a non-atomic rewrite)
+    or a config ReloadConfig refuses is logged and the served config stays."""
     while not stop.wait(every_s):
         try:
-            core.reload_config(load_config_file(path))
-        except (UsageError, ServingError) as e:
-            log.error("Failed to reload model config %s: %s", path, e)
+            config = load_config_file(path)
+        except UsageError as e:
+            log.error("Failed to read ModelServerConfig file: %s", e)
+            continue
+        try:
+            core.reload_config(config)
+        except ServingError as e:
+            log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", e.message)
 
 
 def _check_flags(args: argparse.Namespace) -> None:

@@ -22,7 +22,8 @@ MODEL = "half_plus_two"
 _PROBE = """
 import gc, shutil, sys, weakref
 from pathlib import Path
-from serving.core import ServerCore, ServerOptions, config_from_flags
+from serving.core import ServerCore, ServerOptions
+from serving.model_config import config_from_flags
 from tests.conftest import wait_for
 
 source, base, model = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from exporter import export_model
-from serving.core import ServerCore, ServerOptions, config_from_flags
+from serving.core import ServerCore, ServerOptions
+from serving.model_config import config_from_flags
 from tests import models
 from tests.conftest import wait_for
 

@@ -35,9 +35,10 @@ from tensorflow_serving.apis import (
 )
 
 from serving import tensor_proto
-from serving.core import ServerCore, ServerOptions, config_from_flags, parse_config_text
-from serving.core import validate_config as check_config
+from serving.core import ServerCore, ServerOptions
 from serving.errors import ServingError, UsageError
+from serving.model_config import config_from_flags, parse_config_text
+from serving.model_config import validate_config as check_config
 from serving.server import RunningServer, core_inputs, parse_args, start_server
 from tests.conftest import wait_for
 
