@@ -52,8 +52,8 @@ class _Model:
     versions: dict[int, ServableVersion] = field(default_factory=dict)
 
 
-# (model name, version, version directory) -> a loaded servable; raises if it cannot load.
-ServableFactory = Callable[[str, int, str], Servable]
+# (model config, version, version directory) -> a loaded servable; raises if it cannot load.
+ServableFactory = Callable[[ModelConfig, int, str], Servable]
 
 
 class AspiredVersionsManager:
@@ -131,15 +131,17 @@ class AspiredVersionsManager:
 
     def wait_settled(self, names: Sequence[str]) -> list[tuple[str, ServableVersion]]:
         """Waits until each model has aspired versions and none is still loading; returns the
-        aspired versions that ended in error."""
+        aspired versions that ended in error. A model that left the config meanwhile counts as
+        settled (nothing of it is aspired any more)."""
         with self._cond:
-            while not all(_settled(self._models[n]) for n in names):
+            while not all(_settled(self._models.get(n)) for n in names):
                 if self._stop.is_set():
                     raise ServingError(grpc.StatusCode.CANCELLED, "Server is stopping")
                 self._cond.wait(timeout=1.0)
             return [
                 (n, v)
                 for n in names
+                if n in self._models
                 for v in self._models[n].versions.values()
                 if v.aspired and v.state == State.END and v.error
             ]
@@ -170,7 +172,7 @@ class AspiredVersionsManager:
         _lower_priority()
         name = model.config.name
         servable, error = _load_with_retries(
-            lambda: self._create(name, ver.version, ver.path),
+            lambda: self._create(model.config, ver.version, ver.path),
             f"{{name: {name} version: {ver.version}}}",
             ver.cancel,
             self._max_load_retries,
@@ -252,13 +254,14 @@ def _lower_priority() -> None:
 
 def _aspire(model: _Model, on_disk: Mapping[int, str], aspired: set[int]) -> list[ServableVersion]:
     """Marks the aspired versions (cancelling loads of the others) and returns the new ones to
-    load: never seen, or cancelled before (a directory that came back)."""
+    load: never seen, or cancelled before (a directory that came back). Highest first, as
+    `AvailabilityPreservingPolicy::GetNextAction` picks the highest new aspired version."""
     for number, ver in model.versions.items():
         if ver.aspired and number not in aspired:
             ver.cancel.set()
         ver.aspired = number in aspired
     new = []
-    for number in sorted(aspired):
+    for number in sorted(aspired, reverse=True):
         ver = model.versions.get(number)
         if ver is None or (ver.state == State.END and ver.cancel.is_set()):
             model.versions[number] = ver = ServableVersion(number, on_disk[number], State.LOADING)
@@ -266,8 +269,11 @@ def _aspire(model: _Model, on_disk: Mapping[int, str], aspired: set[int]) -> lis
     return new
 
 
-def _settled(model: _Model) -> bool:
-    """Some version is aspired and none of the aspired ones is still loading."""
+def _settled(model: _Model | None) -> bool:
+    """Some version is aspired and none of the aspired ones is still loading (or the model is
+    no longer managed)."""
+    if model is None:
+        return True
     aspired = [v for v in model.versions.values() if v.aspired]
     return bool(aspired) and not any(v.state in (State.START, State.LOADING) for v in aspired)
 
@@ -298,22 +304,25 @@ def _load_with_retries(
 
 
 def _retire_versions(model: _Model) -> list[tuple[ServableVersion, Servable]]:
-    """Availability-preserving unload: drop versions no longer aspired once an aspired one is
-    AVAILABLE, or when nothing is aspired at all; returns what was dropped. Called with the
-    manager's lock held."""
+    """`AvailabilityPreservingPolicy`: while nothing is aspired, or an aspired version is
+    AVAILABLE, or more than one un-aspired version is AVAILABLE, unload the lowest un-aspired
+    AVAILABLE version. So a failed new version leaves exactly the newest old one serving.
+    Returns what was dropped, lowest first. Called with the manager's lock held."""
     aspired = [v for v in model.versions.values() if v.aspired]
-    if aspired and not any(v.state == State.AVAILABLE for v in aspired):
-        return []
     dropped = []
-    for ver in model.versions.values():
-        if not ver.aspired and ver.state == State.AVAILABLE:
-            ver.state = State.UNLOADING
-            if ver.servable is not None:
-                dropped.append((ver, ver.servable))
-            ver.servable = None  # freed when the last in-flight request releases it
-            ver.state = State.END
-            ver.cancel.set()
-            log.info(
-                "Unloaded servable version {name: %s version: %d}", model.config.name, ver.version
-            )
-    return dropped
+    while True:
+        ready = sorted(
+            (v for v in model.versions.values() if not v.aspired and v.state == State.AVAILABLE),
+            key=lambda v: v.version,
+        )
+        serving = any(v.state == State.AVAILABLE for v in aspired)
+        if not ready or (aspired and not serving and len(ready) == 1):
+            return dropped
+        ver = ready[0]
+        ver.state = State.UNLOADING
+        if ver.servable is not None:
+            dropped.append((ver, ver.servable))
+        ver.servable = None  # freed when the last in-flight request releases it
+        ver.state = State.END
+        ver.cancel.set()
+        log.info("Unloaded servable version {name: %s version: %d}", model.config.name, ver.version)
