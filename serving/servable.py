@@ -92,12 +92,70 @@ def _saved_model_file(path: str) -> None:
         )
 
 
+# protobuf's parser reads this far ahead (`EpsCopyInputStream` kSlopBytes): a parse that fails
+# within it of the end has already drained TF's file stream.
+_SLOP_BYTES = 16
+
+
+def _reads_to_the_end(data: bytes) -> bool:
+    """Whether parsing `data` as a protobuf fails only at its end: a top-level varint or
+    length-delimited field cut short (a copy that stopped on a full disk), or a bad field within
+    the parser's read-ahead of the end. TF's `ReadBinaryProto` then reports its file stream's
+    status (OUT_OF_RANGE) rather than DATA_LOSS."""
+    pos, end = 0, len(data)
+
+    def varint() -> int:
+        nonlocal pos
+        shift = value = 0
+        while True:
+            if pos >= end:
+                raise EOFError
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    try:
+        while pos < end:
+            start = pos
+            wire = varint() & 7
+            if wire == 0:
+                varint()
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            elif wire == 2:
+                length = varint()
+                pos += length
+            else:  # not a field: where the parser fails
+                return start >= end - _SLOP_BYTES
+        return pos > end or end <= _SLOP_BYTES
+    except EOFError:
+        return True
+
+
+def _unparsable(path: str) -> ServingError:
+    """What TF's C++ reader (`ReadBinaryProto` / `ReadTextProto`, linked by TF Serving) answers
+    for a SavedModel file it cannot parse: its file stream's OUT_OF_RANGE when the parse ran to
+    the end of a binary file (one cut short), else DATA_LOSS naming the file as a plain path
+    (Python's loader would print a bytes repr of it)."""
+    pb = os.path.join(path, "saved_model.pb")
+    if not os.path.exists(pb):
+        pbtxt = os.path.join(path, "saved_model.pbtxt")
+        return ServingError(grpc.StatusCode.DATA_LOSS, f"Can't parse {pbtxt} as text proto")
+    with open(pb, "rb") as f:
+        if _reads_to_the_end(f.read()):
+            return ServingError(grpc.StatusCode.OUT_OF_RANGE, "Read less bytes than requested")
+    return ServingError(grpc.StatusCode.DATA_LOSS, f"Can't parse {pb} as binary proto")
+
+
 def _check_tags(path: str, tags: Sequence[str]) -> None:
     """TF's message for a tag-set mismatch (the Python loader words it differently)."""
     try:
         saved_model = loader_impl.parse_saved_model(path)
     except OSError as e:
-        raise ServingError(grpc.StatusCode.DATA_LOSS, str(e)) from e
+        raise _unparsable(path) from e
     wanted = set(tags)
     if not any(set(m.meta_info_def.tags) == wanted for m in saved_model.meta_graphs):
         raise ServingError(
