@@ -220,9 +220,26 @@ def hashing_lookup() -> keras.Model:
     return model
 
 
+def grouped_conv() -> keras.Model:
+    """ResNeXt/RegNet-style grouped Conv2D(groups=4), then a ConvNeXt-style depthwise
+    Conv2D(groups=channels): Keras 3's TF backend runs each through a nested XLA function."""
+    keras.utils.set_random_seed(SEED)
+    image = keras.Input((12, 12, 8), name="image")
+    x = keras.layers.Conv2D(16, 3, padding="same", groups=4, use_bias=False, name="grouped")(image)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    x = keras.layers.Conv2D(16, 5, padding="same", groups=16, name="depthwise")(x)
+    x = keras.layers.LayerNormalization(epsilon=1e-6)(x)
+    x = Scale(1.0, name="scale")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(image, keras.layers.Dense(3, name="logits")(x), name="grouped_conv")
+    rng = _rng()
+    _fit(model, rng.normal(size=(N, 12, 12, 8)).astype("float32"), rng.normal(size=(N, 3)))
+    return model
+
+
 KERAS3 = {
     "mobilenet": mobilenet,
     "bn_cnn": bn_cnn,
+    "grouped_conv": grouped_conv,
     "bilstm": bilstm,
     "bigru": bigru,
     "transformer": transformer,

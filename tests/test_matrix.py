@@ -123,6 +123,29 @@ def test_exact_gelu_is_rewritten_and_proven(matrix: Matrix) -> None:
     assert onnx_rows and all(c["passed"] and c["atol"] == 1e-5 for c in onnx_rows)
 
 
+def test_grouped_convolutions_convert_to_onnx_conv_groups(matrix: Matrix) -> None:
+    """Keras 3 runs Conv2D(groups>1) through a nested XLA call; ONNX gets Conv(group=g)."""
+    from exporter.onnx_format.inline_calls import CALL_OPS
+
+    report = matrix.report("grouped_conv")
+    assert report["onnx"]["rewrites"] == {"StatefulPartitionedCall": 2}
+    model = onnx.load(report["artifacts"]["onnx_path"])
+    groups = sorted(
+        a.i
+        for n in model.graph.node
+        if n.op_type == "Conv"
+        for a in n.attribute
+        if a.name == "group"
+    )
+    assert groups == [4, 16]
+    assert not {n.op_type for n in model.graph.node} & CALL_OPS
+    # The SavedModel keeps Keras' own graph: the calls are inlined only for tf2onnx.
+    saved = inspect_artifact(Path(report["artifacts"]["savedmodel_dir"]))
+    assert saved.frozen
+    onnx_rows = [c for c in report["parity"]["comparisons"] if c["runtime"] == "onnxruntime"]
+    assert onnx_rows and all(c["passed"] and c["atol"] == 1e-5 for c in onnx_rows)
+
+
 def test_mixed_precision_tolerance_follows_the_policy(matrix: Matrix) -> None:
     rows = matrix.report("mixed_precision")["parity"]["comparisons"]
     assert {(c["atol"], c["rtol"]) for c in rows} == {(5e-3, 1e-2)}

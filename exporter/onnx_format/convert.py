@@ -25,6 +25,7 @@ from exporter.freeze.frozen_graph import FrozenGraph
 from exporter.freeze.tables import init_node_names
 from exporter.onnx_format.external import BytesProgress, WeightSource, inline, stream_external
 from exporter.onnx_format.graph_rewrite import (
+    RewriteSummary,
     rewrite_for_onnx,
     unconvertible_message,
     unconvertible_ops,
@@ -187,14 +188,14 @@ def _external(init: onnx.TensorProto) -> bool:
     return init.data_type != onnx.TensorProto.STRING and _nbytes(init) >= EXTERNAL_MIN_BYTES
 
 
-def _for_tf2onnx(graph_def: Any) -> tuple[Any, dict[str, int]]:
-    """The graph tf2onnx converts: table init ops dropped, `REWRITES` applied."""
+def _for_tf2onnx(graph_def: Any) -> tuple[Any, RewriteSummary]:
+    """The graph tf2onnx converts: table init ops dropped, `REWRITES` applied (calls inlined)."""
     dropped = init_node_names(graph_def)
     converted = tf.compat.v1.GraphDef()
     converted.versions.CopyFrom(graph_def.versions)
     converted.library.CopyFrom(graph_def.library)
     converted.node.extend(n for n in graph_def.node if n.name not in dropped)
-    return converted, rewrite_for_onnx(converted).to_dict()
+    return converted, rewrite_for_onnx(converted)
 
 
 def _convert(
@@ -206,7 +207,7 @@ def _convert(
 ) -> tuple[onnx.ModelProto, dict[str, int]]:
     renames = {t: k for k, t in {**frozen.inputs, **frozen.outputs}.items()}
     graph_def, weights, sizes = _weights_as_placeholders(frozen)
-    graph_def, rewrites = _for_tf2onnx(graph_def)
+    graph_def, summary = _for_tf2onnx(graph_def)
     unfaithful = unfaithful_ops(graph_def)
     if unfaithful:
         raise ExportError(unfaithful_message(unfaithful, layer_names))
@@ -228,7 +229,7 @@ def _convert(
     del graph_def
     left = unconvertible_ops(model)
     if left:
-        raise ExportError(unconvertible_message(left, layer_names))
+        raise ExportError(unconvertible_message(left, layer_names, summary.not_inlined))
     drop_unused_custom_domain(model)
     pin_string_normalizer_locale(model)
     _restore_weights(model, weights, sizes, external_dir, progress)
@@ -237,7 +238,7 @@ def _convert(
         dims = value_info.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
             dims[0].dim_param = BATCH_DIM
-    return model, rewrites
+    return model, summary.to_dict()
 
 
 _TRITON_TYPES = {

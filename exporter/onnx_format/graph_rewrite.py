@@ -12,21 +12,39 @@ the fix (`unconvertible_ops`), instead of onnx.checker's generic refusal.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework import op_def_registry
+
+from exporter.onnx_format.inline_calls import CALL_OPS, inline_call, prune_library
 
 
 class _Editor:
     """What a rewrite may do to the node list it works on (the graph's or a function's)."""
 
-    def __init__(self, nodes: Any, in_function: bool) -> None:
+    def __init__(self, nodes: Any, in_function: bool, library: Mapping[str, Any]) -> None:
         self.in_function = in_function
+        self.library = library
         self.by_name = {n.name: n for n in nodes}
+        self.names = set(self.by_name)
         self.added: list[Any] = []
+        self.callers: dict[str, tuple[str, ...]] = {}  # inlined node -> its functions
+        self.refused: dict[str, str] = {}  # call node -> why it was not inlined
+
+    def add_node(self, node: Any, callers: tuple[str, ...] = ()) -> None:
+        """Add a ready NodeDef (the rewrite pass then rewrites it too)."""
+        self.added.append(node)
+        self.by_name[node.name] = node
+        self.names.add(node.name)
+        if callers:
+            self.callers[node.name] = callers
+
+    def refuse(self, node: Any, reason: str) -> None:
+        self.refused[node.name] = reason
 
     def ref(self, name: str, out_arg: str) -> str:
         """How a consumer names output 0 of `name` (functions name outputs by arg)."""
@@ -36,7 +54,7 @@ class _Editor:
         node = tf.compat.v1.NodeDef(name=name, op=op, input=list(inputs))
         for key, value in attrs.items():
             node.attr[key].CopyFrom(value)
-        self.added.append(node)
+        self.add_node(node)
         return name
 
     def const(self, name: str, value: np.ndarray, dtype: tf.DType) -> str:
@@ -108,8 +126,13 @@ def _whitespace_split(node: Any, graph: _Editor) -> bool:
     return True
 
 
-#: TF op -> its exact decomposition into ops tf2onnx converts faithfully.
-REWRITES: dict[str, Rewrite] = {"Erfc": _erfc, "StringSplitV2": _whitespace_split}
+#: TF op -> its exact decomposition into ops tf2onnx converts faithfully. A node whose op is
+#: a library function (a direct call) is inlined like the call ops.
+REWRITES: dict[str, Rewrite] = {
+    "Erfc": _erfc,
+    "StringSplitV2": _whitespace_split,
+    **{op: inline_call for op in CALL_OPS},
+}
 
 #: Ops tf2onnx cannot convert, with the fix a user can apply.
 KNOWN_FIXES = {
@@ -128,33 +151,95 @@ UNFAITHFUL = {
 }
 
 
+#: Report key for calls whose op is the function itself (TF1 `Defun` style).
+DIRECT_CALL = "function call"
+
+
 @dataclass(frozen=True)
 class RewriteSummary:
-    """How many nodes each rewrite replaced (for the export report)."""
+    """How many nodes each rewrite replaced (for the export report), and calls left as calls."""
 
     counts: dict[str, int]
+    not_inlined: dict[str, str] = field(default_factory=dict)  # call node -> why
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.counts)
 
 
-def _rewrite_nodes(nodes: Any, in_function: bool, counts: dict[str, int]) -> list[Any]:
-    graph = _Editor(nodes, in_function)
-    for node in list(nodes):
+def _output_args(op: str, library: Mapping[str, Any]) -> list[str]:
+    op_def = library[op].signature if op in library else op_def_registry.get(op)
+    return [arg.name for arg in op_def.output_arg] if op_def is not None else []
+
+
+def _rename_output_refs(
+    nodes: list[Any], ret: Any, changed: dict[str, tuple[str, str]], library: Mapping[str, Any]
+) -> None:
+    """Inside a function, consumers name an output by its op's arg (`Erfc:y:0`, `Sub:z:0`):
+    re-spell the references to every node whose op a rewrite changed, and the function's ret."""
+    renames: dict[tuple[str, str, str], str] = {}
+    for name, (old, new) in changed.items():
+        old_args, new_args = _output_args(old, library), _output_args(new, library)
+        if old_args == new_args:
+            continue
+        if new_args == ["output"]:  # IdentityN: one list output, in the old outputs' order
+            pairs = [((a, "0"), f"output:{k}") for k, a in enumerate(old_args)]
+        else:
+            pairs = [((a, "0"), f"{b}:0") for a, b in zip(old_args, new_args, strict=False)]
+        renames.update({(name, *key): value for key, value in pairs})
+    if not renames:
+        return
+
+    def fix(ref: str) -> str:
+        parts = tuple(ref.split(":"))
+        return f"{parts[0]}:{renames[parts]}" if parts in renames else ref
+
+    for node in nodes:
+        fixed = [fix(r) for r in node.input]
+        del node.input[:]
+        node.input.extend(fixed)
+    for key in list(ret):
+        ret[key] = fix(ret[key])
+
+
+def _rewrite_nodes(
+    nodes: Any, library: Mapping[str, Any], summary: RewriteSummary, ret: Any = None
+) -> list[Any]:
+    """Rewrite `nodes` (a function body when `ret` is its ret map) and every node a rewrite
+    adds (an inlined body may hold an Erfc, or another call)."""
+    graph = _Editor(nodes, ret is not None, library)
+    pending = list(nodes)
+    changed: dict[str, tuple[str, str]] = {}
+    while pending:
+        node = pending.pop()
         op = node.op
-        rewrite = REWRITES.get(op)
+        rewrite = REWRITES.get(op) or (inline_call if op in library else None)
+        added = len(graph.added)
         if rewrite is not None and rewrite(node, graph):
-            counts[op] = counts.get(op, 0) + 1
+            key = op if op in REWRITES else DIRECT_CALL
+            summary.counts[key] = summary.counts.get(key, 0) + 1
+            changed[node.name] = (changed.get(node.name, (op,))[0], node.op)
+            pending.extend(graph.added[added:])
+    if ret is not None:
+        _rename_output_refs([*nodes, *graph.added], ret, changed, library)
+    summary.not_inlined.update(graph.refused)
     return graph.added
 
 
 def rewrite_for_onnx(graph_def: Any) -> RewriteSummary:
-    """Apply `REWRITES` to `graph_def` (a copy tf2onnx will convert) and its functions, in place."""
-    counts: dict[str, int] = {}
-    graph_def.node.extend(_rewrite_nodes(graph_def.node, False, counts))
+    """Apply `REWRITES` to `graph_def` (a copy tf2onnx will convert) and its functions, in place.
+
+    Calls in the graph are inlined first; functions nothing calls any more are then dropped,
+    and what is left of the library (loop and branch bodies) is rewritten the same way.
+    """
+    summary = RewriteSummary({})
+    library = {f.signature.name: f for f in graph_def.library.function}
+    graph_def.node.extend(_rewrite_nodes(graph_def.node, library, summary))
+    prune_library(graph_def)
+    library = {f.signature.name: f for f in graph_def.library.function}
     for function in graph_def.library.function:
-        function.node_def.extend(_rewrite_nodes(function.node_def, True, counts))
-    return RewriteSummary(counts)
+        added = _rewrite_nodes(function.node_def, library, summary, function.ret)
+        function.node_def.extend(added)
+    return summary
 
 
 _UNIQUIFIED = re.compile(r"_\d+$")
@@ -201,13 +286,23 @@ def unconvertible_ops(model: Any) -> list[tuple[str, str]]:
     return left
 
 
-def unconvertible_message(left: list[tuple[str, str]], layer_names: Iterable[str]) -> str:
-    """One line naming each unconvertible op, the layer that produced it, and the fix."""
+def unconvertible_message(
+    left: list[tuple[str, str]],
+    layer_names: Iterable[str],
+    not_inlined: Mapping[str, str] | None = None,
+) -> str:
+    """One line naming each unconvertible op, the layer that produced it, and the fix.
+
+    A call the rewrite pass could not inline (`not_inlined`: node -> why) says why.
+    """
     names = list(layer_names)
+    not_inlined = not_inlined or {}
     parts = []
     for op, node in dict(left).items():
         layer = layer_for(node, names)
         fix = KNOWN_FIXES.get(op, "replace it with ops tf2onnx converts")
+        if node in not_inlined:
+            fix = f"its function cannot be inlined: {not_inlined[node]}; {fix}"
         parts.append(f"{op} (layer {layer or node!r}: {fix})")
     return (
         f"tf2onnx cannot convert {', '.join(parts)}. Fix the layer, or pass --formats savedmodel "
