@@ -5,8 +5,10 @@ quote a request value with.
 Parsing is rapidjson itself (python-rapidjson): its error texts and offsets, NaN/Inf/Infinity
 literals (`kParseNanAndInfFlag`), anything after the root value ignored
 (`kParseStopWhenDoneFlag`), and of repeated keys the first found (`FindMember`). rapidjson's
-iterative parser has no depth limit; Python's stack has one, so a document nested deeper than
-the interpreter's recursion limit is refused with its own message."""
+iterative parser has no depth limit; Python's has one, so a document nested deeper than the
+interpreter's recursion limit is parsed again with that limit raised to MAX_JSON_DEPTH, and only
+a document nested deeper still is refused (a deviation: the deepest tensor TF can hold has 254
+dimensions, so no real payload comes near it)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import json
 import math
 import re
 import sys
+import threading
 from decimal import Decimal
 from typing import Any
 
@@ -25,6 +28,10 @@ _MAX_DEBUG_BYTES = 256  # kMaxJsonDebugStringBytes
 _RAPIDJSON_ERROR = re.compile(r"Parse error at offset (\d+): (.*)", re.DOTALL)
 _TRAILING = "The document root must not be followed by other values."
 _LONG_DIGITS = re.compile(r"\d{309}")
+# Nesting parsed (rapidjson's iterative parser has none); ~80x the deepest tensor (254 dims).
+MAX_JSON_DEPTH = 20_000
+# One deep parse at a time: the interpreter's recursion limit is raised only while it runs.
+_DEEP_PARSE = threading.Lock()
 
 
 def _rapidjson_double(val: float) -> str:
@@ -156,6 +163,27 @@ def _check_numbers(text: str) -> None:
 
 
 def _rapidjson_parse(text: str) -> Any:
+    """rapidjson's answer for `text`. A document nested past the interpreter's recursion limit
+    is parsed again with the limit raised by MAX_JSON_DEPTH levels, and refused past that."""
+    try:
+        return _parse(text)
+    except RecursionError:
+        pass
+    with _DEEP_PARSE:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(limit + MAX_JSON_DEPTH)
+        try:
+            return _parse(text)
+        except RecursionError:
+            raise invalid_argument(
+                f"JSON Parse error: The document is nested deeper than {MAX_JSON_DEPTH} levels "
+                "(this server's limit; TF Serving parses any depth)"
+            ) from None
+        finally:
+            sys.setrecursionlimit(limit)
+
+
+def _parse(text: str) -> Any:
     _check_numbers(text)
     decode = _Decoder(number_mode=rapidjson.NM_NAN)
     try:
@@ -168,8 +196,3 @@ def _rapidjson_parse(text: str) -> Any:
         if message == _TRAILING:
             return decode(text[:offset])
         raise invalid_argument(f"JSON Parse error: {message} at offset: {offset}") from None
-    except RecursionError:
-        # rapidjson's iterative parser has no depth limit; Python's stack has one.
-        raise invalid_argument(
-            f"JSON Parse error: nesting deeper than {sys.getrecursionlimit()} levels"
-        ) from None

@@ -111,46 +111,64 @@ def _convert_scalar(val: Any, dtype: int) -> Any:
     )
 
 
+# TensorShape::MaxDimensions(): past it `Tensor::FromProto` fails ("tensor parsing error").
+TF_MAX_RANK = 254
+
+
 def _dense_shape(val: Any) -> list[int]:
     """GetDenseTensorShape: follow the first element of every nested list."""
     shape: list[int] = []
     while isinstance(val, list):
         shape.append(len(val))
-        limits.check_rank(len(shape))
         if not val:
             break
         val = val[0]
     return shape
 
 
-def _fill(val: Any, level: int, shape: Sequence[int], dtype: int, out: list[Any]) -> None:
-    """FillTensorProto: every leaf at depth == rank, every list of the size its level expects."""
+def _fill(val: Any, shape: Sequence[int], dtype: int, out: list[Any]) -> None:
+    """FillTensorProto: every leaf at depth == rank, every list of the size its level expects.
+    Depth first in document order, as the C++ recursion, on an explicit stack (a list may be
+    nested as deep as the document parser allows)."""
     rank = len(shape)
-    if not isinstance(val, list):
-        if level != rank:
-            raise format_error(
-                val,
-                f"found at incorrect level: {level + 1} in the JSON DOM. Expected at level: {rank}",
-            )
-        out.append(_convert_scalar(val, dtype))
-        return
-    if level >= rank:
-        raise invalid_argument(f"Encountered list at unexpected level: {level} expected < {rank}")
-    if len(val) != shape[level]:
-        raise invalid_argument(
-            f"Encountered list at unexpected size: {len(val)} at level: {level} "
-            f"expected size: {shape[level]}"
-        )
-    if level == rank - 1:
-        for leaf in val:
-            if isinstance(leaf, list):
-                raise invalid_argument(
-                    f"Encountered list at unexpected level: {rank} expected < {rank}"
+    stack = [(val, 0)]
+    while stack:
+        val, level = stack.pop()
+        if not isinstance(val, list):
+            if level != rank:
+                raise format_error(
+                    val,
+                    f"found at incorrect level: {level + 1} in the JSON DOM. "
+                    f"Expected at level: {rank}",
                 )
-            out.append(_convert_scalar(leaf, dtype))
-        return
-    for item in val:
-        _fill(item, level + 1, shape, dtype, out)
+            out.append(_convert_scalar(val, dtype))
+            continue
+        if level >= rank:
+            raise invalid_argument(
+                f"Encountered list at unexpected level: {level} expected < {rank}"
+            )
+        if len(val) != shape[level]:
+            raise invalid_argument(
+                f"Encountered list at unexpected size: {len(val)} at level: {level} "
+                f"expected size: {shape[level]}"
+            )
+        if level == rank - 1:
+            for leaf in val:
+                if isinstance(leaf, list):
+                    raise invalid_argument(
+                        f"Encountered list at unexpected level: {rank} expected < {rank}"
+                    )
+                out.append(_convert_scalar(leaf, dtype))
+            continue
+        stack.extend((item, level + 1) for item in reversed(val))
+
+
+def _check_rank(name: str, rank: int) -> None:
+    """The tensor's rank as `Tensor::FromProto` sees it (past TF's limit: "tensor parsing
+    error"), then numpy's 64 (this server's limit)."""
+    if rank > TF_MAX_RANK:
+        raise invalid_argument(f"tensor parsing error: {name}")
+    limits.check_rank(rank)
 
 
 def _to_array(values: list[Any], shape: Sequence[int], dtype: int) -> np.ndarray:
@@ -165,11 +183,18 @@ def _to_array(values: list[Any], shape: Sequence[int], dtype: int) -> np.ndarray
     return np.array(values, dtype=np_dtype).reshape(shape)
 
 
-def _tensor(val: Any, dtype: int) -> tuple[np.ndarray, list[int]]:
+def _values(val: Any, dtype: int) -> tuple[list[Any], list[int]]:
+    """One JSON value's elements (checked and converted) and its dense shape."""
     shape = _dense_shape(val)
     values: list[Any] = []
-    _fill(val, 0, shape, dtype, values)
-    return _to_array(values, shape, dtype), shape
+    _fill(val, shape, dtype, values)
+    return values, shape
+
+
+def _tensor(name: str, val: Any, dtype: int) -> np.ndarray:
+    values, shape = _values(val, dtype)
+    _check_rank(name, len(shape))
+    return _to_array(values, shape, dtype)
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -191,23 +216,23 @@ def _instances(
 
     objects = is_element_object(instances[0])
     names = sorted(infos)
-    rows: dict[str, list[np.ndarray]] = {}
+    rows: dict[str, list[list[Any]]] = {}
     shapes: dict[str, list[int]] = {}
     sizes: dict[str, int] = {}
 
     def add(item: Any, name: str) -> None:
         if name not in infos:
             raise invalid_argument(f"JSON object: does not have named input: {name}")
-        arr, shape = _tensor(item, infos[name].dtype)
+        values, shape = _values(item, infos[name].dtype)
         if name not in sizes:
-            sizes[name], shapes[name] = arr.size, shape
-        elif sizes[name] != arr.size:
-            raise invalid_argument(f"Expecting tensor size: {sizes[name]} but got: {arr.size}")
+            sizes[name], shapes[name] = len(values), shape
+        elif sizes[name] != len(values):
+            raise invalid_argument(f"Expecting tensor size: {sizes[name]} but got: {len(values)}")
         elif shapes[name] != shape:
             raise invalid_argument(
                 f"Expecting shape {_shape_text(shapes[name])} but got: {_shape_text(shape)}"
             )
-        rows.setdefault(name, []).append(arr)
+        rows.setdefault(name, []).append(values)
 
     for i, elem in enumerate(instances):
         if objects:
@@ -237,7 +262,12 @@ def _instances(
                 raise invalid_argument(
                     f"Failed to process element: {i} of 'instances' list. Error: {err}"
                 ) from None
-    return {name: np.stack(parts) for name, parts in rows.items()}
+    tensors = {}
+    for name, parts in rows.items():  # the batch is one more dimension
+        _check_rank(name, len(shapes[name]) + 1)
+        flat = [v for part in parts for v in part]
+        tensors[name] = _to_array(flat, [len(parts), *shapes[name]], infos[name].dtype)
+    return tensors
 
 
 def _columnar(val: Any, infos: dict[str, meta_graph_pb2.TensorInfo]) -> dict[str, np.ndarray]:
@@ -249,12 +279,12 @@ def _columnar(val: Any, infos: dict[str, meta_graph_pb2.TensorInfo]) -> dict[str
                 "required as per tensorinfo_map"
             )
         name, info = next(iter(infos.items()))
-        return {name: _tensor(val, info.dtype)[0]}
+        return {name: _tensor(name, val, info.dtype)}
     tensors: dict[str, np.ndarray] = {}
     for name in sorted(infos):
         if name not in val:
             raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
-        tensors[name] = _tensor(val[name], infos[name].dtype)[0]
+        tensors[name] = _tensor(name, val[name], infos[name].dtype)
     return tensors
 
 
@@ -281,7 +311,7 @@ def predict_inputs(
             )
         instances = doc["instances"]
         if not isinstance(instances, list):
-            raise format_error(doc, "Excepting 'instances' to be an list/array")
+            raise format_error(doc, "Expecting 'instances' to be an list/array")
         if not instances:
             raise format_error(doc, "No values in 'instances' array")
         return _instances(instances, infos), True
@@ -313,7 +343,7 @@ def format_float(val: float, dtype: int) -> str:
 def _scalar_writer(name: str, array: np.ndarray) -> Any:
     """AddSingleValueAndAdvance for one tensor: a function from an element to its JSON text."""
     dtype = tensor_proto.data_type(array)
-    if dtype in (types_pb2.DT_FLOAT, types_pb2.DT_HALF):
+    if dtype == types_pb2.DT_FLOAT:
         return lambda v: format_float(float(v), types_pb2.DT_FLOAT)
     if dtype == types_pb2.DT_DOUBLE:
         return lambda v: format_float(float(v), types_pb2.DT_DOUBLE)
@@ -333,9 +363,14 @@ def _scalar_writer(name: str, array: np.ndarray) -> Any:
         if name.endswith("_bytes"):
             return lambda v: json.dumps({"b64": base64.b64encode(_as_bytes(v)).decode("ascii")})
         return lambda v: json.dumps(_as_bytes(v).decode("utf-8", "replace"), ensure_ascii=False)
-    raise invalid_argument(
-        f"Failed to write JSON value for tensor type: {tensor_proto.type_name(dtype)}"
-    )
+    # Any other type (half, bfloat16, complex, ...) fails on its first value, as
+    # AddSingleValueAndAdvance's default case: a tensor with no elements still writes `[]`.
+    message = f"Failed to write JSON value for tensor type: {tensor_proto.type_name(dtype)}"
+
+    def unwritable(_: Any) -> str:
+        raise invalid_argument(message)
+
+    return unwritable
 
 
 def _as_bytes(v: Any) -> bytes:

@@ -135,10 +135,47 @@ def test_version_that_overflows_has_an_empty_body(server: Any) -> None:
     assert (code, ctype, text) == (400, "application/json", "")
 
 
-def test_paths_outside_v1_are_plain_404(server: Any) -> None:
-    code, ctype, _ = http(server, "GET", "/healthz")
-    assert code == 404
-    assert ctype != "application/json"
+@pytest.mark.parametrize("path", ["/healthz", "/monitoring/prometheus/metrics", "/"])
+def test_paths_outside_v1_get_libevents_404_page(server: Any, path: str) -> None:
+    """http_server.cc `RestApiRequestDispatcher::Dispatch` takes only `(?i)/v1/.*` (the
+    Prometheus path only with monitoring on); for anything else net_http's evhttp_server.cc
+    calls libevent's `evhttp_send_error(req, HTTP_NOTFOUND, nullptr)`: its HTML page, not JSON."""
+    code, ctype, text = http(server, "GET", path)
+    assert (code, ctype) == (404, "text/html")
+    assert text == (
+        "<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n"
+        "</BODY></HTML>\n"
+    )
+
+
+def test_deeply_nested_well_formed_json_is_parsed(server: Any) -> None:
+    """json_tensor.cc `ParseJson` parses with rapidjson's kParseIterativeFlag (no depth limit):
+    a 5,000-deep member the handler never reads does not stop the request; a 300-deep instance
+    is filled (`FillTensorProto`) and then refused by `Tensor::FromProto` (rank > 254,
+    predict_util.cc "tensor parsing error: <alias>")."""
+    deep = "[" * 5000 + "]" * 5000
+    doc = ok(server, "POST", PREDICT, '{"instances": [1.0], "unused": ' + deep + "}")
+    assert doc == {"predictions": half_plus(np.array([1.0], np.float32), 2).tolist()}
+    instance = "[" * 299 + "1.0" + "]" * 299
+    assert error(server, PREDICT, '{"instances": [' + instance + "]}") == (
+        400,
+        "tensor parsing error: x",
+    )
+
+
+def test_deeply_nested_malformed_json_is_rapidjsons_error(server: Any) -> None:
+    """The same iterative parse reports where a 5,000-deep document breaks, rapidjson's text."""
+    body = '{"instances": ' + "[" * 5000 + "1.0" + "]" * 4999 + "}"
+    assert error(server, PREDICT, body) == (
+        400,
+        "JSON Parse error: Missing a comma or ']' after an array element. at offset: "
+        f"{len(body) - 1}",
+    )
+    body = '{"instances": ' + "[" * 5000
+    assert error(server, PREDICT, body) == (
+        400,
+        f"JSON Parse error: Invalid value. at offset: {len(body)}",
+    )
 
 
 def test_gzipped_request_body(server: Any) -> None:
@@ -403,7 +440,9 @@ def test_document_level_errors_quote_the_document(server: Any) -> None:
             {"instances": [1.0], "inputs": [1.0]},
             "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ",
         ),
-        ({"instances": 1.0}, "to be an list/array"),
+        # json_tensor.cc FillPredictRequestFromJson: "Expecting" since 2.5 (a0a9d143 fixed
+        # the "Excepting" of earlier releases).
+        ({"instances": 1.0}, "Expecting 'instances' to be an list/array"),
         ({"instances": []}, "No values in 'instances' array"),
         (
             {"signature_name": 3, "instances": [1.0]},

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
+import numpy as np
 import pytest
 
 from serving.errors import ServingError
-from serving.json_document import json_text, parse_json
+from serving.json_document import MAX_JSON_DEPTH, json_text, parse_json
+from serving.json_tensor import predict_response_json
 
 
 def _error(body: bytes) -> str:
@@ -45,9 +48,33 @@ def test_parse_errors_are_rapidjsons(body: bytes, message: str) -> None:
     assert _error(body) == message
 
 
-def test_nesting_beyond_the_interpreter_stack_is_a_clear_400() -> None:
+def test_nesting_past_the_interpreter_stack_is_parsed_up_to_the_cap() -> None:
+    """rapidjson's iterative parse has no depth limit (json_tensor.cc `ParseJson`); this server
+    parses MAX_JSON_DEPTH levels (the README's deviations table) and refuses deeper ones with
+    TF Serving's error shape."""
+    depth = MAX_JSON_DEPTH - 10
+    doc = parse_json(b'{"a": ' + b"[" * depth + b"]" * depth + b"}")
+    for _ in range(depth - 1):
+        (doc,) = doc["a"] if isinstance(doc, dict) else doc
+    assert doc == []
     message = _error(b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
-    assert message.startswith("JSON Parse error: nesting deeper than ")
+    assert message == (
+        f"JSON Parse error: The document is nested deeper than {MAX_JSON_DEPTH} levels "
+        "(this server's limit; TF Serving parses any depth)"
+    )
+    assert sys.getrecursionlimit() == 1000  # raised only while a deep document is parsed
+
+
+def test_half_outputs_are_refused_as_tf_serving_writes_them() -> None:
+    """json_tensor.cc `AddSingleValueAndAdvance` has no case for DT_HALF (or bfloat16): the
+    first value written fails with INVALID_ARGUMENT (400), while an empty tensor still writes."""
+    half = {"y": np.array([1.5, 2.0], np.float16)}
+    with pytest.raises(ServingError) as info:
+        predict_response_json(half, row_format=False)
+    assert info.value.message == "Failed to write JSON value for tensor type: half"
+    assert info.value.code.name == "INVALID_ARGUMENT"
+    empty = predict_response_json({"y": np.zeros((0,), np.float16)}, row_format=False)
+    assert json.loads(empty) == {"outputs": []}
 
 
 def test_debug_text_is_rapidjsons_pretty_writer() -> None:
