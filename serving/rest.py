@@ -6,13 +6,17 @@ and JSON work; `start_rest_server` runs it on a daemon thread for `--rest_api_po
 (`--rest_api_enable_cors_support`), processes `--rest_api_num_threads` requests at a time,
 counts every request in the metrics and serves the Prometheus page (`--monitoring_config_file`).
 Bounded like a production front-end: at most CONNECTIONS_PER_THREAD x `--rest_api_num_threads`
-connections at once (more get 429, as gRPC sheds past its own queue), a read timeout on headers
-and body, and `--rest_api_max_request_bytes` on the body and on its gzip inflation (413). Every
-refusal is a short JSON reply, never a reset.
+connections at once (more get 429, as gRPC sheds past its own queue), a read timeout on each
+read, a deadline on the whole request head counted from its first byte (a header dripped a byte
+at a time is closed at `--rest_api_timeout_in_ms`, however loaded the machine), and
+`--rest_api_max_request_bytes` on the body and on its gzip inflation (413). Every refusal is a
+short JSON reply, never a reset. A path outside /v1/ gets libevent's own 404 page, as
+`http_server.cc`'s dispatcher leaves it to `evhttp_send_error`.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -34,6 +38,53 @@ DRAIN_LIMIT = 256 * 1024 * 1024
 # Open connections per REST worker thread: one being served, the rest reading or waiting.
 CONNECTIONS_PER_THREAD = 4
 _CHUNK = 1 << 16
+# libevent `evhttp_send_error(req, HTTP_NOTFOUND, NULL)`: what TF Serving sends for a path no
+# dispatcher takes (its ERR_FORMAT page, sent by `evhttp_send_page_` as text/html and closed).
+_LIBEVENT_404 = (
+    "<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n"
+    "</BODY></HTML>\n"
+)
+
+
+class _HeadDeadlineReader(io.RawIOBase):
+    """The connection's reads. Each read waits at most `idle_s` (the per-read timeout); while a
+    request head is being read, also no later than `head_s` after its first byte arrived, so a
+    header dripped slowly is cut at the bound instead of each byte re-arming the timeout."""
+
+    def __init__(self, sock: socket.socket, idle_s: float | None, head_s: float | None) -> None:
+        super().__init__()
+        self._sock = sock
+        self._idle_s = idle_s
+        self._head_s = head_s
+        self._in_head = False
+        self._deadline: float | None = None
+        self.first_byte_at: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def start_head(self) -> None:
+        """The next byte read is the first of a request: its head deadline starts there."""
+        self._in_head, self._deadline, self.first_byte_at = True, None, None
+
+    def end_head(self) -> None:
+        """The head is parsed: the body is read under the per-read timeout only."""
+        self._in_head, self._deadline = False, None
+
+    def readinto(self, buffer: Any) -> int:
+        timeout = self._idle_s
+        if self._deadline is not None:
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("request head not complete within --rest_api_timeout_in_ms")
+            timeout = left if timeout is None else min(left, timeout)
+        self._sock.settimeout(timeout)
+        count = self._sock.recv_into(buffer)
+        if count and self._in_head and self.first_byte_at is None:
+            self.first_byte_at = time.monotonic()
+            if self._head_s is not None:
+                self._deadline = self.first_byte_at + self._head_s
+        return count
 
 
 class _Refusal(Exception):
@@ -80,8 +131,24 @@ class _Handler(BaseHTTPRequestHandler):
     cors: bool = False  # --rest_api_enable_cors_support
     prometheus_path: str | None = None  # from --monitoring_config_file
     max_request_bytes: int  # set on the per-server subclass
-    # StreamRequestHandler applies this to the socket: a stalled header or body read times out.
+    # StreamRequestHandler applies this to the socket: a stalled header or body read times out;
+    # the whole request head must also arrive within it, counted from its first byte.
     timeout: float | None = None
+    _reader: _HeadDeadlineReader
+
+    def setup(self) -> None:
+        super().setup()
+        self._reader = _HeadDeadlineReader(self.connection, self.timeout, self.timeout)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self) -> None:
+        self._reader.start_head()
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        self._reader.end_head()
+        return parsed
 
     def _body(self) -> bytes:
         """The request body within the limits; raises _Refusal otherwise."""
@@ -123,7 +190,7 @@ class _Handler(BaseHTTPRequestHandler):
             left -= len(chunk)
 
     def _serve(self) -> None:
-        started = time.monotonic()
+        started = self._reader.first_byte_at or time.monotonic()  # the REST deadline's start
         path = self.path.split("?", 1)[0]
         try:
             body = self._body()
@@ -134,7 +201,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200, metrics.render(), metrics.CONTENT_TYPE, cors=False)
             return
         if not V1_PATH.fullmatch(path):
-            self.send_error(HTTPStatus.NOT_FOUND)
+            self.close_connection = True
+            self._reply(HTTPStatus.NOT_FOUND, _LIBEVENT_404, "text/html", cors=False)
             return
         with self.workers:
             start = time.monotonic()

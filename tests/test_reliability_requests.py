@@ -8,7 +8,10 @@ connections) so the cases stay fast; it serves the session's test repository."""
 from __future__ import annotations
 
 import os
+import select
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,6 +100,40 @@ def test_slow_header_releases_its_thread(bounded: ServerProcess) -> None:
     finally:
         for sock in stalled:
             sock.close()
+
+
+def _cpu_hogs(count: int) -> list[subprocess.Popen[bytes]]:
+    """Busy processes at normal priority: the machine is loaded while they run."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+def test_a_dripped_header_is_cut_at_the_bound_under_load(bounded: ServerProcess) -> None:
+    """A header sent one byte every 0.2 s never trips the per-read timeout (READ_TIMEOUT_S);
+    the head deadline, counted from its first byte, closes it at READ_TIMEOUT_S even with every
+    core busy. (TF Serving's libevent server has only per-read timeouts: README deviations.)"""
+    head = b"POST /v1/models/x:predict HTTP/1.1\r\nHost: a\r\nX-Slow: " + b"y" * 200
+    hogs = _cpu_hogs(os.cpu_count() or 2)
+    try:
+        with socket.create_connection(("127.0.0.1", bounded.rest_port), timeout=10) as sock:
+            first = time.monotonic()
+            closed_at = None
+            for byte in head:  # bounded: 200+ bytes x 0.2 s, far past the bound
+                try:
+                    sock.sendall(bytes([byte]))
+                except OSError:  # reset after the close
+                    closed_at = time.monotonic()
+                    break
+                ready, _, _ = select.select([sock], [], [], 0.2)
+                if ready and sock.recv(1024) == b"":
+                    closed_at = time.monotonic()
+                    break
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait(timeout=10)
+    assert closed_at is not None, "the dripped header was never cut"
+    assert READ_TIMEOUT_S - 0.05 <= closed_at - first < READ_TIMEOUT_S + 1.5
+    assert malformed.rest_alive(bounded.rest_port)
 
 
 def test_connections_past_the_cap_get_429(bounded: ServerProcess) -> None:
