@@ -1,9 +1,12 @@
 """`python -m exporter deploy`: Kubernetes + KServe manifests for a real export, validated
-offline (kubernetes-validate's schemas, the InferenceService schema in tests/schemas, yamllint),
-every flag seen in the YAML, and the image version one constant across docker/ and manifests."""
+offline (kubernetes-validate's schemas, KServe's own InferenceService CRD vendored in
+tests/schemas/kserve plus the webhook rules in tests/schemas, yamllint), every flag seen in the
+YAML, and the image version one constant across docker/ and manifests."""
 
 from __future__ import annotations
 
+import functools
+import gzip
 import json
 import math
 import re
@@ -30,6 +33,7 @@ ISVC_SCHEMA = json.loads(
     (Path(__file__).parent / "schemas" / "inferenceservice.schema.json").read_text()
 )
 ISVC = jsonschema.Draft202012Validator(ISVC_SCHEMA)
+KSERVE_FILES_DIR = Path(__file__).parent / "schemas" / "kserve"  # KServe v0.20.0, see README
 K8S_FILES = ("configmap.yaml", "deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml")
 KSERVE_FILES = ("tensorflow.yaml", "triton.yaml")
 
@@ -74,11 +78,43 @@ def _pod(docs: dict[str, Any]) -> dict[str, Any]:
     return docs["kubernetes/deployment.yaml"]["spec"]["template"]["spec"]
 
 
+def _strict(schema: Any) -> Any:
+    """An OpenAPI v3 structural schema with unknown fields refused wherever the CRD does not
+    preserve them: what kubectl's strict field validation reports (the API server would
+    otherwise prune them silently, and the pod would run without them)."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _strict(value) for key, value in schema.items()}
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+@functools.cache
+def kserve_crd() -> jsonschema.Draft4Validator:
+    """KServe's published InferenceService CRD (config/crd/full/serving.kserve.io_inference
+    services.yaml), its served `v1beta1` schema as a validator (OpenAPI v3.0 ~ JSON Schema 4)."""
+    text = gzip.decompress(
+        (KSERVE_FILES_DIR / "serving.kserve.io_inferenceservices.yaml.gz").read_bytes()
+    )
+    crd = yaml.load(text, Loader=yaml.CSafeLoader)
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta1"]
+    assert version["served"] and version["storage"]
+    return jsonschema.Draft4Validator(_strict(version["schema"]["openAPIV3Schema"]))
+
+
 def _validate_all(docs: dict[str, Any]) -> None:
     for name, doc in docs.items():
         if name.startswith("kubernetes/"):
             kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
         else:
+            kserve_crd().validate(doc)
             ISVC.validate(doc)
 
 
@@ -133,6 +169,12 @@ def test_schemas_refuse_a_broken_manifest(
     isvc["spec"]["predictor"]["tensorflow"]["storageURI"] = "s3://typo"
     with pytest.raises(jsonschema.ValidationError):
         ISVC.validate(isvc)
+    with pytest.raises(jsonschema.ValidationError, match="storageURI"):
+        kserve_crd().validate(isvc)
+    isvc["spec"]["predictor"]["tensorflow"].pop("storageURI")
+    isvc["spec"]["predictor"]["minReplicas"] = "1"  # the CRD's type: integer
+    with pytest.raises(jsonschema.ValidationError, match="'1' is not of type 'integer'"):
+        kserve_crd().validate(isvc)
     isvc = docs["kserve/triton.yaml"]
     isvc["spec"]["predictor"]["tensorflow"] = {"storageUri": "s3://x"}  # two predictors
     with pytest.raises(jsonschema.ValidationError):
@@ -474,3 +516,25 @@ def test_resource_name_is_derived_when_the_model_name_is_not_dns(
         _deploy(exported, capsys=capsys)["kubernetes/deployment.yaml"]["metadata"]["name"]
         == "reference"
     )
+
+
+def test_kserve_pod_serves_the_exported_model_name(
+    exported: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """KServe's kserve-tensorflow-serving runtime (config/runtimes, vendored) passes
+    `--model_name={{.Name}}`, the InferenceService's name; KServe appends the predictor's args to
+    the runtime's (pkg/controller/v1beta1/inferenceservice/utils/utils.go
+    `MergeRuntimeContainers`) and tensorflow_model_server keeps a flag's last value
+    (tensorflow/core/util/command_line_flags.cc, as serving.flags parses): with the object named
+    `ref-api`, the pod still serves `reference`, the name clients and `exporter parity` use."""
+    from serving.server import parse_args
+
+    docs = _deploy(exported, "--resource-name", "ref-api", capsys=capsys)
+    isvc = docs["kserve/tensorflow.yaml"]
+    assert isvc["metadata"]["name"] == "ref-api"
+    runtime = yaml.safe_load((KSERVE_FILES_DIR / "kserve-tensorflow-serving.yaml").read_text())
+    (container,) = runtime["spec"]["containers"]
+    runtime_args = [a.replace("{{.Name}}", isvc["metadata"]["name"]) for a in container["args"]]
+    assert "--model_name=ref-api" in runtime_args
+    args = parse_args(runtime_args + isvc["spec"]["predictor"]["tensorflow"]["args"])
+    assert (args.model_name, args.model_base_path) == ("reference", "/mnt/models")

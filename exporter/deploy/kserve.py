@@ -2,8 +2,10 @@
 
 - `tensorflow.yaml`: the `tensorflow` predictor (KServe's kserve-tensorflow-serving runtime,
   the official image at `runtimeVersion`) over `STORAGE/tfserving/NAME` (its version dirs).
-  KServe names the TF Serving model after the InferenceService: REST is
-  `/v1/models/<resource name>:predict`.
+  The runtime passes `--model_name={{.Name}}` (the InferenceService's name, `_` made `-`);
+  KServe appends the predictor's `args` to the runtime's (`MergeRuntimeContainers`) and
+  tensorflow_model_server keeps the last value of a flag, so `--model_name=NAME` here makes the
+  pod serve the exported name: REST is `/v1/models/NAME:predict`, as every client expects.
 - `triton.yaml`: the `triton` predictor over `STORAGE/onnx`, the Triton model repository the
   exporter writes (`NAME/config.pbtxt`, `NAME/VERSION/model.onnx`); Triton loads only NAME
   (`--model-control-mode=explicit --load-model=NAME`) and speaks KServe's v2 protocol. The
@@ -11,7 +13,8 @@
   Runtime (1.16) reads the IR 8 / opset 17 models the exporter writes by default.
 
 Field names follow the InferenceService CRD (config/crd/full/serving.kserve.io_inferenceservices
-.yaml, KServe 0.20); tests validate against tests/schemas/inferenceservice.schema.json.
+.yaml, KServe 0.20); tests validate against that CRD (vendored in tests/schemas/kserve) and
+against tests/schemas/inferenceservice.schema.json (KServe's webhook rules beside it).
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ def tensorflow_service(
     predictor["tensorflow"] = {
         "storageUri": storage.join("tfserving", export.name),
         "runtimeVersion": serving_tag(options),
+        "args": [f"--model_name={export.name}"],
         "resources": resources(options, export.weights_bytes),
     }
     return _service(export.resource_name, export, options, predictor)
