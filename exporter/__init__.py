@@ -16,6 +16,7 @@ _HOMES = {
     "audit_model": "exporter.model.audit",
     "export_model": "exporter.export",
     "ExportReport": "exporter.report",
+    "record_initial_values": "exporter.model.initial_values",
     **dict.fromkeys(
         (
             "AuditError",

@@ -39,6 +39,22 @@ def wait_for(predicate: Callable[[], object], what: str, timeout: float = 30.0) 
         time.sleep(0.05)
 
 
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """`python -m exporter ARGV` in this process: (exit code, stdout, stderr)."""
+    from exporter.cli import main
+
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_error_line(err: str) -> str:
+    """The single `error:` line a failed command prints (fails unless there is exactly one)."""
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
 @dataclass(frozen=True)
 class ServerEndpoints:
     """Where the server under test listens, and whether we own its model directory."""

@@ -95,7 +95,9 @@ def test_passing_traced_gives_the_same_answer(trained_reference: keras.Model) ->
 def test_untrained_constant_scalars_warn_unchanged() -> None:
     report = audit_model(models.reference_model(seed=0))
     warned = {f.variable for f in report.findings if f.code == "unchanged_since_init"}
-    assert warned == {"scale/scale", "offset/offset", "target/bias"}  # Zeros counts too
+    # Zeros counts too; the one tensor still at its Zeros init gets its own (grouped) warning.
+    assert warned == {"scale/scale", "offset/offset", "target/bias", "hidden/bias"}
+    assert report.non_scalar_summary.unchanged == ["hidden/bias"]
     scale = report.scalar("scale/scale")
     assert (scale.unchanged_since_init, scale.status) == (True, "unchanged")
     assert not report.has_errors  # a warning, not an error

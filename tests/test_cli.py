@@ -12,8 +12,8 @@ from typing import Any
 import keras
 import pytest
 
-from exporter.cli import main
 from tests import models
+from tests.conftest import one_error_line, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,20 +43,8 @@ def factories(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
 def test_export_from_factory_prints_summary(capsys, factories: Path, tmp_path: Path) -> None:
-    code, out, err = _run(
+    code, out, err = run_cli(
         capsys,
         "export",
         "--model",
@@ -76,7 +64,7 @@ def test_export_from_factory_prints_summary(capsys, factories: Path, tmp_path: P
 
 
 def test_missing_model_file_exits_2(capsys, tmp_path: Path) -> None:
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys,
         "export",
         "--model",
@@ -87,12 +75,12 @@ def test_missing_model_file_exits_2(capsys, tmp_path: Path) -> None:
         str(tmp_path / "out"),
     )
     assert code == 2
-    assert "Model file not found" in _error_line(err)
+    assert "Model file not found" in one_error_line(err)
     assert not (tmp_path / "out").exists()
 
 
 def test_factory_not_returning_a_model_exits_2(capsys, factories: Path, tmp_path: Path) -> None:
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys,
         "export",
         "--model",
@@ -103,11 +91,11 @@ def test_factory_not_returning_a_model_exits_2(capsys, factories: Path, tmp_path
         str(tmp_path),
     )
     assert code == 2
-    assert "returned dict, not a Keras model" in _error_line(err)
+    assert "returned dict, not a Keras model" in one_error_line(err)
 
 
 def test_wrong_custom_objects_exits_2(capsys, factories: Path, tmp_path: Path) -> None:
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys,
         "export",
         "--model",
@@ -120,22 +108,22 @@ def test_wrong_custom_objects_exits_2(capsys, factories: Path, tmp_path: Path) -
         "no_such_module_xyz",
     )
     assert code == 2
-    assert "no_such_module_xyz" in _error_line(err)
+    assert "no_such_module_xyz" in one_error_line(err)
 
 
 def test_nan_scalar_exits_1(capsys, factories: Path, tmp_path: Path) -> None:
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys, "export", "--model", f"{factories}:nan_scale", "--name", "m", "--out", str(tmp_path)
     )
     assert code == 1
-    assert "scale/scale" in _error_line(err) and "non-finite" in err
+    assert "scale/scale" in one_error_line(err) and "non-finite" in err
     assert not (tmp_path / "tfserving").exists()
 
 
 def test_unwritable_output_exits_2(capsys, factories: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys,
         "export",
         "--model",
@@ -146,7 +134,7 @@ def test_unwritable_output_exits_2(capsys, factories: Path, tmp_path: Path) -> N
         str(blocker / "out"),
     )
     assert code == 2
-    assert "Cannot create output directory" in _error_line(err)
+    assert "Cannot create output directory" in one_error_line(err)
 
 
 def test_keras_file_with_lambda_needs_unsafe_flag(capsys, tmp_path: Path) -> None:
@@ -154,10 +142,10 @@ def test_keras_file_with_lambda_needs_unsafe_flag(capsys, tmp_path: Path) -> Non
     model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2.0)(inputs))
     path = tmp_path / "lambda.keras"
     model.save(path)
-    code, _, err = _run(capsys, "audit", "--model", str(path))
+    code, _, err = run_cli(capsys, "audit", "--model", str(path))
     assert code == 2
-    assert "--allow-unsafe-deserialization" in _error_line(err)
-    code, out, _ = _run(capsys, "audit", "--model", str(path), "--allow-unsafe-deserialization")
+    assert "--allow-unsafe-deserialization" in one_error_line(err)
+    code, out, _ = run_cli(capsys, "audit", "--model", str(path), "--allow-unsafe-deserialization")
     assert code == 0, out
 
 
@@ -165,7 +153,7 @@ def test_keras_file_round_trip_exports(capsys, tmp_path: Path) -> None:
     model = models.multi_io_model()
     path = tmp_path / "multi.keras"
     model.save(path)
-    code, out, err = _run(
+    code, out, err = run_cli(
         capsys,
         "export",
         "--model",
@@ -182,7 +170,7 @@ def test_keras_file_round_trip_exports(capsys, tmp_path: Path) -> None:
 
 
 def test_audit_json_and_exit_1_for_untracked(capsys, factories: Path) -> None:
-    code, out, _ = _run(capsys, "audit", "--model", f"{factories}:recipe3", "--json")
+    code, out, _ = run_cli(capsys, "audit", "--model", f"{factories}:recipe3", "--json")
     assert code == 1
     data = json.loads(out)
     assert data["has_errors"] is True
@@ -228,7 +216,7 @@ def test_legacy_keras2_files_export(capsys, tmp_path: Path, save_format: str) ->
     model.fit(np.random.rand(16, 10), np.random.rand(16, 1), verbose=0)
     path = tmp_path / ("legacy.h5" if save_format == "h5" else "legacy_savedmodel")
     model.save(path, save_format=save_format)
-    code, out, err = _run(
+    code, out, err = run_cli(
         capsys, "export", "--model", str(path), "--name", "legacy", "--out", str(tmp_path / "out")
     )
     assert code == 0, err
@@ -242,7 +230,7 @@ def test_user_parity_inputs(capsys, factories: Path, tmp_path: Path) -> None:
 
     good = tmp_path / "good.npz"
     np.savez(good, features=np.linspace(-1, 1, 30).reshape(3, 10))
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys,
         "export",
         "--model",
@@ -258,7 +246,7 @@ def test_user_parity_inputs(capsys, factories: Path, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "out/reports/m/1.json").read_text())["parity"]["samples"] == 9
     bad = tmp_path / "bad.npz"
     np.savez(bad, wrong_name=np.zeros((1, 10)))
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys,
         "export",
         "--model",
@@ -271,7 +259,7 @@ def test_user_parity_inputs(capsys, factories: Path, tmp_path: Path) -> None:
         str(bad),
     )
     assert code == 2
-    assert "['wrong_name']" in _error_line(err) and "['features']" in err
+    assert "['wrong_name']" in one_error_line(err) and "['features']" in err
 
 
 def test_keras_file_with_unknown_custom_layer_names_it(capsys, tmp_path: Path) -> None:
@@ -284,8 +272,8 @@ def test_keras_file_with_unknown_custom_layer_names_it(capsys, tmp_path: Path) -
     path = tmp_path / "custom.keras"
     keras.Model(inputs, Doubler()(inputs)).save(path)
     keras.saving.get_custom_objects().pop("only_in_this_test>Doubler")
-    code, _, err = _run(capsys, "audit", "--model", str(path))
+    code, _, err = run_cli(capsys, "audit", "--model", str(path))
     assert code == 2
-    line = _error_line(err)
+    line = one_error_line(err)
     assert "unknown class 'Doubler'" in line and "--custom-objects" in line
     assert len(line) < 400

@@ -19,8 +19,7 @@ from onnx import TensorProto, helper
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from exporter.cli import main
-from tests.test_cli import _error_line as one_error_line
-from tests.test_cli import _run
+from tests.conftest import one_error_line, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -70,7 +69,7 @@ def test_bad_inputs_one_line_exit_2_before_tracing(capsys, tmp_path: Path, case:
     npz = tmp_path / f"{case}.npz"
     np.savez(npz, **arrays)
     out = tmp_path / "out"
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys,
         "export",
         "--model",
@@ -93,7 +92,7 @@ def test_inputs_of_castable_kind_are_accepted(capsys, tmp_path: Path) -> None:
     """float64 for a float32 input and ints for floats are cast, as before."""
     npz = tmp_path / "ints.npz"
     np.savez(npz, features=np.arange(20, dtype=np.int64).reshape(2, 10))
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys,
         "export",
         "--model",
@@ -140,7 +139,7 @@ def test_inspect_corrupt_artifact_one_line(
     capsys, tmp_path: Path, artifact: str, content: bytes, expected: str
 ) -> None:
     (tmp_path / artifact).write_bytes(content)
-    code, out, err = _run(capsys, "inspect", str(tmp_path))
+    code, out, err = run_cli(capsys, "inspect", str(tmp_path))
     assert code == 2 and out == ""
     line = _error_line(err)
     assert expected in line and str(tmp_path / artifact) in line
@@ -149,14 +148,14 @@ def test_inspect_corrupt_artifact_one_line(
 
 def test_inspect_intact_artifacts_still_work(capsys, tmp_path: Path) -> None:
     (tmp_path / "model.onnx").write_bytes(_onnx_bytes())
-    code, out, err = _run(capsys, "inspect", str(tmp_path / "model.onnx"))
+    code, out, err = run_cli(capsys, "inspect", str(tmp_path / "model.onnx"))
     assert code == 0, err
     assert "(onnx): frozen" in out
 
 
 def test_debug_shows_the_traceback_then_the_error_line(capsys, tmp_path: Path) -> None:
     (tmp_path / "saved_model.pb").write_bytes(b"\x0a\xff\xff\xff\xff\x0f")
-    code, _, err = _run(capsys, "inspect", "--debug", str(tmp_path))
+    code, _, err = run_cli(capsys, "inspect", "--debug", str(tmp_path))
     assert code == 2
     assert "Traceback (most recent call last)" in err and "DecodeError" in err
     assert "corrupt or truncated" in _error_line(err)
@@ -170,7 +169,7 @@ def test_truncated_keras_file_says_corrupt_not_missing(capsys, tmp_path: Path, k
     data = good.read_bytes()
     bad = tmp_path / "bad.keras"
     bad.write_bytes(data[: int(len(data) * keep)])
-    code, _, err = _run(capsys, "audit", "--model", str(bad))
+    code, _, err = run_cli(capsys, "audit", "--model", str(bad))
     assert code == 2
     line = _error_line(err)
     assert "corrupt" in line and "truncated" in line and str(bad) in line
@@ -185,7 +184,7 @@ def test_unwritable_reports_dir_fails_before_anything_is_published(capsys, tmp_p
     out.mkdir()
     (out / "reports").write_text("a file where the reports directory should be")
     before = _tree(out)
-    code, _, err = _run(capsys, "export", "--model", REFERENCE, "--name", "m", "--out", str(out))
+    code, _, err = run_cli(capsys, "export", "--model", REFERENCE, "--name", "m", "--out", str(out))
     assert code == 2
     assert "reports" in _error_line(err) and "not a directory" in err
     assert "[export] trace" not in err, "checked before any work"
@@ -202,7 +201,7 @@ def test_failed_export_leaves_no_empty_directories(capsys, tmp_path: Path) -> No
         "    return model\n"
     )
     out = tmp_path / "new" / "out"
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys, "export", "--model", f"{factories}:nan_scale", "--name", "m", "--out", str(out)
     )
     assert code == 1 and "non-finite" in _error_line(err)
@@ -212,7 +211,7 @@ def test_failed_export_leaves_no_empty_directories(capsys, tmp_path: Path) -> No
 def test_unexpected_exception_is_one_line_exit_1(capsys, tmp_path: Path) -> None:
     factories = tmp_path / "factories.py"
     factories.write_text(FACTORIES)
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys,
         "export",
         "--model",
@@ -241,7 +240,7 @@ def test_usage_error_ends_with_one_error_line(capsys) -> None:
 
 
 def test_underscore_spelling_of_a_dashed_flag_is_accepted(capsys, tmp_path: Path) -> None:
-    code, _, err = _run(
+    code, _, err = run_cli(
         capsys,
         "audit",
         "--model",

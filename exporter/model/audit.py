@@ -40,6 +40,7 @@ from exporter.model.audit_report import (
     NonScalarSummary,
     ScalarFinding,
 )
+from exporter.model.initial_values import InitialValue, initial_value_of
 from exporter.model.loading import is_keras_model
 from exporter.model.trace import TracedModel, trace_model
 
@@ -58,7 +59,7 @@ class _Var:
     tracked: bool
     trainable: bool
     used: bool = False
-    initial: float | None = None
+    initial: InitialValue | None = None
     owner: str = ""
 
 
@@ -66,15 +67,17 @@ def audit_model(
     model: Any,
     *,
     traced: TracedModel | None = None,
-    initial_values: Mapping[str, float] | None = None,
+    initial_values: Mapping[str, Any] | None = None,
 ) -> AuditReport:
     """Classify every variable of `model` and every variable its inference captures.
 
-    `initial_values` maps a variable name (full path, tf name, or last path component)
-    to its value at initialization, for scalars whose initializer the audit cannot see
-    (e.g. a `tf.Variable(0.5)` closed over by a `Lambda`). Constant initializers of
-    `exporter.model.layers` layers and of generic layers' `*_initializer` configs are found
-    automatically.
+    A trainable weight that still holds its initial value is flagged `unchanged`. That value
+    is the one recorded when the variable was created, for models loaded or built inside
+    `exporter.record_initial_values()` (the CLI always does; any initializer, random ones
+    included). Without a recording, constant initializers of `exporter.model.layers` layers
+    and of generic layers' `*_initializer` configs stand in. `initial_values` maps a variable
+    name (full path, tf name, or last path component) to its initial value (a number, or an
+    array for a larger weight) and overrides both.
     """
     if not is_keras_model(model):
         raise AuditError(
@@ -91,8 +94,9 @@ def audit_model(
     for var in variables:
         value = _view(var.variable)
         finite = _is_finite(value)
+        at_init = var.initial is not None and var.initial.matches(value)
         if value.size == 1:
-            scalar = _scalar_finding(var, value, finite)
+            scalar = _scalar_finding(var, value, finite, at_init)
             scalars.append(scalar)
             findings.extend(_variable_findings(var, value, finite, scalar))
             findings.extend(_scalar_findings(var, scalar))
@@ -107,7 +111,10 @@ def audit_model(
             summary.non_finite.append(var.name)
         if not var.tracked:
             summary.untracked.append(var.name)
+        if var.trainable and at_init:
+            summary.unchanged.append(var.name)
         findings.extend(_variable_findings(var, value, finite, None))
+    findings.extend(_unchanged_tensors_finding(summary.unchanged))
     return AuditReport(
         model_name=str(getattr(model, "name", type(model).__name__)),
         scalars=scalars,
@@ -234,9 +241,9 @@ def _maybe_tf_variable(obj: Any) -> tf.Variable | None:
     return inner if isinstance(inner, tf.Variable) else None
 
 
-def _attach_initial_values(
-    model: Any, variables: list[_Var], overrides: Mapping[str, float]
-) -> None:
+def _attach_initial_values(model: Any, variables: list[_Var], overrides: Mapping[str, Any]) -> None:
+    """Each variable's initial value: the user's override, else the one recorded at its
+    creation, else a constant its layer declares (our layers) or configures."""
     by_ref = {v.variable.ref(): v for v in variables}
     for layer in _layers(model):  # children overwrite parents: innermost owner wins
         known = _layer_initial_values(layer)
@@ -246,12 +253,16 @@ def _attach_initial_values(
             var = by_ref.get(_tf_variable(w).ref())
             short = _strip(w.name).rsplit("/", 1)[-1]
             if var is not None and short in known:
-                var.initial = known[short]
+                dtype = var.variable.dtype.as_numpy_dtype
+                var.initial = InitialValue.of(np.full(var.variable.shape, known[short], dtype))
     for var in variables:
+        var.initial = initial_value_of(var.variable) or var.initial
         short = var.name.rsplit("/", 1)[-1]
         for key in (var.name, var.variable.name, _strip(var.variable.name), short):
             if key in overrides:
-                var.initial = float(overrides[key])
+                dtype = var.variable.dtype.as_numpy_dtype
+                value = np.broadcast_to(np.asarray(overrides[key], dtype), var.variable.shape)
+                var.initial = InitialValue.of(value)
                 break
 
 
@@ -303,12 +314,9 @@ def _is_finite(value: np.ndarray) -> bool:
     return True
 
 
-def _scalar_finding(var: _Var, value: np.ndarray, finite: bool) -> ScalarFinding:
+def _scalar_finding(var: _Var, value: np.ndarray, finite: bool, at_init: bool) -> ScalarFinding:
     item = value.reshape(()).item()
-    unchanged = None
-    if var.initial is not None:
-        unchanged = bool(np.array_equal(value, np.full(value.shape, var.initial, value.dtype)))
-    status = _status(var, finite, unchanged)
+    status = _status(var, finite, at_init)
     return ScalarFinding(
         name=var.name,
         value=item,
@@ -318,8 +326,8 @@ def _scalar_finding(var: _Var, value: np.ndarray, finite: bool) -> ScalarFinding
         trainable=var.trainable,
         used_by_inference=var.used,
         finite=finite,
-        unchanged_since_init=unchanged,
-        initial_value=var.initial,
+        unchanged_since_init=at_init if var.initial is not None else None,
+        initial_value=var.initial.scalar if var.initial is not None else None,
         status=status,
         variable=var.variable,
     )
@@ -386,6 +394,25 @@ def _scalar_findings(var: _Var, scalar: ScalarFinding) -> list[Finding]:
             )
         )
     return out
+
+
+def _unchanged_tensors_finding(names: list[str]) -> list[Finding]:
+    """One warning for all trainable tensors (not scalars) still at their initial values."""
+    if not names:
+        return []
+    shown = ", ".join(repr(n) for n in names[:5])
+    if len(names) > 5:
+        shown += f" and {len(names) - 5} more"
+    return [
+        Finding(
+            "warning",
+            names[0] if len(names) == 1 else f"{len(names)} weights",
+            "unchanged_since_init",
+            f"Trainable weights still holding exactly their initial values ({len(names)}: "
+            f"{shown}): they have not trained (not fitted yet, zero gradient, or a learning "
+            "rate too small to move them).",
+        )
+    ]
 
 
 def _untracked_message(var: _Var, scalar: ScalarFinding | None) -> str:

@@ -81,6 +81,7 @@ class NonScalarSummary:
     not_used_by_inference: int = 0
     non_finite: list[str] = field(default_factory=list)
     untracked: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)  # trainable, still their initial values
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +91,7 @@ class NonScalarSummary:
             "not_used_by_inference": self.not_used_by_inference,
             "non_finite": list(self.non_finite),
             "untracked": list(self.untracked),
+            "unchanged": list(self.unchanged),
         }
 
 

@@ -1,7 +1,9 @@
 """Load the model a user points the CLI at: a file, a legacy SavedModel, or a factory.
 
-`M` is a `.keras` file, a legacy `.h5` file or Keras 2 SavedModel directory, or
-`path/to/file.py:factory` / `package.module:factory` returning a model.
+`M` is a `.keras` file, an `.h5` file (written by Keras 3, loaded by Keras 3; by Keras 2,
+loaded by tf_keras, as its `keras_version` attribute says), a Keras 2 SavedModel directory,
+or `path/to/file.py:factory` / `package.module:factory` returning a model. A SavedModel
+exported for serving (Keras 3 `model.export()`) holds no Keras model and is refused saying so.
 """
 
 from __future__ import annotations
@@ -99,16 +101,21 @@ def _from_factory(spec: str) -> Any:
     return model
 
 
-def _load_keras_file(path: Path, custom_objects: dict[str, Any], allow_unsafe: bool) -> Any:
+def _custom_objects_hint(custom_objects: dict[str, Any]) -> str:
+    if custom_objects:
+        return (
+            f"The --custom-objects given define {sorted(custom_objects)}: add the missing class "
+            "to one of them."
+        )
+    return "If it uses custom layers, pass --custom-objects FILE_OR_MODULE defining them."
+
+
+def _load_keras3(path: Path, custom_objects: dict[str, Any], allow_unsafe: bool) -> Any:
+    """A `.keras` archive or a Keras 3 `.h5` file, through Keras 3's own loader."""
     import keras
 
     import exporter.model.layers  # noqa: F401  (registers Scale, Offset, ... for deserialization)
 
-    if not zipfile.is_zipfile(path):  # Keras would call it "File not found"
-        raise ModelLoadError(
-            f"{path} is corrupt or truncated: a .keras file is a zip archive and this one "
-            "has no readable zip directory. Copy or save the model again."
-        )
     try:
         return keras.saving.load_model(
             path, custom_objects=custom_objects, safe_mode=not allow_unsafe
@@ -125,9 +132,45 @@ def _load_keras_file(path: Path, custom_objects: dict[str, Any], allow_unsafe: b
         unknown = _UNKNOWN_CLASS.search(text)
         reason = f"unknown class {unknown.group(1)!r}." if unknown else text.splitlines()[0]
         raise ModelLoadError(
-            f"Keras cannot load {path}: {reason[:300]} "
-            "If it uses custom layers, pass --custom-objects FILE_OR_MODULE defining them."
+            f"Keras cannot load {path}: {reason[:300]} {_custom_objects_hint(custom_objects)}"
         ) from exc
+
+
+def _load_keras_file(path: Path, custom_objects: dict[str, Any], allow_unsafe: bool) -> Any:
+    if not zipfile.is_zipfile(path):  # Keras would call it "File not found"
+        raise ModelLoadError(
+            f"{path} is corrupt or truncated: a .keras file is a zip archive and this one "
+            "has no readable zip directory. Copy or save the model again."
+        )
+    return _load_keras3(path, custom_objects, allow_unsafe)
+
+
+def _h5_keras_major(path: Path) -> int | None:
+    """The major Keras version an `.h5` model file was written by (its `keras_version`
+    attribute: Keras 3 writes 3.x, tf_keras 2.x), None when it does not say."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            version = handle.attrs.get("keras_version")
+    except OSError as exc:
+        raise ModelLoadError(
+            f"{path} is not a readable HDF5 file ({exc}): it is corrupt, truncated or not a "
+            "model. Copy or save the model again."
+        ) from exc
+    if isinstance(version, bytes):
+        version = version.decode("utf-8", "replace")
+    major = str(version or "").split(".")[0]
+    return int(major) if major.isdigit() else None
+
+
+_SERVING_ONLY = (
+    "{path} is a SavedModel written for serving (Keras 3 `model.export()`, "
+    "`tf.saved_model.save` or an exporter): it holds traced functions, not a Keras model, so "
+    "there is no model to audit or export again. Pass the model itself: a .keras file "
+    "(`model.save('model.keras')`) or FILE.py:factory; `python -m exporter inspect {path}` "
+    "shows what this SavedModel holds."
+)
 
 
 def _load_legacy(path: Path, custom_objects: dict[str, Any]) -> Any:
@@ -136,12 +179,33 @@ def _load_legacy(path: Path, custom_objects: dict[str, Any]) -> Any:
     except ImportError as exc:
         raise ModelLoadError(f"{path} is a Keras 2 model: pip install tf_keras.") from exc
     try:
-        return tf_keras.models.load_model(str(path), custom_objects=custom_objects, compile=False)
+        model = tf_keras.models.load_model(str(path), custom_objects=custom_objects, compile=False)
     except (ValueError, OSError, TypeError) as exc:
         raise ModelLoadError(
             f"tf_keras cannot load {path}: {str(exc).splitlines()[0]} "
-            "If it uses custom layers, pass --custom-objects FILE_OR_MODULE."
+            f"{_custom_objects_hint(custom_objects)}"
         ) from exc
+    if not is_keras_model(model):  # a SavedModel tf_keras could only revive as an object
+        raise ModelLoadError(_SERVING_ONLY.format(path=path))
+    return model
+
+
+def _load_file(path: Path, custom_objects: dict[str, Any], allow_unsafe: bool) -> Any:
+    if path.suffix == ".keras":
+        if not path.is_file():
+            raise ModelLoadError(f"Model file not found: {path}. Check the path.")
+        return _load_keras_file(path, custom_objects, allow_unsafe)
+    if path.suffix == ".h5":
+        if not path.is_file():
+            raise ModelLoadError(f"Model file not found: {path}. Check the path.")
+        if _h5_keras_major(path) == 3:
+            return _load_keras3(path, custom_objects, allow_unsafe)
+        return _load_legacy(path, custom_objects)
+    if not (path / "saved_model.pb").is_file():
+        raise ModelLoadError(f"{path} is a directory without saved_model.pb.")
+    if not (path / "keras_metadata.pb").is_file():  # tf_keras writes it beside every model
+        raise ModelLoadError(_SERVING_ONLY.format(path=path))
+    return _load_legacy(path, custom_objects)
 
 
 def load_model(
@@ -150,24 +214,21 @@ def load_model(
     *,
     allow_unsafe_deserialization: bool = False,
 ) -> Any:
-    """Load or build the model named by `spec`; raise ModelLoadError saying what to fix."""
+    """Load or build the model named by `spec`; raise ModelLoadError saying what to fix.
+
+    Every variable is created inside `record_initial_values()`, so the audit can tell which
+    trainable weights never moved from their initial values.
+    """
+    from exporter.model.initial_values import record_initial_values
+
     objects = load_custom_objects(custom_objects)
     path = Path(spec)
-    if path.suffix == ".keras":
-        if not path.is_file():
-            raise ModelLoadError(f"Model file not found: {spec}. Check the path.")
-        return _load_keras_file(path, objects, allow_unsafe_deserialization)
-    if path.suffix == ".h5":
-        if not path.is_file():
-            raise ModelLoadError(f"Model file not found: {spec}. Check the path.")
-        return _load_legacy(path, objects)
-    if path.is_dir():
-        if not (path / "saved_model.pb").is_file():
-            raise ModelLoadError(f"{spec} is a directory without saved_model.pb.")
-        return _load_legacy(path, objects)
-    if ":" in spec:
-        return _from_factory(spec)
+    with record_initial_values():
+        if path.suffix in (".keras", ".h5") or path.is_dir():
+            return _load_file(path, objects, allow_unsafe_deserialization)
+        if ":" in spec:
+            return _from_factory(spec)
     raise ModelLoadError(
-        f"Model not found: {spec}. Pass a .keras/.h5 file, a Keras 2 SavedModel directory, "
-        "or MODULE_OR_FILE.py:factory."
+        f"Model not found: {spec}. Pass a .keras file, an .h5 file (Keras 3 or 2), a Keras 2 "
+        "SavedModel directory, or MODULE_OR_FILE.py:factory."
     )

@@ -3,6 +3,7 @@ user's own (`--inputs`), checked against it before anything is traced."""
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -138,18 +139,51 @@ def conform_inputs(
     return arrays
 
 
+_ZIP_MAGIC, _NPY_MAGIC = b"PK\x03\x04", b"\x93NUMPY"
+_SAVE_HOW = "Save inputs with np.savez(path, input_name=array, ...)"
+
+
 def load_inputs(path: str | Path) -> dict[str, np.ndarray]:
     """User inputs from an `.npz` file whose keys are the model's input names.
 
-    Any dtype is honoured, object arrays (strings) included: those are pickled inside the
-    file, so the file must be one you trust, like the model file itself.
+    Read with `allow_pickle=False`: a pickle can run code when it is loaded, so an object
+    array is refused with a fix (strings need no pickle: NumPy stores `str`/`bytes` arrays,
+    dtypes `U`/`S`, as plain data, and they feed string inputs as they are).
     """
     from exporter.errors import ModelLoadError
 
+    def refuse(problem: str, fix: str = _SAVE_HOW) -> ModelLoadError:
+        return ModelLoadError(f"--inputs {path}: {problem}. {fix}.")
+
     try:
-        with np.load(path, allow_pickle=True) as data:
-            return {key: data[key] for key in data.files}
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(
-            f"--inputs {path}: {exc}. Save inputs with np.savez(path, input_name=array, ...)."
-        ) from exc
+        with open(path, "rb") as handle:
+            magic = handle.read(len(_NPY_MAGIC))
+        data = np.load(path, allow_pickle=False) if magic.startswith(_ZIP_MAGIC) else None
+    except FileNotFoundError as exc:
+        raise refuse("no such file", "Check the path") from exc
+    except OSError as exc:
+        raise refuse(f"cannot read it ({exc.strerror or exc})", "Check its permissions") from exc
+    except (EOFError, ValueError, zipfile.BadZipFile) as exc:
+        raise refuse(f"a truncated or corrupt .npz archive ({exc})") from exc
+    if data is None:
+        if magic == _NPY_MAGIC:
+            raise refuse("holds one unnamed array (an .npy file), not one array per model input")
+        raise refuse(
+            "is not an .npz archive (NumPy could only read it as a pickle, which can run code, "
+            "so it is never loaded)"
+        )
+    with data:
+        arrays = {}
+        for key in data.files:
+            try:
+                arrays[key] = data[key]
+            except ValueError as exc:  # an object array: its items are pickles
+                raise refuse(
+                    f"array {key!r} is an object array, stored as pickles that can run code "
+                    "when loaded, so it is not read",
+                    f"Save strings as text or bytes arrays, which need no pickle: "
+                    f"np.savez(path, {key}=np.array(values, dtype=str))",
+                ) from exc
+            except (OSError, EOFError, zipfile.BadZipFile) as exc:
+                raise refuse(f"array {key!r} cannot be read ({exc})") from exc
+    return arrays
