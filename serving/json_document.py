@@ -5,18 +5,16 @@ quote a request value with.
 Parsing is rapidjson itself (python-rapidjson): its error texts and offsets, NaN/Inf/Infinity
 literals (`kParseNanAndInfFlag`), anything after the root value ignored
 (`kParseStopWhenDoneFlag`), and of repeated keys the first found (`FindMember`). rapidjson's
-iterative parser has no depth limit; Python's has one, so a document nested deeper than the
-interpreter's recursion limit is parsed again with that limit raised to MAX_JSON_DEPTH, and only
-a document nested deeper still is refused (a deviation: the deepest tensor TF can hold has 254
-dimensions, so no real payload comes near it)."""
+iterative parser has no depth limit and python-rapidjson recurses, so a document nested past
+the interpreter's recursion limit is parsed by an iterative parser here, with rapidjson's
+errors and offsets (TF Serving's own `DeeplyNestedWellFormed` / `DeeplyNestedMalformed` cases
+nest 500,000 levels)."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
-import sys
-import threading
 from decimal import Decimal
 from typing import Any
 
@@ -28,10 +26,6 @@ _MAX_DEBUG_BYTES = 256  # kMaxJsonDebugStringBytes
 _RAPIDJSON_ERROR = re.compile(r"Parse error at offset (\d+): (.*)", re.DOTALL)
 _TRAILING = "The document root must not be followed by other values."
 _LONG_DIGITS = re.compile(r"\d{309}")
-# Nesting parsed (rapidjson's iterative parser has none); ~80x the deepest tensor (254 dims).
-MAX_JSON_DEPTH = 20_000
-# One deep parse at a time: the interpreter's recursion limit is raised only while it runs.
-_DEEP_PARSE = threading.Lock()
 
 
 def _rapidjson_double(val: float) -> str:
@@ -145,6 +139,21 @@ class _Decoder(rapidjson.Decoder):
         return _FirstMember()
 
 
+class _ParseError(Exception):
+    """A rapidjson parse error: its message and byte offset."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.message, self.offset = message, offset
+
+
+def _raise_parse_error(err: rapidjson.JSONDecodeError, shift: int = 0) -> None:
+    match = _RAPIDJSON_ERROR.match(str(err))
+    if match is None:
+        raise invalid_argument(f"JSON Parse error: {err}") from None
+    raise _ParseError(match.group(2), int(match.group(1)) + shift) from None
+
+
 def _check_numbers(text: str) -> None:
     """rapidjson reads an integer past uint64 as a double and refuses one past DBL_MAX
     (`Number too big to be stored in double.`); python-rapidjson would build a Python int of
@@ -157,42 +166,138 @@ def _check_numbers(text: str) -> None:
     except rapidjson.JSONDecodeError as err:
         match = _RAPIDJSON_ERROR.match(str(err))
         if match is not None and match.group(2) != _TRAILING:
-            raise invalid_argument(
-                f"JSON Parse error: {match.group(2)} at offset: {match.group(1)}"
-            ) from None
-
-
-def _rapidjson_parse(text: str) -> Any:
-    """rapidjson's answer for `text`. A document nested past the interpreter's recursion limit
-    is parsed again with the limit raised by MAX_JSON_DEPTH levels, and refused past that."""
-    try:
-        return _parse(text)
+            raise _ParseError(match.group(2), int(match.group(1))) from None
     except RecursionError:
-        pass
-    with _DEEP_PARSE:
-        limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(limit + MAX_JSON_DEPTH)
-        try:
-            return _parse(text)
-        except RecursionError:
-            raise invalid_argument(
-                f"JSON Parse error: The document is nested deeper than {MAX_JSON_DEPTH} levels "
-                "(this server's limit; TF Serving parses any depth)"
-            ) from None
-        finally:
-            sys.setrecursionlimit(limit)
+        pass  # too deep for the recursive parser: the iterative one checks each number
 
 
-def _parse(text: str) -> Any:
+def _decode(text: str) -> tuple[Any, int]:
+    """python-rapidjson on `text`: the root value, and the (character) offset where it ended
+    (rapidjson's kParseStopWhenDoneFlag: anything after it is not read). RecursionError past
+    the interpreter's recursion limit."""
     _check_numbers(text)
     decode = _Decoder(number_mode=rapidjson.NM_NAN)
     try:
-        return decode(text)
+        return decode(text), len(text)
     except rapidjson.JSONDecodeError as err:
         match = _RAPIDJSON_ERROR.match(str(err))
-        if match is None:
-            raise invalid_argument(f"JSON Parse error: {err}") from None
-        offset, message = int(match.group(1)), match.group(2)
-        if message == _TRAILING:
-            return decode(text[:offset])
-        raise invalid_argument(f"JSON Parse error: {message} at offset: {offset}") from None
+        if match is not None and match.group(2) == _TRAILING:  # a byte offset
+            end = len(text.encode("utf-8")[: int(match.group(1))].decode("utf-8", "ignore"))
+            return decode(text[:end]), end
+        _raise_parse_error(err)
+        raise  # unreachable: _raise_parse_error always raises
+
+
+def _rapidjson_parse(text: str) -> Any:
+    """rapidjson's answer for `text`, with TF Serving's error text. python-rapidjson recurses;
+    a document nested past the interpreter's limit is parsed by `_parse_iteratively`."""
+    try:
+        try:
+            return _decode(text)[0]
+        except RecursionError:
+            return _parse_iteratively(text)
+    except _ParseError as err:
+        raise invalid_argument(f"JSON Parse error: {err.message} at offset: {err.offset}") from None
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")  # rapidjson's SkipWhitespace
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_SCALAR = re.compile(r'[^ \t\n\r,\]}:\[{"]+')  # a number or literal, up to what ends it
+_SCALAR_START = frozenset("-0123456789tfnNI")
+_OPEN_RUN = re.compile(r"\[+")
+
+
+def _parse_iteratively(text: str) -> Any:
+    """rapidjson's iterative parse (kParseIterativeFlag, what TF Serving sets): containers on
+    an explicit stack, so any depth parses. Strings and scalars are each decoded by
+    python-rapidjson (their values and errors are rapidjson's); the structural errors are
+    rapidjson's texts at its byte offsets."""
+    size = len(text)
+    stack: list[Any] = []  # open containers, innermost last
+    key = ""  # the member name a value in the innermost object goes to
+    root: Any = None
+
+    def fail(message: str, pos: int) -> None:
+        raise _ParseError(message, len(text[:pos].encode("utf-8")))
+
+    def token(pattern: re.Pattern[str], pos: int) -> tuple[Any, int]:
+        match = pattern.match(text, pos)
+        part = match.group() if match else text[pos:]
+        try:
+            value, end = _decode(part)
+        except _ParseError as err:
+            raise _ParseError(err.message, len(text[:pos].encode("utf-8")) + err.offset) from None
+        return value, pos + end
+
+    def attach(value: Any) -> None:
+        nonlocal root
+        if not stack:
+            root = value
+        elif isinstance(stack[-1], list):
+            stack[-1].append(value)
+        else:
+            stack[-1][key] = value
+
+    pos = _WHITESPACE.match(text, 0).end()
+    if pos == size:
+        fail("The document is empty.", pos)
+    expect = "value"
+    while True:
+        if expect == "value":
+            char = text[pos] if pos < size else ""
+            if char == "[" and text.startswith("[[", pos):  # a run of opens, the deep case
+                run = _OPEN_RUN.match(text, pos).end() - pos - 1
+                for _ in range(run):
+                    inner: list[Any] = []
+                    attach(inner)
+                    stack.append(inner)
+                pos += run
+                continue
+            if char in ("[", "{"):
+                container: Any = [] if char == "[" else _FirstMember()
+                attach(container)
+                stack.append(container)
+                pos = _WHITESPACE.match(text, pos + 1).end()
+                if text.startswith("]" if char == "[" else "}", pos):
+                    stack.pop()
+                    pos, expect = pos + 1, "next"
+                else:
+                    expect = "value" if char == "[" else "name"
+                continue
+            if char == '"':
+                value, pos = token(_STRING, pos)
+            elif char in _SCALAR_START:
+                value, pos = token(_SCALAR, pos)
+            else:
+                fail("Invalid value.", pos)
+            attach(value)
+            expect = "next"
+        elif expect == "name":
+            if not text.startswith('"', pos):
+                fail("Missing a name for object member.", pos)
+            key, pos = token(_STRING, pos)
+            pos = _WHITESPACE.match(text, pos).end()
+            if not text.startswith(":", pos):
+                fail("Missing a colon after a name of object member.", pos)
+            pos += 1
+            expect = "value"
+        else:  # after a value
+            if not stack:
+                return root  # kParseStopWhenDoneFlag
+            char = text[pos] if pos < size else ""
+            close = "]" if isinstance(stack[-1], list) else "}"
+            if char == close:
+                stack.pop()
+                pos += 1
+                while pos < size and text[pos] == "]" and stack and isinstance(stack[-1], list):
+                    stack.pop()  # a run of closes
+                    pos += 1
+            elif char == ",":
+                pos += 1
+                expect = "value" if close == "]" else "name"
+            elif close == "]":
+                fail("Missing a comma or ']' after an array element.", pos)
+            else:
+                fail("Missing a comma or '}' after an object member.", pos)
+        if pos < size and text[pos] in " \t\n\r":
+            pos = _WHITESPACE.match(text, pos).end()

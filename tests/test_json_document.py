@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 
 import numpy as np
 import pytest
+import rapidjson
 
 from serving.errors import ServingError
-from serving.json_document import MAX_JSON_DEPTH, json_text, parse_json
-from serving.json_tensor import predict_response_json
+from serving.json_document import json_text, parse_json
+from serving.json_tensor import fill_signature, predict_response_json
 
 
 def _error(body: bytes) -> str:
@@ -48,21 +50,56 @@ def test_parse_errors_are_rapidjsons(body: bytes, message: str) -> None:
     assert _error(body) == message
 
 
-def test_nesting_past_the_interpreter_stack_is_parsed_up_to_the_cap() -> None:
-    """rapidjson's iterative parse has no depth limit (json_tensor.cc `ParseJson`); this server
-    parses MAX_JSON_DEPTH levels (the README's deviations table) and refuses deeper ones with
-    TF Serving's error shape."""
-    depth = MAX_JSON_DEPTH - 10
-    doc = parse_json(b'{"a": ' + b"[" * depth + b"]" * depth + b"}")
-    for _ in range(depth - 1):
-        (doc,) = doc["a"] if isinstance(doc, dict) else doc
-    assert doc == []
-    message = _error(b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
-    assert message == (
-        f"JSON Parse error: The document is nested deeper than {MAX_JSON_DEPTH} levels "
-        "(this server's limit; TF Serving parses any depth)"
-    )
-    assert sys.getrecursionlimit() == 1000  # raised only while a deep document is parsed
+def test_tf_servings_deeply_nested_cases() -> None:
+    """json_tensor_test.cc `DeeplyNestedWellFormed` / `DeeplyNestedMalformed`: 500,000 levels
+    parse (rapidjson's kParseIterativeFlag); the malformed one fails later, on its
+    signature_name, with the 256-byte quote of the document."""
+    deep = "[" * 500_000 + "]" * 500_000
+    doc = parse_json(('{"instances":[1], "nested":' + deep + "}").encode())
+    assert list(doc) == ["instances", "nested"] and doc["instances"] == [1]
+    doc = parse_json(('{"signature_name":' + deep + "}").encode())
+    with pytest.raises(ServingError) as info:
+        fill_signature(doc)
+    assert info.value.message.endswith("'signature_name' key must be a string value.")
+    assert info.value.message.startswith('JSON Value: {\n    "signature_name": [[[[')
+    assert sys.getrecursionlimit() == 1000
+
+
+def _rapidjson_itself(body: str) -> str:
+    """python-rapidjson's recursive parse with the interpreter's limit raised (safe at these
+    depths): the oracle for rapidjson's error text and byte offset."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(50_000)
+    try:
+        rapidjson.loads(body, number_mode=rapidjson.NM_NAN)
+    except rapidjson.JSONDecodeError as err:
+        offset, message = re.fullmatch(r"Parse error at offset (\d+): (.*)", str(err)).groups()
+        return f"JSON Parse error: {message} at offset: {offset}"
+    finally:
+        sys.setrecursionlimit(limit)
+    raise AssertionError("the oracle parsed it")
+
+
+_DEEP = 5000
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"a": ' + "[" * _DEEP + "1.0" + "]" * (_DEEP - 1) + "}",
+        '{"a": ' + "[" * _DEEP,
+        '{"a": ' + "[" * _DEEP + '{"k" 1}' + "]" * _DEEP + "}",
+        '{"a": ' + "[" * _DEEP + '{"k": 1,}' + "]" * _DEEP + "}",
+        '{"a": ' + "[" * _DEEP + '"\\x"' + "]" * _DEEP + "}",
+        '{"a": ' + "[ " * _DEEP + "1.]" + "]" * _DEEP + "}",
+        '{"é": ' + "[" * _DEEP + '"ü", tru]' + "]" * _DEEP + "}",
+        '{"a": ' + "[{}, " * _DEEP + "1e999" + "]" * _DEEP + "}",
+    ],
+)
+def test_deep_documents_fail_with_rapidjsons_error(body: str) -> None:
+    """Past Python's recursion limit the iterative parse reports what rapidjson itself reports
+    for the same document: its message at its byte offset."""
+    assert _error(body.encode()) == _rapidjson_itself(body)
 
 
 def test_half_outputs_are_refused_as_tf_serving_writes_them() -> None:
