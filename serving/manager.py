@@ -19,7 +19,7 @@ import grpc
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.errors import ServingError
+from serving.errors import ServingError, code_from_number
 from serving.reclaim import reclaim_when_released
 from serving.servable import Servable
 from serving.source import aspired_versions, versions_on_disk
@@ -298,7 +298,11 @@ def _load_with_retries(
         except ServingError as e:
             error = e
         except Exception as e:  # any load failure must end as END + status
-            error = ServingError(grpc.StatusCode.UNKNOWN, f"{type(e).__name__}: {e}")
+            code = getattr(e, "error_code", None)  # a TF OpError keeps TF's code and text
+            if isinstance(code, int) and isinstance(getattr(e, "message", None), str):
+                error = ServingError(code_from_number(code), e.message)
+            else:
+                error = ServingError(grpc.StatusCode.UNKNOWN, f"{type(e).__name__}: {e}")
         log.error("Loading servable %s failed: %s", what, error)
     return None, error
 

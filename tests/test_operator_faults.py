@@ -411,3 +411,17 @@ def test_new_versions_load_highest_first(
         assert loaded == [3, 2, 1]
     finally:
         core.stop()
+
+
+def test_a_tf_error_during_a_load_keeps_tfs_code_and_text() -> None:
+    """A TensorFlow OpError raised anywhere in a load (a disk or memory that ran out) is the
+    version's status as TF Serving reports it (`RESOURCE_EXHAUSTED: <TF's message>`), not a
+    Python exception name."""
+    from serving.manager import _load_with_retries
+
+    def create() -> None:
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+
+    servable, error = _load_with_retries(create, "{name: m version: 1}", threading.Event(), 0, 0)
+    assert servable is None and error is not None
+    assert str(error) == "RESOURCE_EXHAUSTED: OOM when allocating tensor"
