@@ -38,10 +38,11 @@ DRAIN_LIMIT = 256 * 1024 * 1024
 # Open connections per REST worker thread: one being served, the rest reading or waiting.
 CONNECTIONS_PER_THREAD = 4
 _CHUNK = 1 << 16
-# libevent `evhttp_send_error(req, HTTP_NOTFOUND, NULL)`: what TF Serving sends for a path no
-# dispatcher takes (its ERR_FORMAT page, sent by `evhttp_send_page_` as text/html and closed).
-_LIBEVENT_404 = (
-    "<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n"
+# libevent's `evhttp_send_error` page (its ERR_FORMAT, sent by `evhttp_send_page_` as text/html
+# and closed): what TF Serving sends for a path no dispatcher takes (404) and for requests its
+# HTTP layer refuses before any handler runs.
+_LIBEVENT_ERROR = (
+    "<HTML><HEAD>\n<TITLE>{code} {phrase}</TITLE>\n</HEAD><BODY>\n<H1>{phrase}</H1>\n"
     "</BODY></HTML>\n"
 )
 
@@ -201,8 +202,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200, metrics.render(), metrics.CONTENT_TYPE, cors=False)
             return
         if not V1_PATH.fullmatch(path):
-            self.close_connection = True
-            self._reply(HTTPStatus.NOT_FOUND, _LIBEVENT_404, "text/html", cors=False)
+            self.send_error(HTTPStatus.NOT_FOUND)
             return
         with self.workers:
             start = time.monotonic()
@@ -226,6 +226,14 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("REST %s %s failed", self.command, path)
             text = json.dumps({"error": f"{type(err).__name__}: {err}"}, indent=4)
             return 500, text, "INTERNAL"
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """An error the HTTP layer answers itself (a path outside /v1/, a bad request line, an
+        unknown method), as libevent's `evhttp_send_error` writes it."""
+        phrase = HTTPStatus(code).phrase
+        self.close_connection = True
+        page = _LIBEVENT_ERROR.format(code=int(code), phrase=phrase)
+        self._reply(code, page, "text/html", cors=False)
 
     def _reply(
         self, code: int, text: str, content_type: str = "application/json", cors: bool = True
