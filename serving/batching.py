@@ -313,6 +313,7 @@ class BatchingServable(Servable):
         super().__init__(inner.name, inner.version, inner.path)
         self.inner = inner
         self.signature_defs = inner.signature_defs
+        self.model_config = inner.model_config
         self._scheduler = scheduler
         self._queue = queue
 

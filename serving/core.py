@@ -200,6 +200,17 @@ class ServerCore:
             version = labels[label]
         return self._manager.servable(name, version)
 
+    def model_names(self) -> list[str]:
+        """The models of the current config."""
+        return self._manager.managed()
+
+    def version_states(self, name: str) -> dict[int, int] | None:
+        """Each known version's ModelVersionStatus.State for a model of the current config;
+        None for a model that is not in it (the Open Inference Protocol's lookups)."""
+        if not self._manager.is_managed(name):
+            return None
+        return {v: ver.state for v, ver in self._manager.version_states(name).items()}
+
     def model_status(
         self, name: str, version: int | None = None
     ) -> get_model_status_pb2.GetModelStatusResponse:

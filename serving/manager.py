@@ -204,6 +204,11 @@ class AspiredVersionsManager:
         with self._cond:
             return name in self._models
 
+    def managed(self) -> list[str]:
+        """The names of the models in the current config."""
+        with self._cond:
+            return list(self._models)
+
     def is_available(self, name: str, version: int) -> bool:
         """Whether that version can serve requests now."""
         with self._cond:

@@ -21,6 +21,7 @@ from serving.errors import ServingError, check_deadline, invalid_argument
 from serving.ort_extensions import CUSTOM_OPS_DOMAIN, CUSTOM_OPS_LIBRARY, session_options
 from serving.servable import Servable, check_readable
 from serving.tensor_proto import data_type, type_name
+from serving.triton_config import from_onnx
 
 ONNX_FILE = "model.onnx"
 DEFAULT_SIGNATURE = "serving_default"
@@ -109,6 +110,12 @@ class OnnxServable(Servable):
                 grpc.StatusCode.NOT_FOUND, f"ONNX model file does not exist at: {model_file}"
             )
         self._session = _open_session(model_file)
+        # Triton's reading of BASE/config.pbtxt, checked against this model (v2 protocol).
+        self.model_config = from_onnx(
+            os.path.dirname(os.path.normpath(path)),
+            self._session.get_inputs(),
+            self._session.get_outputs(),
+        )
         signature = meta_graph_pb2.SignatureDef(method_name=PREDICT_METHOD)
         for arg in self._session.get_inputs():
             signature.inputs[arg.name].CopyFrom(_tensor_info(arg))

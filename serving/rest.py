@@ -30,6 +30,7 @@ from typing import Any
 
 from serving import metrics
 from serving.rest_api import V1_PATH, RestApi, model_and_method
+from serving.v2_rest import V2_PATH, V2Rest
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server_version = "frozen-scalars-rest"
     api: RestApi  # set on the per-server subclass
+    v2: V2Rest  # the Open Inference Protocol's /v2 routes
     workers: threading.BoundedSemaphore  # --rest_api_num_threads requests at a time
     cors: bool = False  # --rest_api_enable_cors_support
     prometheus_path: str | None = None  # from --monitoring_config_file
@@ -201,6 +203,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.prometheus_path is not None and path == self.prometheus_path:
             self._reply(200, metrics.render(), metrics.CONTENT_TYPE, cors=False)
             return
+        if V2_PATH.fullmatch(path):
+            with self.workers:
+                reply = self.v2.handle(
+                    self.command, path, self.headers, body, lambda: self._remaining(started)
+                )
+            self._reply(reply.code, reply.body, reply.content_type, headers=reply.headers)
+            return
         if not V1_PATH.fullmatch(path):
             self.send_error(HTTPStatus.NOT_FOUND)
             return
@@ -235,12 +244,24 @@ class _Handler(BaseHTTPRequestHandler):
         page = _LIBEVENT_ERROR.format(code=int(code), phrase=phrase)
         self._reply(code, page, "text/html", cors=False)
 
+    def _remaining(self, started: float) -> float | None:
+        """Seconds left of `--rest_api_timeout_in_ms`, counted from the request's arrival."""
+        timeout = self.v2.timeout_s
+        return None if timeout is None else started + timeout - time.monotonic()
+
     def _reply(
-        self, code: int, text: str, content_type: str = "application/json", cors: bool = True
+        self,
+        code: int,
+        text: str | bytes,
+        content_type: str = "application/json",
+        cors: bool = True,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
-        data = text.encode("utf-8")
+        data = text.encode("utf-8") if isinstance(text, str) else text
         self.send_response(code)
         self.send_header("Content-Type", content_type)
+        for key, value in headers:
+            self.send_header(key, value)
         if self.cors and cors:
             for key, value in _CORS_HEADERS:
                 self.send_header(key, value)
@@ -341,6 +362,7 @@ def start_rest_server(
         (_Handler,),
         {
             "api": RestApi(core),
+            "v2": V2Rest(core, timeout_ms / 1000 if timeout_ms > 0 else None),
             "workers": threading.BoundedSemaphore(num_threads),
             "cors": enable_cors,
             "prometheus_path": prometheus_path,

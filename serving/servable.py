@@ -21,6 +21,7 @@ from tensorflow.python.saved_model import loader_impl
 from tensorflow.python.util import deprecation
 
 from serving.errors import ServingError, check_deadline, code_from_number
+from serving.triton_config import ModelSpec, from_signature
 
 SignatureDef = meta_graph_pb2.SignatureDef
 
@@ -35,12 +36,14 @@ class Servable(ABC):
     version: int
     path: str
     signature_defs: dict[str, SignatureDef]
+    model_config: ModelSpec | None  # what the Open Inference Protocol serves (Triton's config)
 
     def __init__(self, name: str, version: int, path: str) -> None:
         self.name = name
         self.version = version
         self.path = path
         self.signature_defs = {}
+        self.model_config = None
         self._count_lock = threading.Lock()
         self.run_count = 0
 
@@ -221,6 +224,7 @@ class TFServable(Servable):
         self._signatures = {
             key: _Signature(self._graph, sig) for key, sig in self.signature_defs.items()
         }
+        self.model_config = from_signature(name, self.signature_defs.get("serving_default"))
 
     def memory_owners(self) -> list[object]:
         return [self._graph, self._session]

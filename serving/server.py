@@ -27,6 +27,7 @@ from serving.core import ServerCore, ServerOptions
 from serving.errors import ServingError, UsageError, invalid_argument
 from serving.grpc_service import add_services
 from serving.model_config import ModelServerConfig, config_from_flags, load_config_file
+from serving.v2_grpc import add_v2_service
 
 INT32_MAX = 2**31 - 1
 STOP_GRACE_S = 5.0
@@ -250,6 +251,7 @@ def _grpc_server(
         options=options,
     )
     health_servicer = add_services(server, core, args.enable_grpc_healthcheck_service)
+    add_v2_service(server, core)  # the Open Inference Protocol beside TF Serving's API
     addresses = []
     if args.port or not args.grpc_socket_path:
         addresses.append(f"{args.host}:{args.port}")
