@@ -7,10 +7,12 @@ string tensors cross as UTF-8 text (TF's DT_STRING is bytes; ORT's Python bindin
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Mapping, Sequence
 
 import grpc
+import ml_dtypes
 import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
@@ -58,6 +60,26 @@ def _tensor_info(arg: ort.NodeArg) -> meta_graph_pb2.TensorInfo:
         dtype=_ORT_TYPES.get(arg.type, types_pb2.DT_INVALID),
         tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=dims, unknown_rank=arg.shape is None),
     )
+
+
+BF16 = "tensor(bfloat16)"
+_ONNX_BFLOAT16 = 16  # TensorProto.BFLOAT16
+
+
+def _bf16_value(array: np.ndarray) -> ort.OrtValue:
+    """A bfloat16 OrtValue (ORT's numpy binding has no bfloat16: its bits cross as uint16)."""
+    bits = np.ascontiguousarray(array, dtype=ml_dtypes.bfloat16).view(np.uint16)
+    return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(bits, onnx_element_type=_ONNX_BFLOAT16)
+
+
+def _from_value(value: ort.OrtValue) -> np.ndarray:
+    """An output OrtValue as an array; bfloat16 is copied out of the CPU buffer bit for bit."""
+    if value.data_type() != BF16:
+        return value.numpy()
+    shape = value.shape()
+    count = int(np.prod(shape, dtype=np.int64))
+    bits = (ctypes.c_uint16 * count).from_address(value.data_ptr()) if count else []
+    return np.array(bits, dtype=np.uint16).view(ml_dtypes.bfloat16).reshape(shape)
 
 
 _LOAD_ERRORS = (ort_state.Fail, ort_state.InvalidGraph, ort_state.InvalidProtobuf, RuntimeError)
@@ -124,6 +146,8 @@ class OnnxServable(Servable):
         self.signature_defs = {DEFAULT_SIGNATURE: signature}
         # Sorted feed names give the arg[i] index of dtype errors, as in a TF Session.
         self._feed_types = sorted((i.name, i.dtype) for i in signature.inputs.values())
+        args = [*self._session.get_inputs(), *self._session.get_outputs()]
+        self._bf16 = any(a.type == BF16 for a in args)
 
     def _check_dtypes(self, inputs: Mapping[str, np.ndarray]) -> None:
         """ONNX Runtime's own dtype errors differ; report TF's `Expects arg[i]` message instead."""
@@ -148,7 +172,29 @@ class OnnxServable(Servable):
         feeds = {name: _as_ort_feed(name, value) for name, value in inputs.items()}
         self._count_run()
         try:
-            results = self._session.run(list(output_keys), feeds)
+            if self._bf16:
+                results = self._run_bound(feeds, output_keys)
+            else:
+                results = self._session.run(list(output_keys), feeds)
         except _INPUT_ERRORS as e:
             raise invalid_argument(str(e)) from e
         return {k: np.asarray(v) for k, v in zip(output_keys, results, strict=True)}
+
+    def _run_bound(self, feeds: Mapping[str, np.ndarray], output_keys: Sequence[str]) -> list:
+        """A run through an IOBinding, the only way ORT's Python API moves bfloat16 tensors
+        (it binds no string tensors: a model with both cannot run here)."""
+        binding = self._session.io_binding()
+        for name, value in feeds.items():
+            if value.dtype == object:
+                raise invalid_argument(
+                    f"input {name!r}: ONNX Runtime's Python binding cannot run a model with both "
+                    "bfloat16 and string tensors"
+                )
+            if value.dtype == ml_dtypes.bfloat16:
+                binding.bind_ortvalue_input(name, _bf16_value(value))
+            else:
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name in output_keys:
+            binding.bind_output(name, "cpu")
+        self._session.run_with_iobinding(binding)
+        return [_from_value(v) for v in binding.get_outputs()]
