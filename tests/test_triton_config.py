@@ -12,9 +12,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from exporter.onnx_export import triton_config
-from serving.core import ServerCore, ServerOptions, parse_config_text
+from exporter.onnx_format.convert import triton_config
+from serving.core import ServerCore, ServerOptions
 from serving.errors import ServingError
+from serving.model_config import parse_config_text
 from serving.onnx_servable import OnnxServable
 
 SIGNATURE = {

@@ -15,7 +15,7 @@ import onnx
 import tensorflow as tf
 from onnx import TensorProto, helper
 
-from exporter.onnx_export import triton_config
+from exporter.onnx_format.convert import triton_config
 from serving import v2_types
 
 DATATYPES = (
@@ -155,7 +155,7 @@ def build(model_repo: Path, out: Path) -> Path:
         "dtypes_tf": "tensorflow",
         "half_plus_two_onnx": "onnx",
         "multi_io_onnx": "onnx",
-        "dtypes_onnx": "onnxruntime_onnx",
+        "dtypes_onnx": "onnx",
         "bf16_onnx": "onnx",
     }
     entries = "".join(
