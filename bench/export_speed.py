@@ -33,12 +33,12 @@ def _export(variant: str, model: Any, out: Path, stages: list[tuple[str, float]]
     import tensorflow as tf
 
     if variant == "project":
-        from exporter import export_model
+        from exporter import ExportOptions, export_model
 
         def progress(msg: str) -> None:
             stages.append((msg.split(":", 1)[0], time.perf_counter()))
 
-        export_model(model, out, "mlp", progress=progress)
+        export_model(model, out, "mlp", ExportOptions(progress=progress))
     elif variant == "keras":
         model.export(str(out / "saved_model"), format="tf_saved_model", verbose=False)
         stages.append(("onnx", time.perf_counter()))

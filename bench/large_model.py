@@ -54,9 +54,9 @@ def _keras(fmt: str, model: Any, out: Path, progress: Path) -> dict[str, Any]:
 
 
 def _project(model: Any, out: Path, progress: Path) -> dict[str, Any]:
-    from exporter import export_model
+    from exporter import ExportOptions, export_model
 
-    report = export_model(model, out, "big", progress=lambda m: _stage(progress, m))
+    report = export_model(model, out, "big", ExportOptions(progress=lambda m: _stage(progress, m)))
     return {
         "ok": report.passed,
         "formats": {"tf_saved_model": {"ok": True}, "onnx": {"ok": True}},

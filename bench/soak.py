@@ -40,10 +40,12 @@ def export_source(params: int, cache: Path) -> Path:
     """The exporter's default export of the soak MLP (cached: exporting 50M takes minutes)."""
     version_dir = cache / "tfserving" / MODEL / "1"
     if not (version_dir / "saved_model.pb").exists():
-        from exporter import export_model
+        from exporter import ExportOptions, export_model
 
         shutil.rmtree(cache, ignore_errors=True)
-        export_model(common.build_mlp(params, train_steps=1), cache, MODEL, parity_samples=1)
+        export_model(
+            common.build_mlp(params, train_steps=1), cache, MODEL, ExportOptions(parity_samples=1)
+        )
     return version_dir
 
 

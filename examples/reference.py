@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=200)
     args = parser.parse_args(argv)
 
-    from exporter import ExporterError, export_model
+    from exporter import ExporterError, ExportOptions, export_model
 
     print(f"[train] diabetes (scikit-learn, offline), {args.epochs} epochs", flush=True)
     model, before, after, mae = train(args.epochs)
@@ -92,9 +92,11 @@ def main(argv: list[str] | None = None) -> int:
             model,
             args.out,
             args.name,
-            warmup_requests=10,
-            parity_inputs=[{"features": x_test}],
-            progress=lambda msg: print(f"[export] {msg}", flush=True),
+            ExportOptions(
+                warmup_requests=10,
+                parity_inputs=[{"features": x_test}],
+                progress=lambda msg: print(f"[export] {msg}", flush=True),
+            ),
         )
     except ExporterError as exc:
         print(f"error: {exc}", file=sys.stderr)

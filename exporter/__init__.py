@@ -1,6 +1,6 @@
 """frozen-scalars exporter: audit a Keras model's scalars, freeze it, export and prove it.
 
-from exporter import export_model, audit_model
+from exporter import export_model, ExportOptions, audit_model
 
 The names below are imported on first use (PEP 562), so `python -m exporter --help` and the
 CLI's argument errors answer without importing TensorFlow.
@@ -15,8 +15,10 @@ _HOMES = {
     "AuditReport": "exporter.model.audit_report",
     "audit_model": "exporter.model.audit",
     "export_model": "exporter.export",
+    "ExportOptions": "exporter.options",
     "ExportReport": "exporter.report",
     "record_initial_values": "exporter.model.initial_values",
+    "ParityOptions": "exporter.options",
     **dict.fromkeys(
         (
             "AuditError",

@@ -1,8 +1,9 @@
 """Command line: `python -m exporter {export,audit,inspect,parity,deploy}`. No logic lives here.
 
-Exit codes: 0 success, 1 a check failed (audit error, freeze proof, parity) or an unexpected
-internal error, 2 bad usage (bad arguments or inputs, a model that cannot be loaded, a corrupt
-or unreadable file, an unwritable output directory). Every failure ends with one `error:`
+Exit codes: 0 success, 1 a check failed (audit error, freeze proof, conversion, onnx.checker,
+the ONNX Runtime load, the checkpoint read-back, parity) or an unexpected internal error, 2 bad
+usage (bad arguments or inputs, a model that cannot be loaded, a corrupt or unreadable file, an
+unwritable or full output). Every failure ends with one `error:`
 line; `--debug` prints the traceback before it. Flags are dash style (`--custom-objects`);
 the underscore spelling (`--custom_objects`, as TF Serving's flags are written) is accepted
 too. TensorFlow is imported only once a command runs, so `--help` answers at once.
@@ -11,16 +12,18 @@ too. TensorFlow is imported only once a command runs, so `--help` answers at onc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from exporter.deploy.cli import add_deploy_parser, deploy_options
-from exporter.savedmodel.compat import DEFAULT_SERVING_VERSION
+from exporter.options import ExportOptions, ParityOptions, add_flags, from_args
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
@@ -92,54 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     add_model_args(export)
     export.add_argument("--name", required=True, help="model name (TF Serving MODEL_NAME)")
     export.add_argument("--out", required=True, help="output root, e.g. artifacts")
-    export.add_argument("--version", type=int, help="version number (default: next free)")
-    export.add_argument("--opset", type=int, help="ONNX opset (default 17)")
-    export.add_argument(
-        "--warmup-requests",
-        type=int,
-        default=1,  # savedmodel.writer.DEFAULT_WARMUP_REQUESTS (not imported: no TF for --help)
-        metavar="N",
-        help="write N TF Serving warmup records (default 1; 0 writes none), replayed at load "
-        "so a new version is warm before it serves",
-    )
-    export.add_argument(
-        "--atol", type=float, help="parity atol for every output (default: per output dtype)"
-    )
-    export.add_argument(
-        "--rtol", type=float, help="parity rtol for every output (default: per output dtype)"
-    )
-    export.add_argument(
-        "--formats",
-        default="savedmodel,onnx",
-        help="artifacts to produce: savedmodel, onnx or both (default savedmodel,onnx)",
-    )
-    export.add_argument(
-        "--allow-untracked",
-        action="store_true",
-        help="export even if an untracked variable is captured (it never trained)",
-    )
-    export.add_argument(
-        "--onnx-only",
-        action="store_true",
-        help="skip the SavedModel (no longer needed for size: see --max-frozen-bytes)",
-    )
-    export.add_argument(
-        "--max-frozen-bytes",
-        type=_size_arg,
-        default=None,
-        metavar="SIZE",
-        help="weights frozen into the graph at most (default 64MiB); past it the largest "
-        "tensors stay read-only variables (SavedModel variables/, model.onnx.data), scalars "
-        "and small tensors are always Consts. Bytes or 512MiB / 1GiB",
-    )
+    add_flags(export, ExportOptions)
     export.add_argument(
         "--quiet", action="store_true", help="no progress output (stages, weights written)"
-    )
-    export.add_argument(
-        "--serving-version",
-        default=DEFAULT_SERVING_VERSION,
-        help="refuse a SavedModel this TF Serving version cannot load (default: "
-        f"{DEFAULT_SERVING_VERSION}, the image docker/ and the manifests use)",
     )
     export.add_argument(
         "--inputs",
@@ -161,26 +119,18 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("path", help="SavedModel directory or .onnx file")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
 
-    from exporter.verify.served_parity import add_arguments as add_parity_args
-
     parity = sub.add_parser(
         "parity",
         parents=[debug],
         help="prove a published export agrees across Keras, ORT, gRPC and REST",
     )
-    add_parity_args(parity)
+    parity.add_argument("--export", required=True, type=Path, help="the exporter's OUT directory")
+    parity.add_argument("--model-name", required=True, help="the exported model's name")
+    add_flags(parity, ParityOptions)
+    parity.add_argument("--json", type=Path, help="write the report here")
 
     add_deploy_parser(sub)
     return parser
-
-
-def _size_arg(text: str) -> int:
-    from exporter.freeze.lift import parse_bytes
-
-    try:
-        return parse_bytes(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _stderr(message: str) -> None:
@@ -198,13 +148,17 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from exporter import export_model
-    from exporter.freeze.lift import DEFAULT_MAX_FROZEN_BYTES
-    from exporter.model.trace import input_signature_from_model
     from exporter.progress import ExportProgress
+
+    progress = ExportProgress(quiet=args.quiet)
+    options = from_args(  # every flag checked before TensorFlow is imported
+        ExportOptions, args, progress=progress.stage, weights_progress=progress.weights
+    )
+    from exporter import export_model
+    from exporter.model.trace import input_signature_from_model
     from exporter.verify.sample_inputs import conform_inputs, load_inputs
 
-    if args.onnx_only:
+    if options.onnx_only:
         _stderr(
             "note: --onnx-only is no longer needed for models past 2 GiB (large tensors now "
             "stay read-only variables in the SavedModel's variables/); it only skips the "
@@ -215,27 +169,8 @@ def _run_export(args: argparse.Namespace) -> int:
     if files:  # checked against the signature before anything is traced or written
         specs = input_signature_from_model(model)[0]
         files = {p: conform_inputs(b, specs, source=f"--inputs {p}") for p, b in files.items()}
-    progress = ExportProgress(quiet=args.quiet)
-    report = export_model(
-        model,
-        args.out,
-        args.name,
-        version=args.version,
-        opset=args.opset,
-        warmup_requests=args.warmup_requests,
-        atol=args.atol,
-        rtol=args.rtol,
-        allow_untracked=args.allow_untracked,
-        parity_inputs=list(files.values()),
-        onnx_only=args.onnx_only,
-        serving_version=args.serving_version,
-        progress=progress.stage,
-        weights_progress=progress.weights,
-        max_frozen_bytes=(
-            DEFAULT_MAX_FROZEN_BYTES if args.max_frozen_bytes is None else args.max_frozen_bytes
-        ),
-        formats=args.formats.split(","),
-    )
+    options = dataclasses.replace(options, parity_inputs=list(files.values()))
+    report = export_model(model, args.out, args.name, options)
     print("\n" + report.summary())
     for warning in report.warnings:
         _stderr(f"warning: {warning}")
@@ -275,22 +210,21 @@ def _run_deploy(args: argparse.Namespace) -> int:
 
 def _exit_code_and_message(exc: Exception) -> tuple[int, str]:
     from exporter.errors import (
-        AuditError,
         DeployError,
-        ExportError,
-        FreezeError,
+        ExporterError,
         ModelLoadError,
-        ParityError,
-        ServingCompatError,
+        OutputError,
         ServingVersionError,
         TraceError,
+        UsageError,
     )
 
-    if isinstance(exc, (ModelLoadError, TraceError, ExportError, DeployError, ServingVersionError)):
+    usage = (UsageError, OutputError, ModelLoadError, TraceError, DeployError, ServingVersionError)
+    if isinstance(exc, usage):
         return EXIT_USAGE, str(exc)
-    if isinstance(exc, (AuditError, FreezeError, ParityError, ServingCompatError)):
+    if isinstance(exc, ExporterError):  # a check failed: audit, freeze proof, artifact, parity
         return EXIT_CHECK_FAILED, str(exc)
-    if isinstance(exc, OSError):  # disk full, permissions, a file vanishing under us
+    if isinstance(exc, OSError):  # permissions, a file vanishing under us
         where = f" ({exc.filename})" if exc.filename else ""
         return EXIT_USAGE, f"{exc.strerror or exc}{where}: check the path, permissions, free space."
     raw = str(exc)

@@ -24,14 +24,23 @@ class FreezeError(ExporterError):
 
 
 class ExportError(ExporterError):
-    """Writing or validating an artifact (SavedModel, ONNX, report) failed."""
+    """An artifact failed its check: conversion, onnx.checker, the ONNX Runtime load, the
+    variables checkpoint read-back (exit 1). The subclasses below are the caller's to fix."""
+
+
+class UsageError(ExportError):
+    """A bad option, input or file given by the caller, found before anything is written."""
+
+
+class OutputError(ExportError):
+    """The output cannot be written: not a writable directory, disk full, quota exceeded."""
 
 
 class ParityError(ExporterError):
     """Two runtimes disagree beyond the tolerance."""
 
 
-class ParityUsageError(ExportError):
+class ParityUsageError(UsageError):
     """A parity check of an exported model could not start: missing export, version or input."""
 
 

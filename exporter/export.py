@@ -7,42 +7,24 @@ failed a check, and a failure leaves the output tree exactly as it was.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
 from exporter.errors import AuditError, ExportError, ParityError, ServingCompatError
 from exporter.freeze.frozen_graph import FrozenGraph, freeze
-from exporter.freeze.lift import DEFAULT_MAX_FROZEN_BYTES
 from exporter.freeze.tables import input_vocabularies
 from exporter.model.audit import audit_model
 from exporter.model.audit_report import AuditReport
 from exporter.model.trace import input_signature_from_model, trace_model
-from exporter.onnx_format.convert import (
-    TRITON_CONFIG,
-    OnnxArtifact,
-    check_opset,
-    triton_config,
-    write_onnx,
-)
-from exporter.publish import Publication, check_writable, next_version
+from exporter.onnx_format.convert import TRITON_CONFIG, OnnxArtifact, triton_config, write_onnx
+from exporter.options import FORMATS, ExportOptions, check_model_name
+from exporter.publish import Publication, check_writable, next_version, output_failure
 from exporter.report import REPORT_FILE, SAVEDMODEL_REPORT, ExportReport, sha256
-from exporter.savedmodel.compat import (
-    DEFAULT_SERVING_VERSION,
-    check_compatible,
-    image_tag,
-    savedmodel_facts,
-    version_table,
-)
-from exporter.savedmodel.variables import WeightsProgress
-from exporter.savedmodel.writer import (
-    DEFAULT_WARMUP_REQUESTS,
-    check_warmup_requests,
-    write_savedmodel,
-)
+from exporter.savedmodel.compat import check_compatible, image_tag, savedmodel_facts
+from exporter.savedmodel.writer import write_savedmodel
 from exporter.verify.parity import (
     keras_runner,
     onnx_runner,
@@ -53,23 +35,8 @@ from exporter.verify.sample_inputs import conform_inputs
 from exporter.verify.staged_parity import StagedParity, samples_for
 from exporter.verify.tolerances import compute_dtypes, resolve_tolerances
 
-Progress = Callable[[str], None]
-
-FORMATS = ("savedmodel", "onnx")
 _OTHER_FORMAT = {"savedmodel": "onnx", "onnx": "savedmodel"}
 _RUNTIME_FORMAT = {"savedmodel": "savedmodel", "onnxruntime": "onnx"}
-
-
-def check_formats(formats: Iterable[str]) -> tuple[str, ...]:
-    """The requested formats in canonical order, or an ExportError naming the valid ones."""
-    wanted = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
-    unknown = [f for f in wanted if f not in FORMATS]
-    if unknown or not wanted:
-        raise ExportError(
-            f"--formats {','.join(wanted) or '(empty)'}: unknown format {unknown or ''}. "
-            f"Use a comma-separated subset of {','.join(FORMATS)} (default: both)."
-        )
-    return tuple(f for f in FORMATS if f in wanted)
 
 
 def _ship_other(fmt: str, formats: tuple[str, ...]) -> str:
@@ -136,6 +103,11 @@ def _formats_section(formats: tuple[str, ...], onnx_only: bool) -> dict[str, Any
     }
 
 
+def _bytes_needed(frozen: FrozenGraph, formats: tuple[str, ...]) -> int:
+    """About what an export writes: the weights once per format, plus graphs and reports."""
+    return (frozen.weights_bytes + frozen.lifted_bytes) * len(formats) + 64 * 1024
+
+
 def _scalar_rows(
     audit: AuditReport, frozen: FrozenGraph, onnx_art: OnnxArtifact | None
 ) -> list[dict[str, Any]]:
@@ -185,96 +157,70 @@ def _with_checkpoint(proof: dict[str, Any], checkpoint: dict[str, Any]) -> dict[
 
 
 def export_model(
-    model: Any,
-    out_dir: str | Path,
-    name: str,
-    *,
-    version: int | None = None,
-    opset: int | None = None,
-    warmup_requests: int = DEFAULT_WARMUP_REQUESTS,
-    atol: float | None = None,
-    rtol: float | None = None,
-    allow_untracked: bool = False,
-    input_signature: Mapping[str, tf.TensorSpec] | None = None,
-    initial_values: Mapping[str, float] | None = None,
-    parity_inputs: Iterable[dict[str, np.ndarray]] = (),
-    parity_samples: int = 4,
-    onnx_only: bool = False,
-    formats: Iterable[str] = FORMATS,
-    serving_version: str = DEFAULT_SERVING_VERSION,
-    progress: Progress | None = None,
-    max_frozen_bytes: int = DEFAULT_MAX_FROZEN_BYTES,
-    weights_progress: WeightsProgress | None = None,
+    model: Any, out_dir: str | Path, name: str, options: ExportOptions | None = None
 ) -> ExportReport:
     """Export `model` frozen to `out_dir` for TF Serving and ONNX Runtime; return the report.
 
     Layout: `tfserving/NAME/VERSION/`, `onnx/NAME/VERSION/model.onnx`, the report inside
     both (`assets.extra/export_report.json`, `export_report.json`) and copied to
-    `reports/NAME/VERSION.json`. Past `max_frozen_bytes` of weights the largest tensors stay
-    read-only variables (SavedModel `variables/`, ONNX `model.onnx.data`); scalars and small
-    tensors are always Consts. `formats` picks the artifacts (`onnx_only` is
-    `formats=("onnx",)`); a refusal names the --formats that could still ship. atol/rtol
-    default per output from its dtype and the model's dtype policy (`exporter.verify.tolerances`).
-    The SavedModel must load on
-    TF Serving `serving_version` (its ops, op attrs and GraphDef version). `weights_progress`
-    hears (stage, bytes done, bytes total) during long weight writes. Raises AuditError,
-    FreezeError, ExportError, ServingCompatError or ParityError; on any of them nothing is
-    published and no directory is left behind. Bad `parity_inputs` and an unwritable output
-    are refused before anything is traced.
+    `reports/NAME/VERSION.json`. `options` (validated when built) picks the version, the
+    formats, the tolerances, the TF Serving version the SavedModel must load on, when large
+    tensors stay read-only variables, and the progress callbacks (`ExportOptions`).
+    Raises UsageError or OutputError (the caller's to fix: a bad name or input, an
+    unwritable or full output), or AuditError, FreezeError, ExportError (an artifact failed
+    its check), ServingCompatError or ParityError; on any of them nothing is published and
+    no directory is left behind. Bad `parity_inputs` and an unwritable output are refused
+    before anything is traced.
     """
-    formats = check_formats(("onnx",) if onnx_only else formats)
-    say = progress or (lambda _msg: None)
+    opts = options or ExportOptions()
+    formats = opts.formats
+    say = opts.progress or (lambda _msg: None)
     out = Path(out_dir)
-    if not name or "/" in name or name.startswith("."):
-        raise ExportError(
-            f"Model name {name!r} is not a valid directory name: use e.g. 'my_model'."
-        )
-    if version is not None and version < 1:
-        raise ExportError(f"--version={version}: TF Serving versions are positive integers.")
-    check_opset(opset)
-    check_warmup_requests(warmup_requests)
-    version_table(serving_version)
+    check_model_name(name)
     tfs_base, onnx_base = out / "tfserving" / name, out / "onnx" / name
     reports = out / "reports" / name
     for directory in (tfs_base, onnx_base, reports):
         check_writable(directory)
-    parity_inputs = list(parity_inputs)
+    parity_inputs = list(opts.parity_inputs)
     if parity_inputs:
-        specs = input_signature or input_signature_from_model(model)[0]
+        specs = opts.input_signature or input_signature_from_model(model)[0]
         parity_inputs = [
             conform_inputs(batch, specs, source=f"parity_inputs[{i}]")
             for i, batch in enumerate(parity_inputs)
         ]
 
     say("trace: building tf.function from the model's signature")
-    traced = trace_model(model, input_signature)
+    traced = trace_model(model, opts.input_signature)
     say("audit: classifying scalars")
-    audit = audit_model(model, traced=traced, initial_values=initial_values)
-    warnings = _refuse_unsafe(audit, allow_untracked)
+    audit = audit_model(model, traced=traced, initial_values=opts.initial_values)
+    warnings = _refuse_unsafe(audit, opts.allow_untracked)
 
     say("freeze: variables -> constants, proving no variable op is left")
     frozen = freeze(
-        traced, allow_oversized="savedmodel" not in formats, max_frozen_bytes=max_frozen_bytes
+        traced,
+        allow_oversized="savedmodel" not in formats,
+        max_frozen_bytes=opts.max_frozen_bytes,
     )
     tolerances = resolve_tolerances(
         {k: v["dtype"] for k, v in traced.signature_dict()["outputs"].items()},
         compute_dtypes(model),
-        atol,
-        rtol,
+        opts.atol,
+        opts.rtol,
     )
     if frozen.lifted:
         say(
             f"freeze: {len(frozen.lifted)} large tensors ({frozen.lifted_bytes / 2**20:.0f} MiB) "
             f"stay read-only variables; {len(frozen.consts)} frozen into Consts"
         )
-    weights_step = weights_progress or (lambda _label, _done, _total: None)
+    weights_step = opts.weights_progress or (lambda _label, _done, _total: None)
+    serving_tag = image_tag(opts.serving_version)
     variables_proof: dict[str, Any] = {}
 
     int_high = _int_high(model)
-    version = version or next_version(tfs_base, onnx_base)
+    version = opts.version or next_version(tfs_base, onnx_base)
     tfserving = None
     batch_sizes = [1, 8]
-    samples = samples_for(frozen.weights_bytes + frozen.lifted_bytes, parity_samples)
+    samples = samples_for(frozen.weights_bytes + frozen.lifted_bytes, opts.parity_samples)
     staged = StagedParity(
         "keras",
         keras_runner(traced),
@@ -286,90 +232,97 @@ def export_model(
             int_high=int_high,
             vocabularies=input_vocabularies(frozen.graph_def, frozen.inputs),
         ),
-        atol=0.0 if atol is None else atol,
-        rtol=0.0 if rtol is None else rtol,
+        atol=0.0 if opts.atol is None else opts.atol,
+        rtol=0.0 if opts.rtol is None else opts.rtol,
         batch_sizes=batch_sizes,
         tolerances=tolerances,
     )
     onnx_art = None
-    with Publication() as publication:
-        if "savedmodel" in formats:
-            sm_dir = publication.directory(tfs_base / str(version))
-            say(f"savedmodel: writing version {version}")
-            try:
-                variables_proof = write_savedmodel(
-                    frozen,
-                    sm_dir,
-                    model_name=name,
-                    warmup_requests=warmup_requests,
-                    int_high=int_high,
-                    progress=weights_step,
+    try:
+        with Publication() as publication:
+            if "savedmodel" in formats:
+                sm_dir = publication.directory(tfs_base / str(version))
+                say(f"savedmodel: writing version {version}")
+                try:
+                    variables_proof = write_savedmodel(
+                        frozen,
+                        sm_dir,
+                        model_name=name,
+                        warmup_requests=opts.warmup_requests,
+                        int_high=int_high,
+                        progress=weights_step,
+                    )
+                    say(f"tfserving: checking ops against TF Serving {serving_tag}")
+                    facts = savedmodel_facts(sm_dir)
+                    check_compatible(facts, opts.serving_version)
+                except (ExportError, ServingCompatError) as exc:
+                    raise type(exc)(_with_hint(exc, _ship_other("savedmodel", formats))) from exc
+                tfserving = {**facts.to_dict(), "serving_version": serving_tag}
+                # One runtime at a time: the Session's copy of the weights is freed before ONNX.
+                say("parity: Keras vs savedmodel (TF1 Session, as TF Serving loads it)")
+                staged.check("savedmodel", lambda: savedmodel_runner(sm_dir))
+            if "onnx" in formats:
+                onnx_dir = publication.directory(onnx_base / str(version))
+                say("onnx: converting with tf2onnx, checking with onnx.checker and ONNX Runtime")
+                try:
+                    onnx_art = write_onnx(
+                        frozen,
+                        onnx_dir,
+                        opset=opts.opset,
+                        progress=partial(weights_step, "onnx: weights written"),
+                        layer_names=traced.layer_names,
+                    )
+                except ExportError as exc:
+                    raise type(exc)(_with_hint(exc, _ship_other("onnx", formats))) from exc
+                say("parity: Keras vs onnxruntime")
+                staged.check("onnxruntime", lambda: onnx_runner(onnx_art.session))
+            parity = staged.report()
+            if not parity.passed:
+                failed = {_RUNTIME_FORMAT[c.runtime] for c in parity.comparisons if not c.passed}
+                hint = _ship_other(failed.pop(), formats) if len(failed) == 1 else ""
+                raise ParityError(
+                    "Exported artifacts disagree with the Keras model beyond the tolerances below "
+                    f"(pass --atol/--rtol to change them); nothing was published.{hint}\n"
+                    f"{parity.table()}"
                 )
-                say(f"tfserving: checking ops against TF Serving {image_tag(serving_version)}")
-                facts = savedmodel_facts(sm_dir)
-                check_compatible(facts, serving_version)
-            except (ExportError, ServingCompatError) as exc:
-                raise type(exc)(_with_hint(exc, _ship_other("savedmodel", formats))) from exc
-            tfserving = {**facts.to_dict(), "serving_version": image_tag(serving_version)}
-            # One runtime at a time: the Session's copy of the weights is freed before ONNX.
-            say("parity: Keras vs savedmodel (TF1 Session, as TF Serving loads it)")
-            staged.check("savedmodel", lambda: savedmodel_runner(sm_dir))
-        if "onnx" in formats:
-            onnx_dir = publication.directory(onnx_base / str(version))
-            say("onnx: converting with tf2onnx, checking with onnx.checker and ONNX Runtime")
-            try:
-                onnx_art = write_onnx(
-                    frozen,
-                    onnx_dir,
-                    opset=opset,
-                    progress=lambda done, total: weights_step("onnx: weights written", done, total),
-                    layer_names=traced.layer_names,
+            report = ExportReport(
+                name=name,
+                version=version,
+                out_dir=out,
+                savedmodel_dir=tfs_base / str(version) if "savedmodel" in formats else None,
+                onnx_path=onnx_base / str(version) / onnx_art.filename if onnx_art else None,
+                signature=traced.signature_dict(),
+                scalars=_scalar_rows(audit, frozen, onnx_art),
+                audit=audit.to_dict(),
+                freeze_proof=_with_checkpoint(frozen.proof(), variables_proof),
+                parity=parity,
+                onnx=_onnx_section(onnx_art),
+                weights_bytes=frozen.weights_bytes + frozen.lifted_bytes,
+                tfserving=tfserving,
+                saved_model_pb_sha256=sha256(sm_dir / "saved_model.pb")
+                if "savedmodel" in formats
+                else None,
+                onnx_sha256=sha256(onnx_dir / onnx_art.filename) if onnx_art else None,
+                warnings=warnings,
+                formats=_formats_section(formats, opts.onnx_only),
+            )
+            document = report.to_json()
+            if "savedmodel" in formats:
+                (sm_dir / SAVEDMODEL_REPORT).parent.mkdir(exist_ok=True)
+                (sm_dir / SAVEDMODEL_REPORT).write_bytes(document)
+            if onnx_art is not None:
+                (onnx_dir / REPORT_FILE).write_bytes(document)
+                publication.file(
+                    onnx_base / TRITON_CONFIG, triton_config(name, report.signature).encode()
                 )
-            except ExportError as exc:
-                raise ExportError(_with_hint(exc, _ship_other("onnx", formats))) from exc
-            say("parity: Keras vs onnxruntime")
-            staged.check("onnxruntime", lambda: onnx_runner(onnx_art.session))
-        parity = staged.report()
-        if not parity.passed:
-            failed = {_RUNTIME_FORMAT[c.runtime] for c in parity.comparisons if not c.passed}
-            hint = _ship_other(failed.pop(), formats) if len(failed) == 1 else ""
-            raise ParityError(
-                "Exported artifacts disagree with the Keras model beyond the tolerances below "
-                f"(pass --atol/--rtol to change them); nothing was published.{hint}\n"
-                f"{parity.table()}"
-            )
-        report = ExportReport(
-            name=name,
-            version=version,
-            out_dir=out,
-            savedmodel_dir=tfs_base / str(version) if "savedmodel" in formats else None,
-            onnx_path=onnx_base / str(version) / onnx_art.filename if onnx_art else None,
-            signature=traced.signature_dict(),
-            scalars=_scalar_rows(audit, frozen, onnx_art),
-            audit=audit.to_dict(),
-            freeze_proof=_with_checkpoint(frozen.proof(), variables_proof),
-            parity=parity,
-            onnx=_onnx_section(onnx_art),
-            weights_bytes=frozen.weights_bytes + frozen.lifted_bytes,
-            tfserving=tfserving,
-            saved_model_pb_sha256=sha256(sm_dir / "saved_model.pb")
-            if "savedmodel" in formats
-            else None,
-            onnx_sha256=sha256(onnx_dir / onnx_art.filename) if onnx_art else None,
-            warnings=warnings,
-            formats=_formats_section(formats, onnx_only),
-        )
-        document = report.to_json()
-        if "savedmodel" in formats:
-            (sm_dir / SAVEDMODEL_REPORT).parent.mkdir(exist_ok=True)
-            (sm_dir / SAVEDMODEL_REPORT).write_bytes(document)
-        if onnx_art is not None:
-            (onnx_dir / REPORT_FILE).write_bytes(document)
-            publication.file(
-                onnx_base / TRITON_CONFIG, triton_config(name, report.signature).encode()
-            )
-        report.path = reports / f"{version}.json"
-        publication.file(report.path, document)
-        say(f"publish: version {version}")
+            report.path = reports / f"{version}.json"
+            publication.file(report.path, document)
+            say(f"publish: version {version}")
+    except (OSError, tf.errors.OpError, ExportError) as exc:
+        # Publication has removed what it staged: the space it took is free again.
+        failure = output_failure(exc, out, _bytes_needed(frozen, formats))
+        if failure is None:
+            raise
+        raise failure from exc
     say(f"report: {report.path}")
     return report

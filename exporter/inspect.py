@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from exporter.errors import ExportError
+from exporter.errors import UsageError
 from exporter.freeze.frozen_graph import VARIABLE_OPS, find_ops
 from exporter.freeze.tables import describe_tables
 
@@ -101,14 +101,14 @@ def inspect_savedmodel(export_dir: Path) -> Inspection:
     try:
         saved_model.ParseFromString(pb.read_bytes())
     except OSError as exc:
-        raise ExportError(f"Cannot read {pb}: {exc.strerror}. Check its permissions.") from exc
+        raise UsageError(f"Cannot read {pb}: {exc.strerror}. Check its permissions.") from exc
     except (DecodeError, ValueError) as exc:
-        raise ExportError(
+        raise UsageError(
             f"{pb} is corrupt or truncated (not a SavedModel protobuf: {exc}). "
             "Export or copy the model again."
         ) from exc
     if not saved_model.meta_graphs:
-        raise ExportError(
+        raise UsageError(
             f"{pb} holds no MetaGraph: it is empty, truncated or not a SavedModel. "
             "Export or copy the model again."
         )
@@ -188,10 +188,10 @@ def inspect_onnx(path: Path) -> Inspection:
         model = onnx.load(str(path))
         onnx.checker.check_model(str(path))  # by path: works past 2 GiB (external data)
     except OSError as exc:
-        raise ExportError(f"Cannot read {path}: {exc.strerror}. Check its permissions.") from exc
+        raise UsageError(f"Cannot read {path}: {exc.strerror}. Check its permissions.") from exc
     except (DecodeError, ValueError, onnx.checker.ValidationError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExportError(
+        raise UsageError(
             f"{path} is corrupt, truncated or not an ONNX model ({reason}). "
             "Export or copy it again."
         ) from exc
@@ -229,6 +229,6 @@ def inspect_artifact(path: str | Path) -> Inspection:
         return inspect_onnx(path)
     if path.is_dir() and (path / "model.onnx").is_file():
         return inspect_onnx(path / "model.onnx")
-    raise ExportError(
+    raise UsageError(
         f"{path} is neither a SavedModel directory (with saved_model.pb) nor an .onnx file."
     )

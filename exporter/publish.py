@@ -15,6 +15,7 @@ to create are removed again if it fails: a failed export leaves the tree exactly
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from exporter.errors import ExportError
+from exporter.errors import OutputError, UsageError
 
 MARKER = "frozen-scalars"
 STALE_AFTER_S = 24 * 3600.0  # when liveness cannot be proven either way (pid reused, other host)
@@ -63,7 +64,7 @@ def current_umask() -> int:
 
 
 def check_writable(path: Path) -> None:
-    """Raise ExportError unless `path` exists as a writable directory or could be created.
+    """Raise OutputError unless `path` exists as a writable directory or could be created.
 
     Creates nothing, so a later failure has no empty directory to clean up.
     """
@@ -73,15 +74,75 @@ def check_writable(path: Path) -> None:
             break
         probe = probe.parent
     if not probe.is_dir():
-        raise ExportError(
+        raise OutputError(
             f"Cannot create output directory {path}: {probe} is not a directory. "
             "Pass --out pointing at a writable location."
         )
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise ExportError(
+        raise OutputError(
             f"Cannot create output directory {path}: {probe} is not writable. "
             "Fix its permissions or pass another --out."
         )
+
+
+# errno -> (what happened, what to do); TensorFlow's file writers report the same conditions
+# as OpErrors whose message carries the C library's text (strerror), so both are read.
+_OUTPUT_FAILURES = {
+    errno.ENOSPC: "No space left on device",
+    errno.EDQUOT: "Disk quota exceeded",
+    errno.EFBIG: "File too large",
+    errno.EACCES: "Permission denied",
+    errno.EPERM: "Operation not permitted",
+    errno.EROFS: "Read-only file system",
+}
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _free_bytes(path: Path) -> int:
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+def output_failure(exc: BaseException, out: Path, needed: int) -> OutputError | None:
+    """The fix-it OutputError for a write that failed because of the output location (disk
+    full, quota, permissions, read-only), or None when `exc` (and its causes) is another error.
+
+    `needed` estimates the bytes the whole export writes, to say how much to free.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        code = getattr(seen, "errno", None)
+        text = str(getattr(seen, "message", None) or seen)
+        if code not in _OUTPUT_FAILURES:
+            code = next((c for c, s in _OUTPUT_FAILURES.items() if s in text), None)
+        if code is not None:
+            break
+        seen = seen.__cause__ or seen.__context__
+    if seen is None or code is None:
+        return None
+    where = getattr(seen, "filename", None) or out
+    if code in _FULL:
+        free = _free_bytes(out)
+        short = needed - free if needed > free else needed
+        return OutputError(
+            f"{_OUTPUT_FAILURES[code]} writing {where}: {_size(free)} are free there and the "
+            f"export writes about {_size(needed)}; free {_size(short)} "
+            "or pass another --out. Nothing was published."
+        )
+    return OutputError(
+        f"{_OUTPUT_FAILURES[code]} writing {where}: fix the permissions of {out} or pass "
+        "another --out. Nothing was published."
+    )
+
+
+def _size(n: int) -> str:
+    """Decimal units, as `df -H` and disk vendors count: '980 KB', '13 MB', '2.1 GB'."""
+    for unit, scale in (("GB", 10**9), ("MB", 10**6)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}" if n < 10 * scale else f"{n // scale} {unit}"
+    return f"{-(-n // 1000)} KB"
 
 
 def _fsync(path: Path) -> None:
@@ -194,7 +255,7 @@ class Publication:
                 directory.mkdir()
                 self._created.append(directory)
         except OSError as exc:
-            raise ExportError(
+            raise OutputError(
                 f"Cannot create output directory {final.parent}: {exc.strerror}. "
                 "Pass --out pointing at a writable location."
             ) from exc
@@ -205,7 +266,7 @@ class Publication:
     def directory(self, final: Path) -> Path:
         """An empty scratch directory that becomes `final` when the publication commits."""
         if final.exists():
-            raise ExportError(
+            raise UsageError(
                 f"{final} already exists. TF Serving never reloads a version it has loaded: "
                 "publish under a new version number (omit --version to take the next one)."
             )
@@ -252,7 +313,7 @@ class Publication:
             if staged.is_dir:
                 _publishable(staged.scratch, self._umask)
             if staged.is_dir and staged.final.exists():  # rename() would replace an empty one
-                raise ExportError(f"{staged.final} appeared while exporting: another export?")
+                raise OutputError(f"{staged.final} appeared while exporting: another export?")
             os.replace(staged.scratch, staged.final)
             staged.published = True
             _fsync(staged.final.parent)

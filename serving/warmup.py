@@ -14,11 +14,9 @@ from tensorflow.python.util import deprecation
 from tensorflow_serving.apis import prediction_log_pb2
 
 from serving import inference, metrics
+from serving.constants import MAX_WARMUP_RECORDS, WARMUP_FILE
 from serving.errors import ServingError, code_from_number, invalid_argument
 from serving.servable import Servable
-
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-MAX_RECORDS = 1000
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +54,9 @@ def run_warmup(servable: Servable, iterations: int = 1) -> int:
     try:
         for raw in records:
             count += 1
-            if count > MAX_RECORDS:
+            if count > MAX_WARMUP_RECORDS:
                 raise invalid_argument(
-                    f"Number of warmup records exceeds the maximum ({MAX_RECORDS}) at {path}"
+                    f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {path}"
                 )
             try:
                 record = prediction_log_pb2.PredictionLog.FromString(raw)

@@ -55,6 +55,11 @@ def one_error_line(err: str) -> str:
     return lines[0]
 
 
+def tree(root: Path) -> list[str]:
+    """Every path under `root`, relative and sorted: what a failed command must not change."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
 @dataclass(frozen=True)
 class ServerEndpoints:
     """Where the server under test listens, and whether we own its model directory."""

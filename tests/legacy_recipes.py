@@ -87,10 +87,10 @@ def frozen_consts(savedmodel_dir: Path) -> dict[str, Any]:
 
 
 def try_export(model: Any, out: Path, name: str, allow_untracked: bool) -> dict[str, Any]:
-    from exporter import export_model
+    from exporter import ExportOptions, export_model
 
     try:
-        report = export_model(model, out, name, allow_untracked=allow_untracked)
+        report = export_model(model, out, name, ExportOptions(allow_untracked=allow_untracked))
     except ExporterError as exc:
         return {"status": "refused", "error": type(exc).__name__, "message": str(exc)}
     return {

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from exporter import AuditError, ExportError, FreezeError, export_model
+from exporter import AuditError, ExportError, ExportOptions, FreezeError, export_model
 from exporter.freeze.frozen_graph import VARIABLE_OPS
 from exporter.inspect import inspect_artifact
 from tests import models
@@ -38,7 +38,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, A
     for name, factory in EXPORT_SET.items():
         model = factory()
         models.train(model, epochs=2)
-        results[name] = (model, export_model(model, out, name, warmup_requests=3))
+        results[name] = (model, export_model(model, out, name, ExportOptions(warmup_requests=3)))
     return results
 
 
@@ -172,21 +172,21 @@ def test_saved_model_cli_accepts_export(exported: dict) -> None:
 
 def test_version_numbers_increase_and_existing_version_is_refused(tmp_path: Path) -> None:
     model = models.embedding_model()
-    first = export_model(model, tmp_path, "m", parity_samples=1)
-    second = export_model(model, tmp_path, "m", parity_samples=1)
+    first = export_model(model, tmp_path, "m", ExportOptions(parity_samples=1))
+    second = export_model(model, tmp_path, "m", ExportOptions(parity_samples=1))
     assert (first.version, second.version) == (1, 2)
     # Warmup records are written by default, so TF Serving warms a version before it serves.
     warmup = first.savedmodel_dir / "assets.extra" / "tf_serving_warmup_requests"
     assert sum(1 for _ in tf.compat.v1.io.tf_record_iterator(str(warmup))) == 1
     with pytest.raises(ExportError, match="already exists"):
-        export_model(model, tmp_path, "m", version=1, parity_samples=1)
+        export_model(model, tmp_path, "m", ExportOptions(version=1, parity_samples=1))
 
 
 def test_crash_mid_write_publishes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import exporter.export as export_module
 
     model = models.embedding_model()
-    first = export_model(model, tmp_path, "m", parity_samples=1)
+    first = export_model(model, tmp_path, "m", ExportOptions(parity_samples=1))
     pb_before = (first.savedmodel_dir / "saved_model.pb").read_bytes()
     real_write_onnx = export_module.write_onnx
 
@@ -196,7 +196,7 @@ def test_crash_mid_write_publishes_nothing(tmp_path: Path, monkeypatch: pytest.M
 
     monkeypatch.setattr(export_module, "write_onnx", crash_after_writing)
     with pytest.raises(OSError, match="simulated crash"):
-        export_model(model, tmp_path, "m", parity_samples=1)
+        export_model(model, tmp_path, "m", ExportOptions(parity_samples=1))
     for base in (tmp_path / "tfserving" / "m", tmp_path / "onnx" / "m"):
         entries = sorted(p.name for p in base.iterdir() if p.name != "config.pbtxt")
         assert entries == ["1"], "no version 2, no .tmp-* left"
@@ -210,7 +210,9 @@ def test_untracked_raw_variable_is_refused_then_allowed(tmp_path: Path) -> None:
         export_model(model, tmp_path, "raw")
     assert "add_weight" in str(excinfo.value)
     assert not (tmp_path / "tfserving" / "raw").exists()
-    report = export_model(model, tmp_path, "raw", allow_untracked=True, parity_samples=1)
+    report = export_model(
+        model, tmp_path, "raw", ExportOptions(allow_untracked=True, parity_samples=1)
+    )
     assert report.parity.passed
     assert any("raw_offset" in w for w in report.warnings)
     untracked = [s for s in report.scalars if not s["tracked"]]
@@ -245,7 +247,7 @@ def test_stateful_graph_is_refused(tmp_path: Path) -> None:
 
 def test_opset_above_tf2onnx_maximum_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match=r"--opset=21 is not supported.*7\.\.18"):
-        export_model(models.embedding_model(), tmp_path, "m", opset=21)
+        export_model(models.embedding_model(), tmp_path, "m", ExportOptions(opset=21))
     assert not (tmp_path / "onnx" / "m").exists()
 
 
@@ -327,7 +329,7 @@ def test_onnx_only_writes_external_data_past_the_protobuf_limit(
     monkeypatch.setattr(onnx_module, "EXTERNAL_DATA_HEADROOM", 0)
     model = models.reference_model()
     models.train(model, epochs=1)
-    report = export_model(model, tmp_path, "big", onnx_only=True)
+    report = export_model(model, tmp_path, "big", ExportOptions(onnx_only=True))
     assert report.savedmodel_dir is None and not (tmp_path / "tfserving").exists()
     assert report.onnx["external_data"] is True
     proto = onnx.load(str(report.onnx_path), load_external_data=False)

@@ -20,7 +20,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from exporter import export_model
+from exporter import ExportOptions, export_model
 from exporter.cli import main as cli_main
 from exporter.freeze.frozen_graph import VARIABLE_OPS
 from exporter.model.layers import Offset, Scale
@@ -80,9 +80,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[keras.Model, Any
         model,
         out,
         "lifted",
-        max_frozen_bytes=THRESHOLD,
-        progress=progress.stage,
-        weights_progress=progress.weights,
+        ExportOptions(
+            max_frozen_bytes=THRESHOLD, progress=progress.stage, weights_progress=progress.weights
+        ),
     )
     return model, report, stream.getvalue()
 

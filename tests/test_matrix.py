@@ -157,12 +157,13 @@ def test_mixed_precision_tolerance_follows_the_policy(matrix: Matrix) -> None:
 @pytest.mark.parametrize("name", MATRIX)
 def test_served_model_agrees(server: Any, matrix: Matrix, name: str) -> None:
     """The embedded server serves the export; gRPC (and REST) agree with the SavedModel."""
+    from exporter.options import ParityOptions
     from exporter.verify.served_parity import run_parity
 
     if not server.embedded:
         pytest.skip("a remote server does not serve this session's fresh exports")
     matrix.report(name)
-    report = run_parity(matrix.out, name, samples=2)
+    report = run_parity(matrix.out, name, ParityOptions(samples=2))
     runtimes = {c.runtime for c in report.comparisons}
     assert {"grpc", "rest", "onnxruntime"} <= runtimes, (report.errors, report.skipped)
     assert report.errors == {} and report.passed, report.table()
@@ -198,6 +199,7 @@ def test_npz_string_inputs_are_honoured(matrix: Matrix, tmp_path: Path) -> None:
 def test_onnx_backend_serves_the_string_models(matrix: Matrix, tmp_path: Path) -> None:
     """`--backend onnx` serves the raw-string models (onnxruntime-extensions' ops, strings fed
     as UTF-8 text) and agrees with the SavedModel over gRPC and REST."""
+    from exporter.options import ParityOptions
     from exporter.verify.served_parity import run_parity
     from serving.launch import start_server_process
 
@@ -212,13 +214,10 @@ def test_onnx_backend_serves_the_string_models(matrix: Matrix, tmp_path: Path) -
     server = start_server_process(["--backend=onnx", f"--model_config_file={config}"])
     try:
         for name in names:
-            report = run_parity(
-                matrix.out,
-                name,
-                target=server.grpc_target,
-                rest_target=server.rest_target,
-                samples=2,
+            options = ParityOptions(
+                target=server.grpc_target, rest_target=server.rest_target, samples=2
             )
+            report = run_parity(matrix.out, name, options)
             runtimes = {c.runtime for c in report.comparisons}
             assert {"grpc", "rest"} <= runtimes, (name, report.errors, report.skipped)
             assert report.errors == {} and report.passed, report.table()

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from exporter.cli import main as cli_main
+from exporter.options import ParityOptions
 from exporter.verify.served_parity import run_parity
 from tests.conftest import REPO_ROOT
 
@@ -47,7 +48,9 @@ def test_exported_model_agrees_everywhere(server: Any, exported: Path, name: str
     """Embedded server over the export (it is started and stopped by run_parity)."""
     if not server.embedded:
         pytest.skip("a remote server does not serve this session's fresh exports")
-    report = run_parity(exported, name, model=f"tests.models:{name}_model", samples=2)
+    report = run_parity(
+        exported, name, ParityOptions(model=f"tests.models:{name}_model", samples=2)
+    )
     assert report.reference == "keras"
     assert {c.runtime for c in report.comparisons} == ALL_RUNTIMES
     assert report.errors == {} and report.skipped == {}
@@ -103,15 +106,14 @@ def test_tolerance_violation_exits_1_with_table_and_json(
 def test_user_inputs_join_the_random_batches(server: Any, model_repo: Path, tmp_path: Path) -> None:
     inputs = tmp_path / "x.npz"
     np.savez(inputs, x=np.array([0.0, -1.5, 1e6], dtype=np.float64))  # cast to float32
-    report = run_parity(
-        model_repo,
-        "half_plus_two",
+    options = ParityOptions(
         target=server.grpc_target,
         rest_target=server.rest_target,
         samples=1,
         batch_sizes=[1, 3],
         inputs=[inputs],
     )
+    report = run_parity(model_repo, "half_plus_two", options)
     assert report.samples == 3
     assert report.passed, report.table()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter import export_model
+from exporter import ExportOptions, export_model
 from serving.core import ServerCore, ServerOptions
 from serving.model_config import config_from_flags
 from tests import models
@@ -26,7 +26,7 @@ SWAPS = 3
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("swap")
-    report = export_model(models.reference_model(), out, MODEL, parity_samples=1)
+    report = export_model(models.reference_model(), out, MODEL, ExportOptions(parity_samples=1))
     return report.savedmodel_dir
 
 

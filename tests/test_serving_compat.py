@@ -77,10 +77,12 @@ def test_the_table_is_each_versions_registry() -> None:
 
 
 def test_reference_export_loads_on_every_known_version(tmp_path: Path) -> None:
-    from exporter import export_model
+    from exporter import ExportOptions, export_model
     from tests import models
 
-    report = export_model(models.reference_model(), tmp_path, "reference", parity_samples=1)
+    report = export_model(
+        models.reference_model(), tmp_path, "reference", ExportOptions(parity_samples=1)
+    )
     facts = savedmodel_facts(report.savedmodel_dir)
     for version in supported_versions():
         check_compatible(facts, version)

@@ -367,13 +367,13 @@ def drop_empty_table_initializers(graph: Any) -> None:
 
 
 def refuse_asset_tables(tables: Iterable[FrozenTable]) -> None:
-    """Raise ExportError for a vocabulary-file table in a SavedModel whose weights stay
+    """Raise UsageError for a vocabulary-file table in a SavedModel whose weights stay
     variables: that writer records no assets, so TF Serving could not feed the file's path."""
-    from exporter.errors import ExportError
+    from exporter.errors import UsageError
 
     for table in tables:
         if table.asset_path is not None:
-            raise ExportError(
+            raise UsageError(
                 f"Table {table.node_name} (layer {table.layer}) reads {table.asset_path}, and "
                 "this model's large weights stay variables, whose SavedModel writer ships no "
                 "assets. Pass the vocabulary as a list, or raise --max-frozen-bytes."

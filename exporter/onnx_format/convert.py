@@ -20,7 +20,7 @@ import tensorflow as tf
 import tf2onnx
 from onnx import helper, numpy_helper
 
-from exporter.errors import ExportError
+from exporter.errors import ExportError, UsageError
 from exporter.freeze.frozen_graph import FrozenGraph
 from exporter.freeze.tables import init_node_names
 from exporter.onnx_format.external import BytesProgress, WeightSource, inline, stream_external
@@ -77,11 +77,11 @@ class OnnxArtifact:
 
 
 def check_opset(opset: int | None) -> int:
-    """The opset to use, or an ExportError naming the supported range."""
+    """The opset to use, or a UsageError naming the supported range."""
     if opset is None:
         return DEFAULT_OPSET
     if not 7 <= opset <= MAX_OPSET:
-        raise ExportError(
+        raise UsageError(
             f"--opset={opset} is not supported: tf2onnx {tf2onnx.__version__} emits opsets "
             f"7..{MAX_OPSET}. Pass --opset {MAX_OPSET} or lower (default {DEFAULT_OPSET})."
         )

@@ -25,9 +25,8 @@ from exporter.errors import ExportError
 from exporter.freeze.frozen_graph import FrozenGraph, _all_nodes
 from exporter.freeze.lift import READ_OPS, LiftedVariable
 from exporter.savedmodel.checkpoint import verify_checkpoint, write_checkpoint
+from serving.constants import DEFAULT_SIGNATURE, SERVING_TAG
 
-SERVING_TAG = "serve"
-SIGNATURE_KEY = "serving_default"
 #: Ops that may hold a variable in the written graph: exactly one VarHandleOp per lifted weight.
 _VARIABLE_CREATORS = frozenset({"VarHandleOp", "VariableV2", "Variable", "_VarHandlesOp"})
 
@@ -145,7 +144,7 @@ def _meta_graph(frozen: FrozenGraph, graph_def: Any, saver_def: Any) -> Any:
     meta.saver_def.CopyFrom(saver_def)
     if frozen.init_op:  # the lookup tables' initialiser, run by the loader after restore
         meta.collection_def["saved_model_main_op"].node_list.value.append(frozen.init_op)
-    signature = meta.signature_def[SIGNATURE_KEY]
+    signature = meta.signature_def[DEFAULT_SIGNATURE]
     signature.method_name = tf.compat.v1.saved_model.signature_constants.PREDICT_METHOD_NAME
     for key, tensor in frozen.inputs.items():
         signature.inputs[key].CopyFrom(_tensor_info(tensor, frozen.input_specs[key]))

@@ -15,21 +15,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from exporter.errors import ExportError
 from exporter.freeze.frozen_graph import FrozenGraph
 from exporter.freeze.tables import input_vocabularies, refuse_asset_tables, table_assets
 from exporter.savedmodel.variables import WeightsProgress, write_savedmodel_with_variables
 from exporter.verify.sample_inputs import random_inputs
-
-SERVING_TAG = "serve"
-SIGNATURE_KEY = "serving_default"
-WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
-MAX_WARMUP_RECORDS = 1000  # TF Serving's kMaxNumRecords
-# Written by default: TF Serving replays them before a version becomes AVAILABLE, so the first
-# run (graph optimisation; tens of seconds for a 50M-parameter graph with every weight inlined,
-# well under a second once --max-frozen-bytes keeps them variables) happens at load, while the
-# previous version still serves, not on a client's request.
-DEFAULT_WARMUP_REQUESTS = 1
+from serving.constants import DEFAULT_SIGNATURE, SERVING_TAG, WARMUP_FILE
 
 
 def _build(frozen: FrozenGraph, export_dir: Path) -> None:
@@ -48,7 +38,7 @@ def _build(frozen: FrozenGraph, export_dir: Path) -> None:
             builder.add_meta_graph_and_variables(
                 session,
                 [SERVING_TAG],
-                signature_def_map={SIGNATURE_KEY: signature},
+                signature_def_map={DEFAULT_SIGNATURE: signature},
                 strip_default_attrs=True,
                 # Run once at load by TF Serving (loader.cc GetInitOp: the main_op collection).
                 main_op=frozen.init_op and graph.get_operation_by_name(frozen.init_op),
@@ -69,7 +59,7 @@ def _write_warmup(
     with tf.io.TFRecordWriter(str(path)) as writer:
         for i in range(count):
             request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=SIGNATURE_KEY)
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=DEFAULT_SIGNATURE)
             )
             for key, array in random_inputs(
                 frozen.input_specs, batch=1, seed=i, int_high=int_high, vocabularies=vocabularies
@@ -79,15 +69,6 @@ def _write_warmup(
                 predict_log=prediction_log_pb2.PredictLog(request=request)
             )
             writer.write(log.SerializeToString())
-
-
-def check_warmup_requests(count: int) -> None:
-    """Raise ExportError unless TF Serving would accept `count` warmup records."""
-    if not 0 <= count <= MAX_WARMUP_RECORDS:
-        raise ExportError(
-            f"--warmup-requests={count}: TF Serving reads at most {MAX_WARMUP_RECORDS} "
-            "warmup records and fails the load past that. Use 0..1000."
-        )
 
 
 def write_savedmodel(
@@ -106,7 +87,6 @@ def write_savedmodel(
     draw integer inputs from [0, int_high) so they stay inside embedding vocabularies.
     Returns the read-only variables' proof ({} when fully frozen).
     """
-    check_warmup_requests(warmup_requests)
     proof = {}
     if frozen.lifted:
         refuse_asset_tables(frozen.tables)

@@ -96,10 +96,10 @@ def conform_inputs(
 ) -> dict[str, np.ndarray]:
     """User inputs checked against the signature (names, dtype kind, rank, static dims, one
     batch size) and cast to its dtypes; `source` names where they came from in the error."""
-    from exporter.errors import ExportError
+    from exporter.errors import UsageError
 
-    def refuse(problem: str, fix: str) -> ExportError:
-        return ExportError(f"{source}: {problem}; {fix}.")
+    def refuse(problem: str, fix: str) -> UsageError:
+        return UsageError(f"{source}: {problem}; {fix}.")
 
     if set(batch) != set(specs):
         raise refuse(

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from exporter.errors import ParityUsageError
+from exporter.options import ParityOptions, from_args
 from exporter.publish import existing_versions
 from exporter.verify.parity import (
     DEFAULT_ATOL,
@@ -40,18 +41,16 @@ from exporter.verify.parity import (
 )
 from exporter.verify.sample_inputs import conform_inputs, load_inputs
 from exporter.verify.tolerances import signature_tolerances
+from serving.constants import DEFAULT_SIGNATURE, PROTOBUF_LIMIT
 from serving.launch import free_port
 
-DEFAULT_SAMPLES = 4
-DEFAULT_BATCH_SIZES = (1, 4)
-SIGNATURE = "serving_default"
 SERVER_READY_TIMEOUT_S = 120.0
 
 
 # --- inputs ---------------------------------------------------------------------------------------
 
 
-def meta_graph_of(savedmodel_dir: Path, signature: str = SIGNATURE) -> Any:
+def meta_graph_of(savedmodel_dir: Path, signature: str = DEFAULT_SIGNATURE) -> Any:
     """The MetaGraphDef holding `signature`, as written on disk (no TF session needed);
     parsed once, read for the signature, the input vocabularies and the tolerances."""
     from tensorflow.python.saved_model import loader_impl
@@ -182,24 +181,17 @@ def embedded_server(model_name: str, base_path: Path) -> Iterator[tuple[str, str
 def run_parity(
     export_dir: str | Path,
     model_name: str,
-    *,
-    target: str | None = None,
-    rest_target: str | None = None,
-    model: str | None = None,
-    custom_objects: Sequence[str] = (),
-    version: int | None = None,
-    samples: int = DEFAULT_SAMPLES,
-    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
-    atol: float | None = None,
-    rtol: float | None = None,
-    inputs: Sequence[Path] = (),
+    options: ParityOptions | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ParityReport:
-    """Compare every available runtime with the reference (Keras if `model`, else the SavedModel
-    in-process). With no `target`, serve OUT/tfserving/NAME in-process for gRPC and REST."""
+    """Compare every available runtime with the reference (Keras if `options.model`, else the
+    SavedModel in-process). With no `options.target`, serve OUT/tfserving/NAME in-process for
+    gRPC and REST."""
     from serving.client import ServingClient, ServingClientError
     from serving.errors import ServingError
 
+    opts = options or ParityOptions()
+    target, rest_target, version = opts.target, opts.rest_target, opts.version
     say = progress or (lambda _msg: None)
     out = Path(export_dir)
     base = out / "tfserving" / model_name
@@ -215,20 +207,18 @@ def run_parity(
     savedmodel_dir = base / str(version)
     if not (savedmodel_dir / "saved_model.pb").is_file():
         raise ParityUsageError(f"{savedmodel_dir}/saved_model.pb does not exist (check --version)")
-    if samples < 0 or not batch_sizes or min(batch_sizes) < 1:
-        raise ParityUsageError("--samples must be >= 0 and batch sizes >= 1")
 
     meta_graph = meta_graph_of(savedmodel_dir)
-    sig = meta_graph.signature_def[SIGNATURE]
+    sig = meta_graph.signature_def[DEFAULT_SIGNATURE]
     specs = input_specs(sig)
-    user = [conform_inputs(load_inputs(p), specs, source=f"--inputs {p}") for p in inputs]
+    user = [conform_inputs(load_inputs(p), specs, source=f"--inputs {p}") for p in opts.inputs]
     from exporter.freeze.tables import input_vocabularies  # imports TF: not for --help
 
     try:
         batches = sample_batches(
             specs,
-            samples=samples,
-            batch_sizes=batch_sizes,
+            samples=opts.samples,
+            batch_sizes=opts.batch_sizes,
             extra=user,
             vocabularies=input_vocabularies(
                 meta_graph.graph_def, {k: v.name for k, v in sig.inputs.items()}
@@ -242,9 +232,9 @@ def run_parity(
     errors: dict[str, str] = {}
     skipped: dict[str, str] = {}
     runners: dict[str, Runner] = {}
-    if model is not None:
-        say(f"keras: loading {model}")
-        runners["keras"] = keras_runner_for(model, custom_objects)
+    if opts.model is not None:
+        say(f"keras: loading {opts.model}")
+        runners["keras"] = keras_runner_for(opts.model, opts.custom_objects)
     say(f"savedmodel: loading {savedmodel_dir}")
     runners["savedmodel"] = savedmodel_runner(savedmodel_dir)
     onnx_path = out / "onnx" / model_name / str(version) / "model.onnx"
@@ -261,7 +251,7 @@ def run_parity(
             except ServingError as err:
                 errors["grpc"] = errors["rest"] = f"embedded server failed to start: {err}"
         if target is not None:
-            client = stack.enter_context(ServingClient(target, max_message_bytes=2**31 - 1))
+            client = stack.enter_context(ServingClient(target, max_message_bytes=PROTOBUF_LIMIT))
             try:
                 client.wait_until_available(model_name, timeout=SERVER_READY_TIMEOUT_S)
             except ServingClientError as err:
@@ -281,10 +271,10 @@ def run_parity(
             reference,
             guarded,
             batches,
-            atol=DEFAULT_ATOL if atol is None else atol,
-            rtol=DEFAULT_RTOL if rtol is None else rtol,
-            batch_sizes=list(batch_sizes),
-            tolerances=signature_tolerances(sig, meta_graph.graph_def, atol, rtol),
+            atol=DEFAULT_ATOL if opts.atol is None else opts.atol,
+            rtol=DEFAULT_RTOL if opts.rtol is None else opts.rtol,
+            batch_sizes=list(opts.batch_sizes),
+            tolerances=signature_tolerances(sig, meta_graph.graph_def, opts.atol, opts.rtol),
         )
     return dataclasses.replace(
         result,
@@ -300,71 +290,9 @@ def run_parity(
 # --- CLI (`python -m exporter parity`, wired in exporter.cli) ------------------------------------
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The parity subcommand's options; dashes as in the rest of the exporter CLI, and the
-    underscore spellings of `python -m serving parity` (and TF Serving's flags) still accepted."""
-    p.add_argument("--export", required=True, type=Path, help="the exporter's OUT directory")
-    p.add_argument("--model-name", "--model_name", dest="model_name", required=True)
-    p.add_argument("--target", help="gRPC HOST:PORT of a running server (default: embedded)")
-    p.add_argument(
-        "--rest-target", "--rest_target", dest="rest_target", help="REST HOST:PORT of that server"
-    )
-    p.add_argument("--model", help="Keras reference: a .keras path or module:factory")
-    p.add_argument(
-        "--custom-objects",
-        "--custom_objects",
-        dest="custom_objects",
-        action="append",
-        default=[],
-        metavar="PY_OR_MODULE",
-        help="module or .py file with custom Keras objects for --model (repeatable)",
-    )
-    p.add_argument("--version", type=int, help="version to check (default: the latest on disk)")
-    p.add_argument(
-        "--samples", type=int, default=DEFAULT_SAMPLES, help="random batches per batch size"
-    )
-    p.add_argument(
-        "--batch-sizes",
-        "--batch_sizes",
-        dest="batch_sizes",
-        default=",".join(map(str, DEFAULT_BATCH_SIZES)),
-    )
-    p.add_argument(
-        "--inputs",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="NPZ",
-        help=".npz with one array per input name (repeatable)",
-    )
-    p.add_argument("--atol", type=float, help="default: per output dtype and dtype policy")
-    p.add_argument("--rtol", type=float, help="default: per output dtype and dtype policy")
-    p.add_argument("--json", type=Path, help="write the report here")
-
-
 def run_command(args: argparse.Namespace, progress: Callable[[str], None]) -> ParityReport:
     """The subcommand: table on stdout, JSON on request; the caller maps the verdict to 0/1."""
-    try:
-        batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
-    except ValueError as err:
-        raise ParityUsageError(f"--batch-sizes {args.batch_sizes!r}: {err}") from None
-    if args.target is None and args.rest_target is not None:
-        raise ParityUsageError("--rest-target needs --target (the embedded server has both)")
-    report = run_parity(
-        args.export,
-        args.model_name,
-        target=args.target,
-        rest_target=args.rest_target,
-        model=args.model,
-        custom_objects=args.custom_objects,
-        version=args.version,
-        samples=args.samples,
-        batch_sizes=batch_sizes,
-        atol=args.atol,
-        rtol=args.rtol,
-        inputs=args.inputs,
-        progress=progress,
-    )
+    report = run_parity(args.export, args.model_name, from_args(ParityOptions, args), progress)
     print(report.table())
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
