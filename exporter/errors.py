@@ -52,5 +52,15 @@ class ServingCompatError(ExporterError):
     """The SavedModel uses an op, attr or GraphDef version the chosen TF Serving lacks."""
 
 
+class CppLoaderError(ServingCompatError):
+    """TensorFlow's C++ SavedModel loader (the one TF Serving links) refused or failed to run
+    the SavedModel, or the wheel does not expose it."""
+
+
+class OnnxReferenceError(ExporterError):
+    """ONNX's reference evaluator cannot run the file (an op outside the standard, or one it
+    lacks) or failed inside an op."""
+
+
 class DeployError(ExporterError):
     """Manifests cannot be generated from these flags or this export (bad value, no report)."""

@@ -13,30 +13,50 @@ from typing import Any
 
 import tensorflow as tf
 
-from exporter.errors import AuditError, ExportError, ParityError, ServingCompatError
+from exporter.errors import (
+    AuditError,
+    CppLoaderError,
+    ExportError,
+    OnnxReferenceError,
+    ParityError,
+    ServingCompatError,
+)
 from exporter.freeze.frozen_graph import FrozenGraph, freeze
 from exporter.freeze.tables import input_vocabularies
 from exporter.model.audit import audit_model
 from exporter.model.audit_report import AuditReport
 from exporter.model.trace import input_signature_from_model, trace_model
 from exporter.onnx_format.convert import TRITON_CONFIG, OnnxArtifact, triton_config, write_onnx
-from exporter.options import FORMATS, ExportOptions, check_model_name
+from exporter.options import FORMATS, ExportOptions, Progress, check_model_name
 from exporter.publish import Publication, check_writable, next_version, output_failure
 from exporter.report import REPORT_FILE, SAVEDMODEL_REPORT, ExportReport, sha256
 from exporter.savedmodel.compat import check_compatible, image_tag, savedmodel_facts
 from exporter.savedmodel.writer import write_savedmodel
+from exporter.verify.c_api import cpp_runner, unavailable_reason
+from exporter.verify.onnx_reference import reference_runner
 from exporter.verify.parity import (
     keras_runner,
     onnx_runner,
     sample_batches,
     savedmodel_runner,
 )
+from exporter.verify.runtimes import artifact_of
 from exporter.verify.sample_inputs import conform_inputs
 from exporter.verify.staged_parity import StagedParity, samples_for
 from exporter.verify.tolerances import compute_dtypes, resolve_tolerances
 
 _OTHER_FORMAT = {"savedmodel": "onnx", "onnx": "savedmodel"}
-_RUNTIME_FORMAT = {"savedmodel": "savedmodel", "onnxruntime": "onnx"}
+
+
+def _check_cpp_loader(staged: StagedParity, sm_dir: Path, say: Progress) -> None:
+    """The SavedModel through TF Serving's own loader (skipped, with why, if the wheel lacks it)."""
+    why = unavailable_reason()
+    if why:
+        say(f"parity: savedmodel_cpp skipped: {why}")
+        staged.skip("savedmodel_cpp", why)
+        return
+    say("parity: Keras vs savedmodel_cpp (TF_LoadSessionFromSavedModel, TF Serving's loader)")
+    staged.check("savedmodel_cpp", lambda: cpp_runner(sm_dir), (CppLoaderError,))
 
 
 def _ship_other(fmt: str, formats: tuple[str, ...]) -> str:
@@ -259,8 +279,11 @@ def export_model(
                     raise type(exc)(_with_hint(exc, _ship_other("savedmodel", formats))) from exc
                 tfserving = {**facts.to_dict(), "serving_version": serving_tag}
                 # One runtime at a time: the Session's copy of the weights is freed before ONNX.
-                say("parity: Keras vs savedmodel (TF1 Session, as TF Serving loads it)")
-                staged.check("savedmodel", lambda: savedmodel_runner(sm_dir))
+                if "savedmodel" in opts.runtimes:
+                    say("parity: Keras vs savedmodel (TF1 Session, Python loader)")
+                    staged.check("savedmodel", lambda: savedmodel_runner(sm_dir))
+                if "savedmodel_cpp" in opts.runtimes:
+                    _check_cpp_loader(staged, sm_dir, say)
             if "onnx" in formats:
                 onnx_dir = publication.directory(onnx_base / str(version))
                 say("onnx: converting with tf2onnx, checking with onnx.checker and ONNX Runtime")
@@ -274,15 +297,24 @@ def export_model(
                     )
                 except ExportError as exc:
                     raise type(exc)(_with_hint(exc, _ship_other("onnx", formats))) from exc
-                say("parity: Keras vs onnxruntime")
-                staged.check("onnxruntime", lambda: onnx_runner(onnx_art.session))
+                if "onnxruntime" in opts.runtimes:
+                    say("parity: Keras vs onnxruntime")
+                    staged.check("onnxruntime", lambda: onnx_runner(onnx_art.session))
+                if "onnx_reference" in opts.runtimes:
+                    say("parity: Keras vs onnx_reference (onnx.reference.ReferenceEvaluator)")
+                    path = onnx_dir / onnx_art.filename
+                    staged.check(
+                        "onnx_reference", lambda: reference_runner(path), (OnnxReferenceError,)
+                    )
             parity = staged.report()
             if not parity.passed:
-                failed = {_RUNTIME_FORMAT[c.runtime] for c in parity.comparisons if not c.passed}
+                failed = {artifact_of(c.runtime) for c in parity.comparisons if not c.passed}
+                failed |= {artifact_of(r) for r in parity.errors}
                 hint = _ship_other(failed.pop(), formats) if len(failed) == 1 else ""
                 raise ParityError(
-                    "Exported artifacts disagree with the Keras model beyond the tolerances below "
-                    f"(pass --atol/--rtol to change them); nothing was published.{hint}\n"
+                    "Exported artifacts disagree with the Keras model beyond the tolerances "
+                    "below, or a runtime could not run them (pass --atol/--rtol to change the "
+                    f"tolerances, --runtimes the runtimes); nothing was published.{hint}\n"
                     f"{parity.table()}"
                 )
             report = ExportReport(

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from exporter.errors import UsageError
 from exporter.freeze.lift import DEFAULT_MAX_FROZEN_BYTES, parse_bytes
 from exporter.savedmodel.compat import DEFAULT_SERVING_VERSION, version_table
+from exporter.verify.runtimes import DEFAULT_RUNTIMES, RUNTIMES, check_runtimes
 from serving.constants import MAX_WARMUP_RECORDS
 
 FORMATS = ("savedmodel", "onnx")
@@ -103,6 +104,15 @@ def _check_tolerance(flag: str, value: float | None) -> None:
         )
 
 
+_RUNTIMES_FLAG = cli(
+    "parity runtimes, comma-separated: "
+    + ", ".join(f"{r.name} ({r.description})" for r in RUNTIMES.values())
+    + f". Default: {','.join(DEFAULT_RUNTIMES)}",
+    type=_list,
+    metavar="LIST",
+)
+
+
 @dataclass(frozen=True, eq=False)
 class ExportOptions:
     """Everything `export_model` may be told besides the model, the output root and the name."""
@@ -161,6 +171,7 @@ class ExportOptions:
             f"{DEFAULT_SERVING_VERSION}, the image docker/ and the manifests use)"
         ),
     )
+    runtimes: tuple[str, ...] = field(default=DEFAULT_RUNTIMES, metadata=_RUNTIMES_FLAG)
     parity_samples: int = DEFAULT_PARITY_SAMPLES
     parity_inputs: Sequence[Mapping[str, Any]] = ()
     input_signature: Mapping[str, Any] | None = None
@@ -171,6 +182,7 @@ class ExportOptions:
     def __post_init__(self) -> None:
         formats = ("onnx",) if self.onnx_only else self.formats
         object.__setattr__(self, "formats", check_formats(formats))
+        object.__setattr__(self, "runtimes", check_runtimes(self.runtimes, self.formats))
         object.__setattr__(self, "parity_inputs", tuple(self.parity_inputs))
         if self.version is not None:
             _check_int("--version", self.version, 1, hint=" TF Serving versions start at 1.")
@@ -238,8 +250,10 @@ class ParityOptions:
     rtol: float | None = field(
         default=None, metadata=cli("default: per output dtype and dtype policy", type=float)
     )
+    runtimes: tuple[str, ...] = field(default=DEFAULT_RUNTIMES, metadata=_RUNTIMES_FLAG)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "runtimes", check_runtimes(self.runtimes))
         object.__setattr__(self, "custom_objects", tuple(self.custom_objects))
         object.__setattr__(self, "inputs", tuple(Path(p) for p in self.inputs))
         sizes = self.batch_sizes

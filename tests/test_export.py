@@ -95,7 +95,7 @@ def test_parity_within_tolerance(exported: dict, name: str) -> None:
     parity = report.parity
     assert parity.passed
     runtimes = {c.runtime for c in parity.comparisons}
-    assert runtimes == {"savedmodel", "onnxruntime"}
+    assert runtimes == {"savedmodel", "savedmodel_cpp", "onnxruntime"}
     for c in parity.comparisons:
         assert c.max_abs <= c.atol + c.rtol * 1e3, c  # outputs here stay well below 1e3
 

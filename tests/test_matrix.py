@@ -71,7 +71,7 @@ def test_exports_frozen_with_parity(matrix: Matrix, name: str) -> None:
     proof = report["freeze_proof"]
     assert proof["proven"] and proof["variable_ops_remaining"] == []
     runtimes = {c["runtime"] for c in report["parity"]["comparisons"]}
-    assert runtimes == {"savedmodel", "onnxruntime"}
+    assert runtimes == {"savedmodel", "savedmodel_cpp", "onnxruntime"}
     assert all(c["passed"] for c in report["parity"]["comparisons"])
     # The trained scalar shipped as the value training gave it, bit-exact in the SavedModel.
     trained = [s for s in report["scalars"] if s["used_by_inference"]]

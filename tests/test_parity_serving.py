@@ -28,7 +28,7 @@ EXPORTER_MODELS = [
     "loss_weighting",
     "recipe1",
 ]
-ALL_RUNTIMES = {"savedmodel", "onnxruntime", "grpc", "rest"}
+ALL_RUNTIMES = {"savedmodel", "savedmodel_cpp", "onnxruntime", "grpc", "rest"}
 
 
 @pytest.fixture(scope="module")

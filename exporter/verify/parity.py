@@ -67,8 +67,11 @@ class ParityReport:
         """JSON-ready (non-finite errors become strings); served-model fields only when set."""
         doc = {**asdict(self), "passed": self.passed}
         if self.model_name is None:
-            for key in ("model_name", "version", "grpc_target", "rest_target", "errors", "skipped"):
+            for key in ("model_name", "version", "grpc_target", "rest_target"):
                 del doc[key]
+            for key in ("errors", "skipped"):  # the export's check: only when there are any
+                if not doc[key]:
+                    del doc[key]
         return json_safe(doc)
 
     def table(self) -> str:

@@ -153,6 +153,41 @@ def _guarded(name: str, run: Runner, errors: dict[str, str]) -> Runner:
     return guarded
 
 
+def _add_artifact_runtimes(
+    runners: dict[str, Runner],
+    runtimes: tuple[str, ...],
+    savedmodel_dir: Path,
+    onnx_path: Path,
+    errors: dict[str, str],
+    skipped: dict[str, str],
+) -> None:
+    """The in-process runtimes `runtimes` names besides the Python-loaded SavedModel (always
+    run: it is the reference without --model). A runtime that refuses the artifact is an error;
+    one that cannot run here (no C API in the wheel, no ONNX file) is skipped, with why."""
+    from exporter.errors import CppLoaderError, OnnxReferenceError
+    from exporter.verify.c_api import cpp_runner, unavailable_reason
+    from exporter.verify.onnx_reference import reference_runner
+
+    makers = {
+        "savedmodel_cpp": (lambda: cpp_runner(savedmodel_dir), unavailable_reason()),
+        "onnxruntime": (lambda: onnx_runner(onnx_path), ""),
+        "onnx_reference": (lambda: reference_runner(onnx_path), ""),
+    }
+    for name in runtimes:
+        if name not in makers:
+            continue
+        make, why = makers[name]
+        if not why and name != "savedmodel_cpp" and not onnx_path.is_file():
+            why = f"{onnx_path} does not exist"
+        if why:
+            skipped[name] = why
+            continue
+        try:
+            runners[name] = make()
+        except (CppLoaderError, OnnxReferenceError) as err:
+            errors[name] = str(err)
+
+
 @contextlib.contextmanager
 def embedded_server(model_name: str, base_path: Path) -> Iterator[tuple[str, str]]:
     """The embedded server over one model on free 127.0.0.1 ports: (grpc, rest) targets."""
@@ -238,10 +273,7 @@ def run_parity(
     say(f"savedmodel: loading {savedmodel_dir}")
     runners["savedmodel"] = savedmodel_runner(savedmodel_dir)
     onnx_path = out / "onnx" / model_name / str(version) / "model.onnx"
-    if onnx_path.is_file():
-        runners["onnxruntime"] = onnx_runner(onnx_path)
-    else:
-        skipped["onnxruntime"] = f"{onnx_path} does not exist"
+    _add_artifact_runtimes(runners, opts.runtimes, savedmodel_dir, onnx_path, errors, skipped)
 
     with contextlib.ExitStack() as stack:
         if target is None:

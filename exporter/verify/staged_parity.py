@@ -42,6 +42,8 @@ class StagedParity:
         self._atol, self._rtol, self._batch_sizes = atol, rtol, batch_sizes
         self._tolerances = tolerances  # output -> exporter.verify.tolerances.Tolerance
         self._reports: list[ParityReport] = []
+        self.errors: dict[str, str] = {}  # runtime -> why it could not answer
+        self.skipped: dict[str, str] = {}  # runtime -> why it was not run
 
     def _cached(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         key = id(batch)  # the same batch objects come back for every candidate
@@ -49,20 +51,36 @@ class StagedParity:
             self._expected[key] = self._reference(batch)
         return self._expected[key]
 
-    def check(self, name: str, make_runner: Callable[[], Runner]) -> ParityReport:
-        """Build the candidate's runner, compare it on every batch, then let it go."""
-        report = compare(
-            self._reference_name,
-            self._cached,
-            {name: make_runner()},
-            self._batches,
-            atol=self._atol,
-            rtol=self._rtol,
-            batch_sizes=self._batch_sizes,
-            tolerances=self._tolerances,
-        )
+    def check(
+        self,
+        name: str,
+        make_runner: Callable[[], Runner],
+        failures: tuple[type[Exception], ...] = (),
+    ) -> ParityReport | None:
+        """Build the candidate's runner, compare it on every batch, then let it go.
+
+        A `failures` exception (the runtime refused the artifact, or failed on it) is recorded
+        in `errors`, which fails the merged report, instead of propagating.
+        """
+        try:
+            report = compare(
+                self._reference_name,
+                self._cached,
+                {name: make_runner()},
+                self._batches,
+                atol=self._atol,
+                rtol=self._rtol,
+                batch_sizes=self._batch_sizes,
+                tolerances=self._tolerances,
+            )
+        except failures as exc:
+            self.errors[name] = str(exc)
+            return None
         self._reports.append(report)
         return report
+
+    def skip(self, name: str, reason: str) -> None:
+        self.skipped[name] = reason
 
     def report(self) -> ParityReport:
         """All candidates' comparisons in one report."""
@@ -71,6 +89,8 @@ class StagedParity:
         )
         for report in self._reports:
             merged.comparisons.extend(report.comparisons)
+        merged.errors.update(self.errors)
+        merged.skipped.update(self.skipped)
         return merged
 
 
