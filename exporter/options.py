@@ -214,6 +214,13 @@ class ParityOptions:
         default=None, metadata=cli("gRPC HOST:PORT of a running server (default: embedded)")
     )
     rest_target: str | None = field(default=None, metadata=cli("REST HOST:PORT of that server"))
+    v2_target: str | None = field(
+        default=None,
+        metadata=cli("gRPC HOST:PORT of a Triton / KServe v2 server for the v2 rows"),
+    )
+    v2_rest_target: str | None = field(
+        default=None, metadata=cli("HTTP HOST:PORT of that Triton / KServe v2 server")
+    )
     model: str | None = field(
         default=None, metadata=cli("Keras reference: a .keras path or module:factory")
     )
@@ -274,6 +281,8 @@ class ParityOptions:
         _check_tolerance("--rtol", self.rtol)
         if self.target is None and self.rest_target is not None:
             raise UsageError("--rest-target needs --target (the embedded server has both)")
+        if self.v2_target is None and self.v2_rest_target is not None:
+            raise UsageError("--v2-rest-target needs --v2-target (the embedded server has both)")
 
 
 def add_flags(parser: argparse.ArgumentParser, options: type) -> None:

@@ -28,7 +28,11 @@ EXPORTER_MODELS = [
     "loss_weighting",
     "recipe1",
 ]
-ALL_RUNTIMES = {"savedmodel", "savedmodel_cpp", "onnxruntime", "grpc", "rest"}
+ALL_RUNTIMES = {
+    "savedmodel", "savedmodel_cpp", "onnxruntime", "grpc", "rest",
+    "v2-grpc", "v2-rest", "v2-grpc/onnx", "v2-rest/onnx",
+}  # fmt: skip
+SERVED_SAVEDMODEL = ("grpc", "rest", "v2-grpc", "v2-rest")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +60,12 @@ def test_exported_model_agrees_everywhere(server: Any, exported: Path, name: str
     assert report.errors == {} and report.skipped == {}
     assert report.batch_sizes == [1, 4] and report.samples == 4
     assert report.passed, report.table()
-    assert max(c.max_abs for c in report.comparisons if c.runtime in ("grpc", "rest")) == 0.0
+    assert max(c.max_abs for c in report.comparisons if c.runtime in SERVED_SAVEDMODEL) == 0.0
+    # The ONNX model through the v2 protocol answers exactly what ONNX Runtime in-process does.
+    by_key = {(c.runtime, c.output): c.max_abs for c in report.comparisons}
+    for (runtime, output), max_abs in by_key.items():
+        if runtime.endswith("/onnx"):
+            assert max_abs == by_key[("onnxruntime", output)]
 
 
 @pytest.fixture
@@ -101,6 +110,24 @@ def test_tolerance_violation_exits_1_with_table_and_json(
     assert by_runtime["onnxruntime"]["passed"] is False
     assert by_runtime["onnxruntime"]["max_abs"] == pytest.approx(1.0)
     assert by_runtime["grpc"]["passed"] is True and by_runtime["grpc"]["max_abs"] == 0.0
+
+
+def test_v2_rows_catch_the_tampered_onnx_model(tampered: Path) -> None:
+    """Embedded: the v2 rows of the ONNX model carry the tamper, the SavedModel's do not."""
+    from exporter.onnx_format.convert import triton_config
+
+    vector = {"dtype": "float32", "shape": [None]}
+    signature = {"inputs": {"x": vector}, "outputs": {"y": vector}}
+    config = triton_config("half_plus_two", signature)
+    (tampered / "onnx" / "half_plus_two" / "config.pbtxt").write_text(config)
+    report = run_parity(tampered, "half_plus_two", samples=2)
+    assert report.errors == {}, report.errors
+    by_runtime = {c.runtime: c for c in report.comparisons}
+    for runtime in ("onnxruntime", "v2-grpc/onnx", "v2-rest/onnx"):
+        assert by_runtime[runtime].max_abs == pytest.approx(1.0), runtime
+        assert not by_runtime[runtime].passed
+    for runtime in SERVED_SAVEDMODEL:
+        assert by_runtime[runtime].max_abs == 0.0 and by_runtime[runtime].passed
 
 
 def test_user_inputs_join_the_random_batches(server: Any, model_repo: Path, tmp_path: Path) -> None:

@@ -2,11 +2,14 @@
 
 `python -m exporter parity --export OUT --model-name NAME [--target HOST:PORT] ...` compares, on
 the same random (dtype-aware, from the SavedModel's signature) and user inputs at batch size 1
-and >1: Keras (with --model), the SavedModel in-process, ONNX Runtime, gRPC Predict and REST.
-Without --target the embedded server is started in-process on free ports over OUT/tfserving and
-stopped afterwards. The verdict is a `verify.parity.ParityReport`, the export's report type.
-Exit codes: 0 all within tolerance, 1 a tolerance violation or a runtime that failed to answer,
-2 bad usage (missing export, bad flags, unreadable inputs).
+and >1: Keras (with --model), the SavedModel in-process, ONNX Runtime, gRPC Predict and REST,
+and the Open Inference Protocol through tritonclient (`verify.v2_parity`: v2-grpc, v2-rest, and
+their /onnx rows for the ONNX model). Without --target the embedded server is started
+in-process on free ports over OUT/tfserving/NAME and OUT/onnx/NAME (one config, both
+platforms) and stopped afterwards; `--v2-target`/`--v2-rest-target` point the v2 rows at a
+running Triton or KServe v2 server instead. The verdict is a `verify.parity.ParityReport`, the
+export's report type. Exit codes: 0 all within tolerance, 1 a tolerance violation or a runtime
+that failed to answer, 2 bad usage (missing export, bad flags, unreadable inputs).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from exporter.verify.parity import (
 )
 from exporter.verify.sample_inputs import conform_inputs, load_inputs
 from exporter.verify.tolerances import signature_tolerances
+from exporter.verify.v2_parity import models_config, v2_runners
 from serving.constants import DEFAULT_SIGNATURE, PROTOBUF_LIMIT
 from serving.launch import free_port
 
@@ -189,25 +193,32 @@ def _add_artifact_runtimes(
 
 
 @contextlib.contextmanager
-def embedded_server(model_name: str, base_path: Path) -> Iterator[tuple[str, str]]:
-    """The embedded server over one model on free 127.0.0.1 ports: (grpc, rest) targets."""
+def embedded_server(
+    model_name: str, base_path: Path, onnx_base: Path | None = None
+) -> Iterator[tuple[str, str]]:
+    """The embedded server on free 127.0.0.1 ports over the SavedModel (as NAME) and, if given,
+    the ONNX model directory (as NAME_onnx, model_platform onnx): (grpc, rest) targets."""
+    import tempfile
+
     from serving.server import parse_args, start_server
 
-    args = parse_args(
-        [
-            "--host=127.0.0.1",
-            "--port=0",
-            f"--rest_api_port={free_port()}",
-            f"--model_name={model_name}",
-            f"--model_base_path={base_path.resolve()}",
-        ]
-    )
-    with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the table
-        running = start_server(args)
-    try:
-        yield f"127.0.0.1:{running.grpc_port}", f"127.0.0.1:{running.rest_port}"
-    finally:
-        running.stop()
+    with tempfile.TemporaryDirectory(prefix="parity-") as tmp:
+        config = Path(tmp) / "models.config"
+        config.write_text(models_config(model_name, base_path, onnx_base))
+        args = parse_args(
+            [
+                "--host=127.0.0.1",
+                "--port=0",
+                f"--rest_api_port={free_port()}",
+                f"--model_config_file={config}",
+            ]
+        )
+        with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the table
+            running = start_server(args)
+        try:
+            yield f"127.0.0.1:{running.grpc_port}", f"127.0.0.1:{running.rest_port}"
+        finally:
+            running.stop()
 
 
 # --- the check ------------------------------------------------------------------------------------
@@ -220,13 +231,14 @@ def run_parity(
     progress: Callable[[str], None] | None = None,
 ) -> ParityReport:
     """Compare every available runtime with the reference (Keras if `options.model`, else the
-    SavedModel in-process). With no `options.target`, serve OUT/tfserving/NAME in-process for
-    gRPC and REST."""
+    SavedModel in-process). With no `options.target`, serve OUT/tfserving/NAME (and OUT/onnx/NAME)
+    in-process for gRPC, REST and the v2 rows; `options.v2_target` sends the v2 rows elsewhere."""
     from serving.client import ServingClient, ServingClientError
     from serving.errors import ServingError
 
     opts = options or ParityOptions()
     target, rest_target, version = opts.target, opts.rest_target, opts.version
+    v2_target, v2_rest_target = opts.v2_target, opts.v2_rest_target
     say = progress or (lambda _msg: None)
     out = Path(export_dir)
     base = out / "tfserving" / model_name
@@ -274,14 +286,29 @@ def run_parity(
     runners["savedmodel"] = savedmodel_runner(savedmodel_dir)
     onnx_path = out / "onnx" / model_name / str(version) / "model.onnx"
     _add_artifact_runtimes(runners, opts.runtimes, savedmodel_dir, onnx_path, errors, skipped)
+    onnx_base = onnx_path.parent.parent if onnx_path.is_file() else None
 
     with contextlib.ExitStack() as stack:
-        if target is None:
-            say(f"server: starting the embedded server over {base}")
+        embedded = target is None
+        if embedded:
+            say(f"server: starting the embedded server over {base} and {onnx_base}")
             try:
-                target, rest_target = stack.enter_context(embedded_server(model_name, base))
+                target, rest_target = stack.enter_context(
+                    embedded_server(model_name, base, onnx_base)
+                )
             except ServingError as err:
-                errors["grpc"] = errors["rest"] = f"embedded server failed to start: {err}"
+                for row in ("grpc", "rest", "v2-grpc", "v2-rest"):
+                    errors[row] = f"embedded server failed to start: {err}"
+            v2_target, v2_rest_target = target, rest_target
+        if v2_target is not None:
+            with_onnx = embedded and onnx_base is not None
+            runners.update(
+                stack.enter_context(
+                    v2_runners(v2_target, v2_rest_target, model_name, version, with_onnx)
+                )
+            )
+        elif not errors:
+            skipped["v2"] = "no --v2-target given for the remote server"
         if target is not None:
             client = stack.enter_context(ServingClient(target, max_message_bytes=PROTOBUF_LIMIT))
             try:
