@@ -120,7 +120,7 @@ def test_v2_rows_catch_the_tampered_onnx_model(tampered: Path) -> None:
     signature = {"inputs": {"x": vector}, "outputs": {"y": vector}}
     config = triton_config("half_plus_two", signature)
     (tampered / "onnx" / "half_plus_two" / "config.pbtxt").write_text(config)
-    report = run_parity(tampered, "half_plus_two", samples=2)
+    report = run_parity(tampered, "half_plus_two", ParityOptions(samples=2))
     assert report.errors == {}, report.errors
     by_runtime = {c.runtime: c for c in report.comparisons}
     for runtime in ("onnxruntime", "v2-grpc/onnx", "v2-rest/onnx"):
