@@ -30,7 +30,7 @@ from serving.batching import (
 from serving.errors import ServingError, invalid_argument
 from serving.limits import DEFAULT_MAX_REQUEST_BYTES
 from serving.manager import AspiredVersionsManager
-from serving.model_config import ONNX, model_platform, validate_config
+from serving.model_config import ONNX, ONNX_PLATFORMS, model_platform, validate_config
 from serving.servable import Servable, TFServable
 from serving.warmup import run_warmup
 
@@ -122,10 +122,11 @@ class ServerCore:
             self._scheduler.stop()
 
     def _create(self, model: ModelConfig, version: int, path: str) -> Servable:
-        """The loader: the runtime the model's platform names (ONNX Runtime for `onnx`, and for
-        `tensorflow` under `--backend=onnx`), warmed up, behind the batcher if batching is on."""
+        """The loader: the runtime the model's platform names (ONNX Runtime for `onnx` or
+        Triton's `onnxruntime_onnx`, and for `tensorflow` under `--backend=onnx`), warmed up,
+        behind the batcher if batching is on."""
         name = model.name
-        if model_platform(model) == ONNX or self.options.backend == ONNX:
+        if model_platform(model) in ONNX_PLATFORMS or self.options.backend == ONNX:
             from serving.onnx_servable import OnnxServable
 
             servable: Servable = OnnxServable(name, version, path)

@@ -24,7 +24,8 @@ ModelConfig = model_server_config_pb2.ModelConfig
 
 TENSORFLOW = "tensorflow"  # kTensorFlowModelPlatform
 ONNX = "onnx"  # an extension: the version directories hold model.onnx, run by ONNX Runtime
-PLATFORMS = (TENSORFLOW, ONNX)
+ONNX_PLATFORMS = (ONNX, "onnxruntime_onnx")  # and Triton's name for the same runtime
+PLATFORMS = (TENSORFLOW, *ONNX_PLATFORMS)
 
 
 def parse_config_text(text: str) -> ModelServerConfig:

@@ -215,21 +215,29 @@ def test_each_model_runs_on_the_runtime_its_platform_names(
     built: dict[str, Path], tmp_path: Path
 ) -> None:
     """One config, two runtimes: `tensorflow` on a TF Session, `onnx` (this server's extension
-    platform) on ONNX Runtime, as server_core.cc routes each model to its platform's adapter
-    (`CreateStoragePathRoutes`). The frozen graph adds 1.0, the ONNX graph 0.5."""
+    platform; Triton's `onnxruntime_onnx` too) on ONNX Runtime, as server_core.cc routes each
+    model to its platform's adapter (`CreateStoragePathRoutes`). The frozen graph adds 1.0, the
+    ONNX graph 0.5."""
     tf_base = _model(tmp_path / "tf", built["frozen1"])
     onnx_base = _model(tmp_path / "ox", built["onnx"])
     config = tmp_path / "models.config"
-    config.write_text(_config(_entry("tf", tf_base), _entry("ox", onnx_base, "onnx")))
+    config.write_text(
+        _config(
+            _entry("tf", tf_base),
+            _entry("ox", onnx_base, "onnx"),
+            _entry("triton", onnx_base, "onnxruntime_onnx"),
+        )
+    )
     with running(f"--model_config_file={config}") as client:
         x = np.array([[1.0, 1.0, 1.0]], np.float32)
         tf_out = client.predict.Predict(predict_request("tf", x), timeout=30)
-        onnx_request = predict_pb2.PredictRequest()
-        onnx_request.model_spec.name = "ox"
-        onnx_request.inputs["x:0"].CopyFrom(tf.make_tensor_proto(x))
-        onnx_out = client.predict.Predict(onnx_request, timeout=30)
         assert tf.make_ndarray(tf_out.outputs["y"]).tolist() == [[7.0]]
-        assert tf.make_ndarray(onnx_out.outputs["y:0"]).tolist() == [[6.5]]
+        for name in ("ox", "triton"):
+            onnx_request = predict_pb2.PredictRequest()
+            onnx_request.model_spec.name = name
+            onnx_request.inputs["x:0"].CopyFrom(tf.make_tensor_proto(x))
+            onnx_out = client.predict.Predict(onnx_request, timeout=30)
+            assert tf.make_ndarray(onnx_out.outputs["y:0"]).tolist() == [[6.5]]
 
 
 # --- 3. one reload at a time ----------------------------------------------------------------
