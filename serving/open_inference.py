@@ -87,6 +87,7 @@ class InferRequest:
     inputs: list[InferInput] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     parameters: dict[str, Any] = field(default_factory=dict)
+    raw_input: bytes | None = None  # a raw binary request: the single input's bytes, no header
 
 
 @dataclass
@@ -326,9 +327,47 @@ def _batch_size(request: InferRequest, spec: ModelSpec) -> int:
     return request.inputs[0].shape[0] if request.inputs[0].shape else 0
 
 
+def _raw_input(request: InferRequest, spec: ModelSpec) -> InferInput:
+    """`Normalize` for a raw binary request: the one input's name, type and shape deduced
+    from the config (a batch of 1 when the model batches; one variable dimension at most)."""
+    config, model, data = spec.config, request.model, request.raw_input or b""
+    if len(config.input) != 1:
+        raise invalid_argument(
+            f"{_log(request)}Raw request must only have 1 input (found 1) to be deduced but got "
+            f"{len(config.input)} inputs in '{model}' model configuration"
+        )
+    io = config.input[0]
+    datatype = _datatype(io.data_type)
+    shape = [1] if config.max_batch_size != 0 else []
+    dynamic, count = -1, 1
+    for dim in io.dims:
+        if dim == WILDCARD:
+            if dynamic != -1:
+                raise invalid_argument(
+                    f"{_log(request)}The shape of the raw input '{io.name}' can not be deduced "
+                    "because there are more than one variable-sized dimension"
+                )
+            dynamic = len(shape)
+        else:
+            count *= dim
+        shape.append(dim)
+    if datatype == v2_types.BYTES:
+        if dynamic != -1 or count != 1:
+            raise invalid_argument(
+                f"{_log(request)}For BYTE datatype raw input '{io.name}', the model must have "
+                "input shape [1]"
+            )
+        data = v2_types.encode_bytes([data])
+    elif dynamic != -1:
+        shape[dynamic] = len(data) // count // v2_types.item_size(datatype)
+    return InferInput(io.name, datatype, tuple(shape), data)
+
+
 def _normalize(request: InferRequest, spec: ModelSpec) -> dict[str, np.ndarray]:
     """`InferenceRequest::Normalize`, then each input's bytes as the array the model takes."""
     config, model = spec.config, request.model
+    if request.raw_input is not None:
+        request.inputs = [_raw_input(request, spec)]
     seen: set[str] = set()
     for inp in request.inputs:
         if inp.name in seen:

@@ -161,11 +161,6 @@ def _header_length(headers: Mapping[str, str], content_length: int) -> int:
         raise invalid_argument(
             f"inference header size should be in range (0, {content_length}), got: {text}"
         )
-    if value == 0:
-        raise invalid_argument(
-            f"raw binary requests ({HEADER_LENGTH}: 0) are not supported by this server: send "
-            "the JSON inference header with 'binary_data_size' for each input"
-        )
     return value
 
 
@@ -279,6 +274,8 @@ def parse_infer(
 ) -> tuple[InferRequest, dict[str, bool], bool]:
     """An infer body as an InferRequest, the per-output binary choice and the default one."""
     length = _header_length(headers, len(body))
+    if length == 0:  # a raw binary request: the body is the single input; outputs binary
+        return InferRequest(model, version, raw_input=body), {}, True
     try:
         doc = json.loads(body[:length])
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

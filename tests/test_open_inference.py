@@ -322,6 +322,33 @@ def test_binary_response_layout(v2_server: ServerProcess) -> None:
     np.testing.assert_array_equal(np.frombuffer(answer[length:], np.float32), half_plus(x, 1))
 
 
+def test_raw_binary_request(v2_server: ServerProcess) -> None:
+    """extension_binary_data.md "Raw Binary Request": Inference-Header-Content-Length 0, the
+    body is the single input, its shape deduced (`Normalize`), the outputs binary."""
+    x = np.array([1.0, 2.0, 3.0], np.float32)
+    raw = {"Inference-Header-Content-Length": "0"}
+    status, headers, answer = _post(
+        v2_server, f"/v2/models/{HPT}/versions/2/infer", x.tobytes(), raw
+    )
+    assert status == 200
+    length = int(headers["Inference-Header-Content-Length"])
+    output = json.loads(answer[:length])["outputs"][0]
+    assert output["shape"] == [3] and output["parameters"] == {"binary_data_size": 12}
+    np.testing.assert_array_equal(np.frombuffer(answer[length:], np.float32), half_plus(x, 2))
+    status, _, answer = _post(v2_server, "/v2/models/multi_io_onnx/infer", b"\0" * 12, raw)
+    assert (status, json.loads(answer)["error"]) == (
+        400,
+        "[request id: <id_unknown>] Raw request must only have 1 input (found 1) to be deduced "
+        "but got 2 inputs in 'multi_io_onnx' model configuration",
+    )
+    status, _, answer = _post(v2_server, "/v2/models/strings/infer", b"abc", raw)
+    assert (status, json.loads(answer)["error"]) == (
+        400,
+        "[request id: <id_unknown>] For BYTE datatype raw input 'text', the model must have "
+        "input shape [1]",
+    )
+
+
 def test_tf_serving_api_answers_on_the_same_ports(v2_server: ServerProcess) -> None:
     """Both protocols, one server: TF Serving's Predict reaches the ONNX model too."""
     with ServingClient(v2_server.grpc_target) as client:
