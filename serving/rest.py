@@ -241,6 +241,8 @@ class _Handler(BaseHTTPRequestHandler):
         unknown method), as libevent's `evhttp_send_error` writes it."""
         phrase = HTTPStatus(code).phrase
         self.close_connection = True
+        if not self.request_version.startswith("HTTP/1."):
+            self.request_version = "HTTP/1.1"  # an unparsed version still gets a status line
         page = _LIBEVENT_ERROR.format(code=int(code), phrase=phrase)
         self._reply(code, page, "text/html", cors=False)
 

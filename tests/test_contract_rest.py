@@ -135,7 +135,7 @@ def test_version_that_overflows_has_an_empty_body(server: Any) -> None:
     assert (code, ctype, text) == (400, "application/json", "")
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/monitoring/prometheus/metrics", "/"])
+@pytest.mark.parametrize("path", ["/healthz", "/", "/v1x/models"])
 def test_paths_outside_v1_get_libevents_404_page(server: Any, path: str) -> None:
     """http_server.cc `RestApiRequestDispatcher::Dispatch` takes only `(?i)/v1/.*` (the
     Prometheus path only with monitoring on); for anything else net_http's evhttp_server.cc

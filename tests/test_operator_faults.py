@@ -11,6 +11,7 @@ import ctypes
 import glob
 import logging
 import os
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from tensorflow_serving.apis import model_management_pb2, predict_pb2
 from serving.core import ServerCore, ServerOptions
 from serving.errors import ServingError
 from serving.errors import code_from_number as status_code
+from serving.launch import free_port
 from serving.model_config import config_from_flags, parse_config_text, validate_config
 from tests.conftest import wait_for
 from tests.test_server_core import (
@@ -433,3 +435,41 @@ def test_a_tf_error_during_a_load_keeps_tfs_code_and_text() -> None:
     servable, error = _load_with_retries(create, "{name: m version: 1}", threading.Event(), 0, 0)
     assert servable is None and error is not None
     assert str(error) == "RESOURCE_EXHAUSTED: OOM when allocating tensor"
+
+
+# --- 5. what the HTTP layer answers itself ----------------------------------------------------
+
+
+def _raw_http(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_the_http_layers_own_errors_are_libevents_pages(
+    built: dict[str, Path], tmp_path: Path
+) -> None:
+    """With monitoring off the metrics path is no route (http_server.cc registers it only when
+    Prometheus is enabled), and a request line the server cannot parse never reaches a handler:
+    both get libevent's `evhttp_send_error` page (ERR_FORMAT, text/html, connection closed),
+    not JSON and not Python's page."""
+    base = _model(tmp_path / "m", built["frozen1"])
+    rest = f"--rest_api_port={free_port()}"
+    with running(f"--model_base_path={base}", "--model_name=m", rest) as client:
+        port = client.server.rest_port
+        reply = _raw_http(port, b"GET /monitoring/prometheus/metrics HTTP/1.1\r\nHost: a\r\n\r\n")
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 404 Not Found\r\n")
+        assert b"\r\nContent-Type: text/html\r\n" in head + b"\r\n"
+        assert b"\r\nConnection: close" in head
+        assert body == (
+            b"<HTML><HEAD>\n<TITLE>404 Not Found</TITLE>\n</HEAD><BODY>\n<H1>Not Found</H1>\n"
+            b"</BODY></HTML>\n"
+        )
+        reply = _raw_http(port, b"GET /v1/models/m HTTP/9.9\r\n\r\n")
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.split(b"\r\n")[0].split(b" ", 1)[1].startswith(b"505")
+        assert body.startswith(b"<HTML><HEAD>\n<TITLE>505 HTTP Version Not Supported</TITLE>")
