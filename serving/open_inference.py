@@ -7,7 +7,7 @@ GetModel`), then `InferenceRequest::Normalize` (input count, names, batch dimens
 shape, byte size) against the version's Triton ModelConfig (`serving.triton_config`), then one
 run of the same servable TF Serving's API uses, with the same metrics. Errors are ServingErrors
 whose gRPC code is Triton's (`GrpcStatusUtil::CodeToStatus`); `http_status` maps them as
-Triton's `HttpCodeFromError` does. One job past ~300 lines: the lookups and Normalize share the
+Triton's `HttpCodeFromError` does. One job past ~400 lines: the lookups and Normalize share the
 request's model config, and splitting them would split that."""
 
 from __future__ import annotations

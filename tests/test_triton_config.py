@@ -62,6 +62,29 @@ def test_the_exporters_config_is_what_triton_accepts(model_dir: Path) -> None:
     assert [list(io.dims) for io in config.input] == [[-1, 3], [-1]]
 
 
+def test_the_exporters_config_for_a_scalar_output_is_what_triton_accepts(tmp_path: Path) -> None:
+    """A scalar output (ReduceSum over everything) gets dims [1], which Triton accepts."""
+    from onnx import TensorProto, helper, save
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0)],
+        "scalar",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("total", TensorProto.FLOAT, [])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (tmp_path / "scalar" / "1").mkdir(parents=True)
+    save(model, str(tmp_path / "scalar" / "1" / "model.onnx"))
+    signature = {
+        "inputs": {"x": {"dtype": "float32", "shape": [None, 3]}},
+        "outputs": {"total": {"dtype": "float32", "shape": []}},
+    }
+    (tmp_path / "scalar" / "config.pbtxt").write_text(triton_config("scalar", signature))
+    config = OnnxServable("scalar", 1, str(tmp_path / "scalar" / "1")).model_config.config
+    assert [list(io.dims) for io in config.output] == [[1]]
+
+
 def test_without_config_pbtxt_triton_auto_completes(model_dir: Path) -> None:
     """AutoCompleteMaxBatch / AutoCompleteIO with default-max-batch-size 4."""
     config = OnnxServable("multi_io", 1, str(model_dir / "1")).model_config.config

@@ -250,6 +250,10 @@ _TRITON_TYPES = {
     "int32": "TYPE_INT32",
     "int64": "TYPE_INT64",
     "uint8": "TYPE_UINT8",
+    "uint16": "TYPE_UINT16",
+    "uint32": "TYPE_UINT32",
+    "uint64": "TYPE_UINT64",
+    "bfloat16": "TYPE_BF16",
     "bool": "TYPE_BOOL",
     "string": "TYPE_STRING",
 }
@@ -259,13 +263,15 @@ def triton_config(name: str, signature: dict[str, dict[str, dict]]) -> str:
     """Triton `config.pbtxt` for the ONNX model: platform onnxruntime_onnx, dynamic batch.
 
     `max_batch_size: 0` keeps the batch dimension explicit (-1) in every tensor's dims, which
-    matches the ONNX graph exactly.
+    matches the ONNX graph exactly. A scalar gets `dims: [ 1 ]`: Triton refuses empty dims
+    (`ValidateIOShape`) and accepts only 1s for a scalar (the ONNX Runtime backend's
+    `ValidateInputs`).
     """
 
     def tensors(kind: str) -> str:
         entries = []
         for tensor, spec in signature[kind].items():
-            dims = ", ".join("-1" if d is None else str(d) for d in spec["shape"])
+            dims = ", ".join("-1" if d is None else str(d) for d in spec["shape"]) or "1"
             dtype = _TRITON_TYPES[spec["dtype"]]
             entries.append(f'  {{ name: "{tensor}" data_type: {dtype} dims: [ {dims} ] }}')
         return f"{kind[:-1]} [\n" + ",\n".join(entries) + "\n]"
