@@ -39,6 +39,12 @@ _MODEL = re.compile(
     r"(?:/(infer|generate|generate_stream|ready|config|stats|trace/setting))?"
 )
 _HEALTH = re.compile(r"/v2(?:/health/(live|ready))?")
+# Triton's other extension routes (repository, shared memory, trace, logging, statistics).
+_EXTENSIONS = re.compile(
+    r"/v2/(?:repository(?:/.*)?|systemsharedmemory(?:/.*)?|cudasharedmemory(?:/.*)?"
+    r"|trace/setting|logging|models/stats)"
+)
+_UNSUPPORTED = "(extensions: binary_tensor_data, model_configuration)"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_TYPE = "application/json"
 BINARY_TYPE = "application/octet-stream"
@@ -390,16 +396,14 @@ class V2Rest:
     def _route(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes, remaining_s: Any
     ) -> RestReply:
+        if _EXTENSIONS.fullmatch(path):  # checked first, as Triton checks /v2/models/stats
+            return error_reply(f"{path} is not supported by this server {_UNSUPPORTED}", 501)
         match = _MODEL.fullmatch(path)
         if match:
             name, version, kind = unquote(match.group(1)), match.group(2) or "", match.group(3)
             wanted = "POST" if kind == "infer" else "GET"
             if kind not in (None, "ready", "config", "infer"):
-                return error_reply(
-                    f"'{kind}' is not supported by this server (extensions: binary_tensor_data, "
-                    "model_configuration)",
-                    501,
-                )
+                return error_reply(f"'{kind}' is not supported by this server {_UNSUPPORTED}", 501)
             if method != wanted:
                 return error_reply("Method Not Allowed", 405)
             if kind == "infer":

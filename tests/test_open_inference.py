@@ -463,6 +463,9 @@ def test_malformed_http_bodies(
 def test_http_routes_methods_and_headers(v2_server: ServerProcess) -> None:
     """Triton's routing: unknown paths 404 "Not Found", wrong verbs 405."""
     assert _get(v2_server, "/v2/nothing") == (404, b'{"error":"Not Found"}')
+    for path, method in (("/v2/repository/index", "POST"), ("/v2/models/stats", "GET")):
+        status, body = _get(v2_server, path, method)
+        assert status == 501 and b"is not supported by this server" in body, path
     assert _get(v2_server, f"/v2/models/{HPT}/infer") == (405, b'{"error":"Method Not Allowed"}')
     assert _get(v2_server, "/v2/health/live", "POST") == (405, b'{"error":"Method Not Allowed"}')
     status, _, body = _post(v2_server, f"/v2/models/{HPT}/infer", b"{nope", {})
