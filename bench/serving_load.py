@@ -1,38 +1,40 @@
-"""Benchmark 3: the embedded server under closed-loop load, gRPC and REST, TF and ONNX backends.
+"""Benchmark 3: the embedded server under closed-loop load against the floors Python sets.
 
-For each backend and batching setting a fresh `python -m serving` subprocess serves this
-project's export of the benchmark MLP; 1, 4, 8 and 16 client threads (one channel or HTTP
-connection each) send batch-1 Predict requests back to back for a fixed time. The in-process
-`Servable.run` of the same backend is timed first: gRPC p50 / in-process p50 is the server's
-own overhead. Clients and server share this machine's cores, as they would on one host.
+One run starts every server at once, each in its own process: the bare grpcio floor (sync, as
+`python -m serving` uses, and grpc.aio beside it), the bare HTTP floor (`bench.floors`), and
+`python -m serving` for TF and ONNX, batching off and on. A few client processes
+(`bench.load_client`, official stubs / keep-alive HTTP) then send batch-1 Predict back to back
+at 1, 8 and 32 concurrent clients, the targets interleaved round by round so that the load
+other jobs put on this shared machine hits every target alike. Ratios to the floor of the same
+run are what the targets are stated in; absolute req/s only compare within a run.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
+import statistics
+import subprocess
+import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import common
-from serving.launch import start_server_process
+from serving.launch import ServerProcess, start_server_process
 
-CLIENTS = (1, 4, 8, 16)
-BACKENDS = ("tensorflow", "onnx")
-PROTOCOLS = ("grpc", "rest")
+CLIENTS = (1, 8, 32)
+CLIENT_PROCESSES = 4
 MODEL_NAME = "mlp"
-STARTUP_TIMEOUT_S = 120.0
-# TF Serving's CPU advice: no added wait (batches form while the runtime is busy), one batch
-# thread per core, a queue deep enough for every client.
-BATCHING_PARAMETERS = """\
+STARTUP_TIMEOUT_S = 180.0
+# TF Serving's CPU advice (batching_guide.md): batch_timeout_micros 0 (batches form while the
+# runtime is busy), a queue deep enough for every client, one batch thread per core.
+TUNED_BATCHING = """\
 max_batch_size { value: 64 }
 batch_timeout_micros { value: 0 }
 num_batch_threads { value: 2 }
@@ -41,116 +43,139 @@ max_enqueued_batches { value: 64 }
 
 
 @dataclass(frozen=True)
-class Endpoints:
-    """A running embedded server's ports."""
+class Target:
+    """One server under test: how to reach it and what it is."""
 
-    grpc_target: str
-    rest_port: int
+    name: str
+    protocol: str  # grpc | rest
+    address: str
+    floor: str  # the name of the floor its ratio is taken against ("" for a floor)
 
 
 @contextmanager
-def embedded_server(
-    base_path: Path, backend: str, batching_file: Path | None
-) -> Iterator[Endpoints]:
-    """Start `python -m serving` on free ports (serving.launch), stop it after."""
+def _floor(kind: str, response_file: Path) -> Iterator[str]:
+    """A `bench.floors` process; yields its address."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.floors", kind, str(response_file)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=common.bench_env(),
+        cwd=common.REPO_ROOT,
+    )
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line.startswith("Serving on "):
+            raise RuntimeError(f"floor {kind} did not start: {line!r}")
+        yield line.split()[-1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+@contextmanager
+def _server(base: Path, backend: str, batching_file: Path | None) -> Iterator[ServerProcess]:
     flags = [
         f"--model_name={MODEL_NAME}",
-        f"--model_base_path={base_path.resolve()}",
+        f"--model_base_path={base.resolve()}",
         f"--backend={backend}",
         "--file_system_poll_wait_seconds=0",
     ]
     if batching_file is not None:
-        flags += ["--enable_batching", f"--batching_parameters_file={batching_file}"]
+        flags.append("--enable_batching")
+        if batching_file.name != "default":
+            flags.append(f"--batching_parameters_file={batching_file}")
     server = start_server_process(
         flags, timeout_s=STARTUP_TIMEOUT_S, env=common.bench_env(), cwd=common.REPO_ROOT
     )
     try:
-        yield Endpoints(server.grpc_target, server.rest_port)
+        yield server
     finally:
         server.stop()
 
 
-def _grpc_caller(target: str, batch: Any) -> tuple[Callable[[], Any], Callable[[], None]]:
-    """One channel; the request is built once so the client measures the server, not protobuf."""
-    from serving.client import ServingClient, make_ndarray
+class ClientPool:
+    """CLIENT_PROCESSES persistent `bench.load_client` processes (TF's import takes seconds,
+    so they are started once and reused for every point)."""
 
-    client = ServingClient(target)
-    request = client.predict_request({"features": batch}, MODEL_NAME)
+    def __init__(self, count: int) -> None:
+        self._procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "bench.load_client"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=common.bench_env(),
+                cwd=common.REPO_ROOT,
+            )
+            for _ in range(count)
+        ]
+        for proc in self._procs:
+            self._read(proc)
 
-    def call() -> Any:
-        response = client.predict_raw(request)
-        return {k: make_ndarray(v) for k, v in response.outputs.items()}
+    @staticmethod
+    def _read(proc: subprocess.Popen[str]) -> dict[str, Any]:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line:
+            raise RuntimeError(f"load client {proc.pid} exited ({proc.poll()})")
+        return json.loads(line)
 
-    return call, client.close
+    @staticmethod
+    def _send(proc: subprocess.Popen[str], message: dict[str, Any]) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(message) + "\n")
+        proc.stdin.flush()
 
+    def measure(self, target: Target, clients: int, duration_s: float) -> dict[str, Any]:
+        """`clients` closed loops spread over the processes, all starting at the same instant."""
+        procs = self._procs[: min(clients, len(self._procs))]
+        shares = [clients // len(procs) + (i < clients % len(procs)) for i in range(len(procs))]
+        for proc, threads in zip(procs, shares, strict=True):
+            command = {
+                "protocol": target.protocol,
+                "target": target.address,
+                "model": MODEL_NAME,
+                "threads": threads,
+                "duration_s": duration_s,
+            }
+            self._send(proc, command)
+        prepared = [self._read(proc) for proc in procs]
+        if not all(p.get("prepared") for p in prepared):
+            raise RuntimeError(f"load clients could not connect to {target.name}: {prepared}")
+        start_at = time.time() + 0.1
+        for proc in procs:
+            self._send(proc, {"start_at": start_at})
+        results = [self._read(proc) for proc in procs]
+        latencies = [x for r in results for x in r["latencies_us"]]
+        errors = sum(r["errors"] for r in results)
+        first = next((r["first_error"] for r in results if r["first_error"]), "")
+        return {"latencies_us": latencies, "errors": errors, "first_error": first}
 
-def _rest_caller(port: int, batch: Any) -> tuple[Callable[[], Any], Callable[[], None]]:
-    """One keep-alive HTTP/1.1 connection posting the row-format body TF Serving documents."""
-    body = json.dumps({"instances": batch.tolist()}).encode()
-    path = f"/v1/models/{MODEL_NAME}:predict"
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-
-    def call() -> Any:
-        conn.request("POST", path, body, {"Content-Type": "application/json"})
-        response = conn.getresponse()
-        data = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"REST {response.status}: {data[:200]!r}")
-        return json.loads(data)
-
-    return call, conn.close
-
-
-def closed_loop(
-    make_caller: Callable[[], tuple[Callable[[], Any], Callable[[], None]]],
-    clients: int,
-    duration_s: float,
-    warmup: int = 5,
-) -> dict[str, float]:
-    """`clients` threads calling back to back for `duration_s`: latency stats and requests/s."""
-    callers = [make_caller() for _ in range(clients)]
-    for call, _ in callers:
-        for _ in range(warmup):
-            call()
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    errors: list[str] = []
-    start_gate = threading.Barrier(clients + 1)
-    stop_at = [0.0]
-
-    def worker(i: int) -> None:
-        call = callers[i][0]
-        start_gate.wait()
-        while True:
-            t0 = time.perf_counter()
-            if t0 >= stop_at[0]:
-                return
+    def close(self) -> None:
+        for proc in self._procs:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        for proc in self._procs:
             try:
-                call()
-            except (RuntimeError, OSError) as err:
-                errors.append(str(err))
-                return
-            latencies[i].append(time.perf_counter() - t0)
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    began = time.perf_counter()
-    stop_at[0] = began + duration_s
-    start_gate.wait()
-    for t in threads:
-        t.join(timeout=duration_s + 60)
-    elapsed = time.perf_counter() - began
-    for _, close in callers:
-        close()
-    flat = [x for per in latencies for x in per]
-    stats = common.stats_ms(flat) if flat else {"n": 0}
-    return {
-        **stats,
-        "clients": clients,
-        "duration_s": elapsed,
-        "requests_per_s": len(flat) / elapsed,
-        "errors": len(errors),
+
+def _point(samples: Sequence[dict[str, Any]], duration_s: float) -> dict[str, Any]:
+    """Rounds of one (target, clients) pair merged: req/s over all rounds, latency quantiles."""
+    latencies = sorted(x for s in samples for x in s["latencies_us"])
+    seconds = duration_s * len(samples)
+    out: dict[str, Any] = {
+        "requests": len(latencies),
+        "requests_per_s": len(latencies) / seconds,
+        "rounds_requests_per_s": [len(s["latencies_us"]) / duration_s for s in samples],
+        "errors": sum(s["errors"] for s in samples),
+        "first_error": next((s["first_error"] for s in samples if s["first_error"]), ""),
     }
+    if latencies:
+        out |= common.stats_ms([x / 1e6 for x in latencies])
+    return out
 
 
 def in_process(base: Path, backend: str, quick: bool) -> dict[str, float]:
@@ -173,72 +198,121 @@ def in_process(base: Path, backend: str, quick: bool) -> dict[str, float]:
     )
 
 
+def _responses(server: ServerProcess, out: Path) -> tuple[Path, Path]:
+    """The real server's answers to the benchmark request, gRPC bytes and REST body, for the
+    floors to send back."""
+    import http.client
+
+    from bench.load_client import grpc_caller
+    from serving.client import ServingClient
+
+    with ServingClient(server.grpc_target) as client:
+        request = client.predict_request({"features": common.inputs_for(1)}, MODEL_NAME)
+        grpc_bytes = client.predict_raw(request).SerializeToString()
+    grpc_caller(server.grpc_target, MODEL_NAME)[1]()
+    body = json.dumps({"instances": common.inputs_for(1).tolist()}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
+    conn.request("POST", f"/v1/models/{MODEL_NAME}:predict", body)
+    rest_bytes = conn.getresponse().read()
+    conn.close()
+    (out / "grpc_response.bin").write_bytes(grpc_bytes)
+    (out / "rest_response.json").write_bytes(rest_bytes)
+    return out / "grpc_response.bin", out / "rest_response.json"
+
+
 def run(
     params: int = 3_000_000,
     clients: Sequence[int] = CLIENTS,
-    backends: Sequence[str] = BACKENDS,
-    protocols: Sequence[str] = PROTOCOLS,
-    batching_modes: Sequence[bool] = (False, True),
-    duration_s: float = 2.5,
+    backends: Sequence[str] = ("tensorflow", "onnx"),
+    batching_modes: Sequence[str] = ("off", "default", "tuned"),
+    duration_s: float = 3.0,
+    rounds: int = 2,
     quick: bool = False,
     results_dir: Path = common.RESULTS_DIR,
 ) -> dict[str, Any]:
-    """All (backend, batching, protocol, clients) points; write serving.json."""
+    """Every target at every client count, interleaved; write serving.json."""
     from exporter import export_model
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     model = common.build_mlp(params)
-    batch = common.inputs_for(1)
-    rows: list[dict[str, Any]] = []
-    baseline: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp, ExitStack() as stack:
         out = Path(tmp)
         export_model(model, out / "repo", MODEL_NAME)
         bases = {
             "tensorflow": out / "repo" / "tfserving" / MODEL_NAME,
             "onnx": out / "repo" / "onnx" / MODEL_NAME,
         }
-        batching_file = out / "batching.pbtxt"
-        batching_file.write_text(BATCHING_PARAMETERS)
-        for backend in backends:
-            baseline[backend] = in_process(bases[backend], backend, quick)
+        tuned = out / "batching.pbtxt"
+        tuned.write_text(TUNED_BATCHING)
+        batching_files = {"off": None, "default": out / "default", "tuned": tuned}
+        baseline = {b: in_process(bases[b], b, quick) for b in backends}
+        for backend, stats in baseline.items():
             print(
-                f"  in-process {backend:10s} batch 1: p50 {baseline[backend]['median_ms']:.3f} ms",
-                flush=True,
+                f"  in-process {backend:10s} batch 1: p50 {stats['median_ms']:.3f} ms", flush=True
             )
-            for batching in batching_modes:
-                with embedded_server(
-                    bases[backend], backend, batching_file if batching else None
-                ) as ends:
-                    for protocol in protocols:
-                        for n in clients:
-
-                            def make(protocol: str = protocol) -> Any:
-                                if protocol == "grpc":
-                                    return _grpc_caller(ends.grpc_target, batch)
-                                return _rest_caller(ends.rest_port, batch)
-
-                            point = closed_loop(make, n, duration_s)
-                            row = {
-                                "backend": backend,
-                                "batching": batching,
-                                "protocol": protocol,
-                                **point,
-                            }
-                            rows.append(row)
-                            on = "on " if batching else "off"
-                            print(
-                                f"  serve {backend:10s} batching={on} {protocol:4s} clients={n:2d}:"
-                                f" p50 {point.get('median_ms', 0):7.3f} ms"
-                                f" p99 {point.get('p99_ms', 0):7.3f} ms"
-                                f" {point['requests_per_s']:8.1f} req/s",
-                                flush=True,
-                            )
+        targets: list[Target] = []
+        for backend in backends:
+            for mode in batching_modes:
+                server = stack.enter_context(_server(bases[backend], backend, batching_files[mode]))
+                name = f"{backend} batching={mode}"
+                targets.append(Target(name, "grpc", server.grpc_target, "grpc floor"))
+                if mode == "off":
+                    if backend == backends[0]:
+                        grpc_file, rest_file = _responses(server, out)
+                    targets.append(
+                        Target(
+                            f"{backend} REST", "rest", f"127.0.0.1:{server.rest_port}", "http floor"
+                        )
+                    )
+        floors = [
+            Target("grpc floor", "grpc", stack.enter_context(_floor("grpc", grpc_file)), ""),
+            Target(
+                "grpc.aio floor", "grpc", stack.enter_context(_floor("grpc-aio", grpc_file)), ""
+            ),
+            Target("http floor", "rest", stack.enter_context(_floor("http", rest_file)), ""),
+        ]
+        targets = floors + targets
+        pool = ClientPool(CLIENT_PROCESSES)
+        stack.callback(pool.close)
+        samples: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for n in clients:
+            for r in range(rounds):
+                order = targets[r % len(targets) :] + targets[: r % len(targets)]
+                for target in order:
+                    sample = pool.measure(target, n, duration_s)
+                    samples.setdefault((target.name, n), []).append(sample)
+            for target in targets:
+                point = _point(samples[(target.name, n)], duration_s)
+                print(
+                    f"  {target.name:30s} clients={n:2d}: {point['requests_per_s']:8.1f} req/s"
+                    f" p50 {point.get('median_ms', 0):7.3f} ms p99 {point.get('p99_ms', 0):7.3f} ms"
+                    + (
+                        f" ERRORS {point['errors']}: {point['first_error']}"
+                        if point["errors"]
+                        else ""
+                    ),
+                    flush=True,
+                )
+    rows = []
+    for target in targets:
+        for n in clients:
+            point = _point(samples[(target.name, n)], duration_s)
+            rows.append(
+                {
+                    "target": target.name,
+                    "protocol": target.protocol,
+                    "floor": target.floor,
+                    "clients": n,
+                    **{k: v for k, v in point.items() if k != "latencies_us"},
+                }
+            )
     payload = {
         "benchmark": "serving",
         "params": int(model.count_params()),
-        "batching_parameters": BATCHING_PARAMETERS,
+        "tuned_batching_parameters": TUNED_BATCHING,
         "duration_s": duration_s,
+        "rounds": rounds,
+        "client_processes": CLIENT_PROCESSES,
         "cores": os.cpu_count(),
         "in_process_batch1": baseline,
         "rows": rows,
@@ -248,32 +322,52 @@ def run(
     return payload
 
 
-def _find(rows: Sequence[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
-    return next((r for r in rows if all(r.get(k) == v for k, v in match.items())), None)
+def find(rows: Sequence[dict[str, Any]], target: str, clients: int) -> dict[str, Any] | None:
+    """The row of one target at one client count."""
+    return next((r for r in rows if r["target"] == target and r["clients"] == clients), None)
 
 
 def derive(rows: Sequence[dict[str, Any]], baseline: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """The ratios the targets are stated in, per backend."""
-    derived: dict[str, Any] = {}
-    for backend, base in baseline.items():
-        one = _find(rows, backend=backend, batching=False, protocol="grpc", clients=1)
-        one_b = _find(rows, backend=backend, batching=True, protocol="grpc", clients=1)
-        eight_b = _find(rows, backend=backend, batching=True, protocol="grpc", clients=8)
-        eight = _find(rows, backend=backend, batching=False, protocol="grpc", clients=8)
-        rest_one = _find(rows, backend=backend, batching=False, protocol="rest", clients=1)
-        derived[backend] = {
-            "grpc_p50_over_in_process": one["median_ms"] / base["median_ms"] if one else None,
-            "rest_p50_over_in_process": (
-                rest_one["median_ms"] / base["median_ms"] if rest_one else None
-            ),
-            "rps_8_batching_over_1_unbatched": (
-                eight_b["requests_per_s"] / one["requests_per_s"] if eight_b and one else None
-            ),
-            "rps_8_batching_over_1_batching": (
-                eight_b["requests_per_s"] / one_b["requests_per_s"] if eight_b and one_b else None
-            ),
-            "rps_8_unbatched_over_1_unbatched": (
-                eight["requests_per_s"] / one["requests_per_s"] if eight and one else None
-            ),
-        }
-    return derived
+    """Every row's req/s over its floor's at the same client count, and the single-client p50
+    over (floor p50 + in-process run p50)."""
+    ratios: dict[str, dict[int, float]] = {}
+    for row in rows:
+        floor = find(rows, row["floor"], row["clients"]) if row["floor"] else None
+        if floor and floor["requests_per_s"]:
+            ratios.setdefault(row["target"], {})[row["clients"]] = (
+                row["requests_per_s"] / floor["requests_per_s"]
+            )
+    p50: dict[str, float] = {}
+    floor_one = find(rows, "grpc floor", 1)
+    for backend, stats in baseline.items():
+        one = find(rows, f"{backend} batching=off", 1)
+        if one and floor_one and "median_ms" in one:
+            p50[backend] = one["median_ms"] / (floor_one["median_ms"] + stats["median_ms"])
+    return {"rps_over_floor": ratios, "p50_1_client_over_floor_plus_run": p50}
+
+
+def table(payload: dict[str, Any]) -> str:
+    """The whole result as Markdown: req/s, p50, p99 and ratio to the floor per client count."""
+    rows = payload["rows"]
+    clients = sorted({r["clients"] for r in rows})
+    ratios = payload["derived"]["rps_over_floor"]
+    head = "| server | " + " | ".join(f"{n} cl. req/s | p50 ms | p99 ms | / floor" for n in clients)
+    lines = [head + " |", "|---|" + "---:|---:|---:|---:|" * len(clients)]
+    for name in dict.fromkeys(r["target"] for r in rows):
+        cells = []
+        for n in clients:
+            r = find(rows, name, n) or {}
+            ratio = ratios.get(name, {}).get(n) or ratios.get(name, {}).get(str(n))
+            cells += [
+                f"{r.get('requests_per_s', 0):,.0f}",
+                f"{r.get('median_ms', 0):.2f}",
+                f"{r.get('p99_ms', 0):.2f}",
+                "1.00" if not r.get("floor") else f"{ratio:.2f}" if ratio else "n/a",
+            ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def spread(values: Sequence[float]) -> float:
+    """Relative spread of a point's rounds (max-min over mean), to judge the noise."""
+    return (max(values) - min(values)) / statistics.fmean(values) if values else 0.0

@@ -212,7 +212,7 @@ def predict(
         model_spec=make_model_spec(request.model_spec.name, key, servable.version)
     )
     for alias, array in outputs.items():
-        response.outputs[alias].CopyFrom(tensor_proto.encode(array, content=as_tensor_content))
+        tensor_proto.encode_into(response.outputs[alias], array, content=as_tensor_content)
     return response
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ml_dtypes
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from serving import limits
 
@@ -150,27 +150,36 @@ def encode(array: np.ndarray, *, content: bool = False) -> tensor_pb2.TensorProt
     """Encodes like `Tensor::AsProtoField` (dtype, full tensor_shape, every element typed) or,
     with `content=True`, like `AsProtoTensorContent`: numeric values as raw little-endian bytes
     (one memcpy instead of a Python loop), strings still in string_val."""
+    return encode_into(tensor_pb2.TensorProto(), array, content=content)
+
+
+def encode_into(
+    proto: tensor_pb2.TensorProto, array: np.ndarray, *, content: bool = False
+) -> tensor_pb2.TensorProto:
+    """`encode` written into an existing (empty) TensorProto, e.g. a response's map entry, which
+    saves building a second message and copying it over."""
     array = np.asarray(array)
     dtype = data_type(array)
-    proto = tensor_pb2.TensorProto(
-        dtype=dtype,
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape]
-        ),
-    )
-    flat = array.ravel()
+    proto.dtype = dtype
+    proto.tensor_shape.SetInParent()  # present even for a scalar, as AsProtoField writes it
+    dims = proto.tensor_shape.dim
+    for d in array.shape:
+        dims.add(size=d)
     field = _FIELDS[dtype][1]
     if dtype == types_pb2.DT_STRING:
-        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode("utf-8") for v in flat)
+        proto.string_val.extend(
+            v if isinstance(v, bytes) else str(v).encode("utf-8") for v in array.ravel()
+        )
     elif content:
         little = array.astype(array.dtype.newbyteorder("<"), copy=False)
         proto.tensor_content = np.ascontiguousarray(little).tobytes()
     elif field == "half_val":
-        proto.half_val.extend(flat.view(np.uint16).tolist())
+        proto.half_val.extend(array.ravel().view(np.uint16).tolist())
     elif field in ("scomplex_val", "dcomplex_val"):
+        flat = array.ravel()
         pairs = np.empty(flat.size * 2, dtype=np.float64)
         pairs[0::2], pairs[1::2] = flat.real, flat.imag
         getattr(proto, field).extend(pairs.tolist())
     else:
-        getattr(proto, field).extend(flat.tolist())
+        getattr(proto, field).extend(array.ravel().tolist())
     return proto
