@@ -68,12 +68,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "serving" in selected:
         print("[3/5] embedded server under load", flush=True)
         payload = serving_load.run(
-            params=20_000 if args.quick else 3_000_000,
+            params=20_000 if args.quick else serving_load.SERVING_PARAMS,
             clients=(1, 8) if args.quick else serving_load.CLIENTS,
-            duration_s=0.5 if args.quick else 2.5,
+            duration_s=0.5 if args.quick else 3.0,
+            rounds=1 if args.quick else 2,
             quick=args.quick,
             results_dir=out,
         )
+        print(serving_load.table(payload), flush=True)
         plots.serving_curves(payload, out / "serving.png")
     if "matrix" in selected:
         print("[4/5] real-architecture matrix: export time and peak RSS per model", flush=True)

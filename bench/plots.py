@@ -73,29 +73,24 @@ def latency_bars(payload: dict[str, Any], path: Path) -> Path:
 
 
 def serving_curves(payload: dict[str, Any], path: Path) -> Path:
-    """Requests/s and p50 against concurrent clients for every server configuration."""
+    """Requests/s and p50 against concurrent clients for every server and floor."""
     rows = payload["rows"]
     fig, (ax_r, ax_l) = plt.subplots(1, 2, figsize=(12, 4.8))
-    configs = sorted({(r["backend"], r["batching"], r["protocol"]) for r in rows})
-    for backend, batching, protocol in configs:
-        pts = sorted(
-            (r["clients"], r)
-            for r in rows
-            if (r["backend"], r["batching"], r["protocol"]) == (backend, batching, protocol)
-        )
-        label = f"{backend} {protocol} batching {'on' if batching else 'off'}"
-        style = "-" if protocol == "grpc" else ":"
-        marker = "o" if batching else "x"
+    for name in dict.fromkeys(r["target"] for r in rows):
+        pts = sorted((r["clients"], r) for r in rows if r["target"] == name)
+        floor = not pts[0][1]["floor"]
+        style = ("--" if floor else "-") if pts[0][1]["protocol"] == "grpc" else ":"
+        marker = "s" if floor else "o" if "batching=off" not in name else "x"
         xs = [c for c, _ in pts]
-        ax_r.plot(xs, [r["requests_per_s"] for _, r in pts], style + marker, label=label)
+        ax_r.plot(xs, [r["requests_per_s"] for _, r in pts], style + marker, label=name)
         ax_l.plot(xs, [r.get("median_ms", float("nan")) for _, r in pts], style + marker)
-    ax_r.set_title("Throughput (batch-1 requests)")
+    ax_r.set_title(f"Throughput, batch-1 Predict, MLP {payload['params']:,} params")
     ax_r.set_ylabel("requests/s")
     ax_l.set_title("p50 latency")
     ax_l.set_ylabel("ms")
     ax_l.set_yscale("log")
     for ax in (ax_r, ax_l):
-        ax.set_xlabel("concurrent clients")
+        ax.set_xlabel("concurrent clients (closed loop, separate processes)")
         ax.set_xscale("log", base=2)
         ax.grid(True, which="both", alpha=0.3)
     ax_r.legend(fontsize=7)

@@ -111,31 +111,70 @@ def latency_targets(payload: dict[str, Any]) -> list[Target]:
 
 
 def serving_targets(payload: dict[str, Any]) -> list[Target]:
-    """Server overhead and batching scale-up, TF backend first (the target), ONNX beside it."""
-    out = []
-    for backend, d in payload["derived"].items():
+    """Issue 18's targets at 8 clients (ratios to the floors of the same run) and the
+    single-client p50 against the echo floor plus the in-process run."""
+    from bench.serving_load import find, ratio
+
+    rows, out = payload["rows"], []
+    clients = 8 if find(rows, "grpc floor", 8) else max(r["clients"] for r in rows)
+    for backend in payload["in_process_batch1"]:
+        off = ratio(payload, f"{backend} batching=off", clients)
+        out.append(
+            Target(
+                f"[{backend}] gRPC req/s at {clients} clients / grpcio floor, unbatched",
+                off,
+                0.8,
+                True,
+                f"server CPU/req {_cpu(rows, f'{backend} batching=off', clients)} ms vs floor "
+                f"{_cpu(rows, 'grpc floor', clients)} ms",
+            )
+        )
+        for mode in ("default", "tuned"):
+            name = f"{backend} batching={mode}"
+            if find(rows, name, clients) is None:
+                continue
+            value = ratio(payload, name, clients)
+            beats = "above" if value and off and value > off else "NOT above"
+            out.append(
+                Target(
+                    f"[{backend}] gRPC req/s at {clients} clients / grpcio floor, batching {mode}",
+                    value,
+                    1.0,
+                    True,
+                    f"{beats} unbatched ({_fmt(off)}x); p99 "
+                    f"{(find(rows, name, clients) or {}).get('p99_ms', 0):.2f} ms",
+                )
+            )
+        rest = ratio(payload, f"{backend} REST", clients)
+        out.append(
+            Target(
+                f"[{backend}] REST req/s at {clients} clients / bare http.server floor",
+                rest,
+                0.7,
+                True,
+                f"server CPU/req {_cpu(rows, f'{backend} REST', clients)} ms vs floor "
+                f"{_cpu(rows, 'http floor', clients)} ms",
+            )
+        )
+        p50 = payload["derived"]["p50_1_client_over_floor_plus_run"].get(backend)
         base = payload["in_process_batch1"][backend]["median_ms"]
         out.append(
             Target(
-                f"[{backend}] gRPC batch-1 p50 / in-process Servable.run",
-                d["grpc_p50_over_in_process"],
-                1.5,
+                f"[{backend}] 1-client gRPC p50 / (echo floor p50 + in-process run p50)",
+                p50,
+                1.1,
                 False,
-                f"in-process p50 {base:.3f} ms; REST/in-process "
-                f"{_fmt(d['rest_p50_over_in_process'])}x",
-            )
-        )
-        out.append(
-            Target(
-                f"[{backend}] req/s, 8 clients batching on / 1 client batching on",
-                d["rps_8_batching_over_1_batching"],
-                3.0,
-                True,
-                f"vs 1 client unbatched: {_fmt(d['rps_8_batching_over_1_unbatched'])}x; "
-                f"8 clients unbatched: {_fmt(d['rps_8_unbatched_over_1_unbatched'])}x",
+                f"in-process p50 {base:.3f} ms",
             )
         )
     return out
+
+
+def _cpu(rows: list[dict[str, Any]], target: str, clients: int) -> str:
+    from bench.serving_load import find
+
+    value = (find(rows, target, clients) or {}).get("server_cpu_ms_per_request")
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _fmt(value: float | None) -> str:

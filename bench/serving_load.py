@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,10 @@ from bench import common
 from serving.launch import ServerProcess, start_server_process
 
 CLIENTS = (1, 8, 32)
+# "A small MLP" (issue 18): ~0.1 ms of model CPU per batch-1 run, so the ratios to the floors
+# measure the server, not TF's matmuls (the 3M-parameter MLP of the other benchmarks costs
+# 0.3-4 ms per run on this shared machine, more than the whole transport).
+SERVING_PARAMS = 100_000
 CLIENT_PROCESSES = 4
 MODEL_NAME = "mlp"
 STARTUP_TIMEOUT_S = 180.0
@@ -50,11 +53,12 @@ class Target:
     protocol: str  # grpc | rest
     address: str
     floor: str  # the name of the floor its ratio is taken against ("" for a floor)
+    pid: int  # the serving process, whose CPU time each point records
 
 
 @contextmanager
-def _floor(kind: str, response_file: Path) -> Iterator[str]:
-    """A `bench.floors` process; yields its address."""
+def _floor(kind: str, response_file: Path) -> Iterator[tuple[str, int]]:
+    """A `bench.floors` process; yields its address and pid."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.floors", kind, str(response_file)],
         stdout=subprocess.PIPE,
@@ -66,7 +70,7 @@ def _floor(kind: str, response_file: Path) -> Iterator[str]:
         line = proc.stdout.readline() if proc.stdout else ""
         if not line.startswith("Serving on "):
             raise RuntimeError(f"floor {kind} did not start: {line!r}")
-        yield line.split()[-1]
+        yield line.split()[-1], proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=15)
@@ -126,7 +130,11 @@ class ClientPool:
         proc.stdin.flush()
 
     def measure(self, target: Target, clients: int, duration_s: float) -> dict[str, Any]:
-        """`clients` closed loops spread over the processes, all starting at the same instant."""
+        """`clients` closed loops spread over the processes, all starting at the same instant;
+        with the CPU seconds the serving process spent meanwhile."""
+        import psutil
+
+        server = psutil.Process(target.pid)
         procs = self._procs[: min(clients, len(self._procs))]
         shares = [clients // len(procs) + (i < clients % len(procs)) for i in range(len(procs))]
         for proc, threads in zip(procs, shares, strict=True):
@@ -144,11 +152,14 @@ class ClientPool:
         start_at = time.time() + 0.1
         for proc in procs:
             self._send(proc, {"start_at": start_at})
+        before = server.cpu_times()
         results = [self._read(proc) for proc in procs]
+        after = server.cpu_times()
         latencies = [x for r in results for x in r["latencies_us"]]
         errors = sum(r["errors"] for r in results)
         first = next((r["first_error"] for r in results if r["first_error"]), "")
-        return {"latencies_us": latencies, "errors": errors, "first_error": first}
+        cpu_s = (after.user - before.user) + (after.system - before.system)
+        return {"latencies_us": latencies, "errors": errors, "first_error": first, "cpu_s": cpu_s}
 
     def close(self) -> None:
         for proc in self._procs:
@@ -166,8 +177,10 @@ def _point(samples: Sequence[dict[str, Any]], duration_s: float) -> dict[str, An
     """Rounds of one (target, clients) pair merged: req/s over all rounds, latency quantiles."""
     latencies = sorted(x for s in samples for x in s["latencies_us"])
     seconds = duration_s * len(samples)
+    cpu_s = sum(s["cpu_s"] for s in samples)
     out: dict[str, Any] = {
         "requests": len(latencies),
+        "server_cpu_ms_per_request": 1e3 * cpu_s / len(latencies) if latencies else None,
         "requests_per_s": len(latencies) / seconds,
         "rounds_requests_per_s": [len(s["latencies_us"]) / duration_s for s in samples],
         "errors": sum(s["errors"] for s in samples),
@@ -220,21 +233,55 @@ def _responses(server: ServerProcess, out: Path) -> tuple[Path, Path]:
     return out / "grpc_response.bin", out / "rest_response.json"
 
 
+def _targets(
+    stack: ExitStack,
+    bases: dict[str, Path],
+    backends: Sequence[str],
+    batching_modes: Sequence[str],
+    batching_files: dict[str, Path | None],
+    out: Path,
+) -> list[Target]:
+    """Starts every server and floor (each its own process) and names them."""
+    targets: list[Target] = []
+    responses: tuple[Path, Path] | None = None
+    for backend in backends:
+        for mode in batching_modes:
+            server = stack.enter_context(_server(bases[backend], backend, batching_files[mode]))
+            pid = server.proc.pid
+            targets.append(
+                Target(f"{backend} batching={mode}", "grpc", server.grpc_target, "grpc floor", pid)
+            )
+            if mode == "off":
+                responses = responses or _responses(server, out)
+                rest = f"127.0.0.1:{server.rest_port}"
+                targets.append(Target(f"{backend} REST", "rest", rest, "http floor", pid))
+    assert responses is not None, "batching_modes must include 'off'"
+    grpc_file, rest_file = responses
+    floors = [("http floor", "http", rest_file), ("grpc.aio floor", "grpc-aio", grpc_file)]
+    floors.append(("grpc floor", "grpc", grpc_file))
+    for name, kind, response in floors:
+        address, pid = stack.enter_context(_floor(kind, response))
+        targets.insert(0, Target(name, "rest" if kind == "http" else "grpc", address, "", pid))
+    return targets
+
+
 def run(
-    params: int = 3_000_000,
+    params: int = SERVING_PARAMS,
     clients: Sequence[int] = CLIENTS,
     backends: Sequence[str] = ("tensorflow", "onnx"),
     batching_modes: Sequence[str] = ("off", "default", "tuned"),
     duration_s: float = 3.0,
     rounds: int = 2,
     quick: bool = False,
+    client_processes: int = CLIENT_PROCESSES,
     results_dir: Path = common.RESULTS_DIR,
 ) -> dict[str, Any]:
-    """Every target at every client count, interleaved; write serving.json."""
+    """Every target at every client count, interleaved round by round; write serving.json."""
     from exporter import export_model
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     model = common.build_mlp(params)
+    samples: dict[tuple[str, int], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp, ExitStack() as stack:
         out = Path(tmp)
         export_model(model, out / "repo", MODEL_NAME)
@@ -250,69 +297,35 @@ def run(
             print(
                 f"  in-process {backend:10s} batch 1: p50 {stats['median_ms']:.3f} ms", flush=True
             )
-        targets: list[Target] = []
-        for backend in backends:
-            for mode in batching_modes:
-                server = stack.enter_context(_server(bases[backend], backend, batching_files[mode]))
-                name = f"{backend} batching={mode}"
-                targets.append(Target(name, "grpc", server.grpc_target, "grpc floor"))
-                if mode == "off":
-                    if backend == backends[0]:
-                        grpc_file, rest_file = _responses(server, out)
-                    targets.append(
-                        Target(
-                            f"{backend} REST", "rest", f"127.0.0.1:{server.rest_port}", "http floor"
-                        )
-                    )
-        floors = [
-            Target("grpc floor", "grpc", stack.enter_context(_floor("grpc", grpc_file)), ""),
-            Target(
-                "grpc.aio floor", "grpc", stack.enter_context(_floor("grpc-aio", grpc_file)), ""
-            ),
-            Target("http floor", "rest", stack.enter_context(_floor("http", rest_file)), ""),
-        ]
-        targets = floors + targets
-        pool = ClientPool(CLIENT_PROCESSES)
+        targets = _targets(stack, bases, backends, batching_modes, batching_files, out)
+        pool = ClientPool(client_processes)
         stack.callback(pool.close)
-        samples: dict[tuple[str, int], list[dict[str, Any]]] = {}
         for n in clients:
             for r in range(rounds):
-                order = targets[r % len(targets) :] + targets[: r % len(targets)]
-                for target in order:
-                    sample = pool.measure(target, n, duration_s)
-                    samples.setdefault((target.name, n), []).append(sample)
+                for target in targets[r % len(targets) :] + targets[: r % len(targets)]:
+                    samples.setdefault((target.name, n), []).append(
+                        pool.measure(target, n, duration_s)
+                    )
             for target in targets:
-                point = _point(samples[(target.name, n)], duration_s)
-                print(
-                    f"  {target.name:30s} clients={n:2d}: {point['requests_per_s']:8.1f} req/s"
-                    f" p50 {point.get('median_ms', 0):7.3f} ms p99 {point.get('p99_ms', 0):7.3f} ms"
-                    + (
-                        f" ERRORS {point['errors']}: {point['first_error']}"
-                        if point["errors"]
-                        else ""
-                    ),
-                    flush=True,
-                )
-    rows = []
-    for target in targets:
-        for n in clients:
-            point = _point(samples[(target.name, n)], duration_s)
-            rows.append(
-                {
-                    "target": target.name,
-                    "protocol": target.protocol,
-                    "floor": target.floor,
-                    "clients": n,
-                    **{k: v for k, v in point.items() if k != "latencies_us"},
-                }
-            )
+                _print_point(target.name, n, _point(samples[(target.name, n)], duration_s))
+    rows = [
+        {
+            "target": t.name,
+            "protocol": t.protocol,
+            "floor": t.floor,
+            "clients": n,
+            **_point(samples[(t.name, n)], duration_s),
+        }
+        for t in targets
+        for n in clients
+    ]
     payload = {
         "benchmark": "serving",
         "params": int(model.count_params()),
         "tuned_batching_parameters": TUNED_BATCHING,
         "duration_s": duration_s,
         "rounds": rounds,
-        "client_processes": CLIENT_PROCESSES,
+        "client_processes": client_processes,
         "cores": os.cpu_count(),
         "in_process_batch1": baseline,
         "rows": rows,
@@ -320,6 +333,17 @@ def run(
     }
     common.write_result("serving", payload, results_dir)
     return payload
+
+
+def _print_point(name: str, clients: int, point: dict[str, Any]) -> None:
+    cpu = point["server_cpu_ms_per_request"]
+    errors = f" ERRORS {point['errors']}: {point['first_error']}" if point["errors"] else ""
+    print(
+        f"  {name:24s} clients={clients:2d}: {point['requests_per_s']:8.1f} req/s"
+        f" p50 {point.get('median_ms', 0):7.3f} ms p99 {point.get('p99_ms', 0):7.3f} ms"
+        f" server CPU/req {cpu or 0:.3f} ms{errors}",
+        flush=True,
+    )
 
 
 def find(rows: Sequence[dict[str, Any]], target: str, clients: int) -> dict[str, Any] | None:
@@ -346,28 +370,35 @@ def derive(rows: Sequence[dict[str, Any]], baseline: dict[str, dict[str, float]]
     return {"rps_over_floor": ratios, "p50_1_client_over_floor_plus_run": p50}
 
 
+def ratio(payload: dict[str, Any], target: str, clients: int) -> float | None:
+    """req/s of `target` over its floor's at `clients` (keys are strings once read from JSON)."""
+    per = payload["derived"]["rps_over_floor"].get(target, {})
+    return per.get(clients, per.get(str(clients)))
+
+
 def table(payload: dict[str, Any]) -> str:
-    """The whole result as Markdown: req/s, p50, p99 and ratio to the floor per client count."""
+    """The whole result as Markdown: req/s, p50, p99 and the ratio to the floor per client
+    count, and the serving process's CPU per request at the middle client count."""
     rows = payload["rows"]
     clients = sorted({r["clients"] for r in rows})
-    ratios = payload["derived"]["rps_over_floor"]
+    mid = clients[len(clients) // 2]
     head = "| server | " + " | ".join(f"{n} cl. req/s | p50 ms | p99 ms | / floor" for n in clients)
-    lines = [head + " |", "|---|" + "---:|---:|---:|---:|" * len(clients)]
+    lines = [
+        f"{head} | CPU ms/req at {mid} |",
+        "|---|" + "---:|---:|---:|---:|" * len(clients) + "---:|",
+    ]
     for name in dict.fromkeys(r["target"] for r in rows):
         cells = []
         for n in clients:
             r = find(rows, name, n) or {}
-            ratio = ratios.get(name, {}).get(n) or ratios.get(name, {}).get(str(n))
+            value = ratio(payload, name, n)
             cells += [
                 f"{r.get('requests_per_s', 0):,.0f}",
                 f"{r.get('median_ms', 0):.2f}",
                 f"{r.get('p99_ms', 0):.2f}",
-                "1.00" if not r.get("floor") else f"{ratio:.2f}" if ratio else "n/a",
+                "floor" if not r.get("floor") else "n/a" if value is None else f"{value:.2f}",
             ]
+        cpu = (find(rows, name, mid) or {}).get("server_cpu_ms_per_request")
+        cells.append("n/a" if cpu is None else f"{cpu:.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def spread(values: Sequence[float]) -> float:
-    """Relative spread of a point's rounds (max-min over mean), to judge the noise."""
-    return (max(values) - min(values)) / statistics.fmean(values) if values else 0.0

@@ -151,9 +151,14 @@ _BY_PROM_NAME = {prometheus_name(f.tf_name): f for f in _FAMILIES}
 _lock = threading.Lock()  # one consistent page at a time
 
 
+_CELLS: dict[tuple[str, ...], Counter | Histogram] = {}  # labelled children, looked up once
+
+
 def _add(tf_name: str, value: float, *labels: str) -> None:
-    metric = _METRICS[tf_name]
-    cell = metric.labels(*labels) if labels else metric
+    cell = _CELLS.get((tf_name, *labels))
+    if cell is None:
+        metric = _METRICS[tf_name]
+        cell = _CELLS.setdefault((tf_name, *labels), metric.labels(*labels) if labels else metric)
     if isinstance(cell, Counter):
         cell.inc(value)
     else:

@@ -36,6 +36,11 @@ _FIELDS: dict[DataType, tuple[np.dtype, str]] = {
     types_pb2.DT_COMPLEX128: (np.dtype(np.complex128), "dcomplex_val"),
 }
 
+# numpy dtype -> the first DataType decoding to it (DT_INT32 for int32, not a narrower alias).
+_BY_NUMPY: dict[np.dtype, DataType] = {}
+for _enum, (_np_dtype, _) in _FIELDS.items():
+    _BY_NUMPY.setdefault(_np_dtype, _enum)
+
 # TF's DataTypeString names, used verbatim in runtime messages ("Expects arg[0] to be float ...").
 TF_TYPE_NAMES: dict[DataType, str] = {
     types_pb2.DT_FLOAT: "float",
@@ -76,6 +81,9 @@ def data_type(array: np.ndarray) -> DataType:
         kind = kind.newbyteorder("=")
     if kind.kind in "OSU":
         return types_pb2.DT_STRING
+    enum = _BY_NUMPY.get(kind)
+    if enum is not None:
+        return enum
     for enum, (np_dtype, _) in _FIELDS.items():
         if np_dtype == kind:
             return enum

@@ -70,22 +70,37 @@ def test_latency_smoke(tmp_path: Path) -> None:
     assert all(t.measured is not None for t in report.latency_targets(payload))
 
 
+@pytest.mark.slow  # six server and floor processes and a client process: minutes on 2 cores
 def test_serving_smoke(tmp_path: Path) -> None:
     payload = serving_load.run(
         params=TINY,
         clients=(1, 8),
         backends=("tensorflow",),
-        batching_modes=(False, True),
+        batching_modes=("off", "tuned"),
         duration_s=0.3,
+        rounds=1,
         quick=True,
+        client_processes=2,
         results_dir=tmp_path,
     )
-    assert len(payload["rows"]) == 2 * 2 * 2
+    names = {r["target"] for r in payload["rows"]}
+    assert names == {
+        "grpc floor",
+        "grpc.aio floor",
+        "http floor",
+        "tensorflow batching=off",
+        "tensorflow batching=tuned",
+        "tensorflow REST",
+    }
+    assert len(payload["rows"]) == len(names) * 2
     assert all(r["errors"] == 0 and r["requests_per_s"] > 0 for r in payload["rows"])
+    assert all(r["server_cpu_ms_per_request"] > 0 for r in payload["rows"])
+    assert serving_load.ratio(payload, "tensorflow batching=tuned", 8) > 0
     _check_json(tmp_path / "serving.json", {"rows", "in_process_batch1", "derived"})
     _check_png(plots.serving_curves(payload, tmp_path / "serving.png"))
+    assert "| tensorflow REST |" in serving_load.table(payload)
     targets = report.serving_targets(payload)
-    assert [t.status in ("MET", "MISSED") for t in targets] == [True, True]
+    assert len(targets) == 4 and all(t.status in ("MET", "MISSED") for t in targets)
 
 
 @pytest.mark.slow
