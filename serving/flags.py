@@ -75,7 +75,14 @@ def _flags() -> tuple[Flag, ...]:
             "REST worker threads (requests served "
             "at once); 4 open connections per thread, more get 429",
         ),
-        f("rest_api_timeout_in_ms", "int32", 30000, WORKS, "REST request deadline"),
+        f(
+            "rest_api_timeout_in_ms",
+            "int32",
+            30000,
+            WORKS,
+            "REST request deadline; also bounds each read and the request head (from its "
+            "first byte)",
+        ),
         f(
             "rest_api_enable_cors_support",
             "bool",
