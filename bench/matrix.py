@@ -1,10 +1,11 @@
 """Benchmark: export time and peak memory of every real-architecture matrix model.
 
-The models are the test suite's matrix (`tests/matrix_models.py`, `tests/matrix_legacy.py`):
-each is built, trained briefly and saved in one fresh interpreter, then exported exactly as a
-user would, through `python -m exporter export` with default flags (load included), in
-another, while RSS is sampled. One line per model: time, peak RSS (and above the imports'
-baseline), tables, formats.
+The models are the test suite's matrix (`tests/matrix_models.py`, `tests/matrix_legacy.py`)
+and every `keras.applications` architecture (`tests/applications.py`): each is built, trained
+briefly and saved in one fresh interpreter, then exported exactly as a user would, through
+`python -m exporter export` with default flags (load included), in another, while RSS is
+sampled. One line per model: time, peak RSS (and above the imports' baseline), tables,
+formats, parity rows, rewrites used. `python -m bench.matrix --run NAME ...` runs a subset.
 """
 
 from __future__ import annotations
@@ -25,19 +26,31 @@ QUICK = ("string_lookup", "integer_lookup")
 
 
 def models() -> tuple[str, ...]:
-    """Every matrix model name (Keras 3 first, then the tf_keras files)."""
+    """Every matrix model name (Keras 3, the tf_keras files, then keras.applications)."""
+    from tests.applications import ARCHITECTURES
     from tests.matrix_models import KERAS3
 
-    return (*KERAS3, *LEGACY)
+    return (*KERAS3, *LEGACY, *ARCHITECTURES)
 
 
 def make(name: str, directory: Path) -> Path:
     """Build, train briefly and save `name` the way a user hands it to the CLI."""
-    from tests import matrix_legacy, matrix_models
+    from tests import applications, matrix_legacy, matrix_models
 
+    if name in applications.ARCHITECTURES:
+        return applications.save(name, directory)
     if name in LEGACY:
         return matrix_legacy.save_legacy(directory)[name]
     return matrix_models.save_keras3(name, directory)[0]
+
+
+def _argv(name: str, source: str, out: Path) -> list[str]:
+    from tests import applications
+
+    if name in applications.ARCHITECTURES:
+        return applications.export_argv(name, Path(source), out)
+    argv = ["export", "--model", source, "--name", name, "--out", str(out)]
+    return argv + (["--custom-objects", "tests.matrix_legacy"] if name in LEGACY else [])
 
 
 def worker(name: str, source: str) -> dict[str, Any]:
@@ -50,9 +63,7 @@ def worker(name: str, source: str) -> dict[str, Any]:
     from exporter.cli import main as exporter_main
 
     out = Path(tempfile.mkdtemp(prefix=f"bench-matrix-{name}-"))
-    argv = ["export", "--model", source, "--name", name, "--out", str(out)]
-    if name in LEGACY:
-        argv += ["--custom-objects", "tests.matrix_legacy"]
+    argv = _argv(name, source, out)
     try:
         baseline = common.rss_bytes()
         with common.RssSampler() as sampler:
@@ -61,7 +72,9 @@ def worker(name: str, source: str) -> dict[str, Any]:
             elapsed = time.perf_counter() - start
         if code != 0:
             raise RuntimeError(f"export of {name} exited {code}")
-        report = json.loads((out / "reports" / name / "1.json").read_text())
+        report = json.loads(
+            (out / "reports" / argv[argv.index("--name") + 1] / "1.json").read_text()
+        )
     finally:
         shutil.rmtree(out, ignore_errors=True)
     return {
@@ -74,6 +87,9 @@ def worker(name: str, source: str) -> dict[str, Any]:
         "constants": len(report["freeze_proof"]["constants"]),
         "formats": report["formats"]["produced"],
         "parity_passed": report["parity"]["passed"],
+        "parity": _max_abs_by_runtime(report["parity"]["comparisons"]),
+        "rewrites": (report["onnx"] or {}).get("rewrites", {}),
+        "weights_bytes": report["weights_bytes"],
     }
 
 
@@ -90,11 +106,11 @@ def run(names: Sequence[str] | None = None, results_dir: Path = common.RESULTS_D
 
 def _measure(name: str, directory: Path) -> dict[str, Any]:
     """Make the model in one fresh process, export it in another; print its line."""
-    made = common.run_worker("bench.matrix", ["--make", name, str(directory)], timeout_s=1200)
+    made = common.run_worker("bench.matrix", ["--make", name, str(directory)], timeout_s=2400)
     if "error" in made:
         row = {"model": name, **made}
     else:
-        row = common.run_worker("bench.matrix", ["--worker", name, made["path"]], timeout_s=1200)
+        row = common.run_worker("bench.matrix", ["--worker", name, made["path"]], timeout_s=2400)
         row.setdefault("model", name)
     if "error" in row:
         print(f"  matrix {name:20s} FAILED: {row['error'].splitlines()[-1]}", flush=True)
@@ -103,19 +119,38 @@ def _measure(name: str, directory: Path) -> dict[str, Any]:
             f"  matrix {name:20s} export {row['time_s']:6.2f} s, peak RSS "
             f"{row['peak_rss_bytes'] / 2**20:7.1f} MiB "
             f"(+{row['peak_above_baseline_bytes'] / 2**20:6.1f} MiB to load and export), "
-            f"{row['tables']} tables, {'+'.join(row['formats'])}",
+            f"{row['tables']} tables, {'+'.join(row['formats'])}, parity "
+            + ", ".join(f"{k} {v:.1e}" for k, v in row["parity"].items())
+            + f", rewrites {_rewrites(row['rewrites'])}",
             flush=True,
         )
     return row
 
 
+def _max_abs_by_runtime(comparisons: list[dict[str, Any]]) -> dict[str, float]:
+    """The largest |runtime - Keras| over a runtime's outputs."""
+    worst: dict[str, float] = {}
+    for c in comparisons:
+        worst[c["runtime"]] = max(worst.get(c["runtime"], 0.0), float(c["max_abs"]))
+    return worst
+
+
+def _rewrites(counts: dict[str, int]) -> str:
+    return ", ".join(f"{op} x{n}" for op, n in sorted(counts.items())) or "none"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Worker entry points (`--make NAME DIR`, `--worker NAME PATH`); the suite calls `run()`."""
+    """`--run NAME ...` measures a subset (results to bench/results/matrix.json); the worker
+    entry points are `--make NAME DIR` and `--worker NAME PATH`; the suite calls `run()`."""
     p = argparse.ArgumentParser(prog="python -m bench.matrix")
+    p.add_argument("--run", nargs="+", metavar="MODEL", choices=models())
+    p.add_argument("--results", type=Path, default=common.RESULTS_DIR, help="with --run")
     p.add_argument("--make", nargs=2, metavar=("MODEL", "DIR"))
     p.add_argument("--worker", nargs=2, metavar=("MODEL", "PATH"))
     args = p.parse_args(argv)
-    if args.make:
+    if args.run:
+        run(args.run, results_dir=args.results)
+    elif args.make:
         print(json.dumps({"path": str(make(args.make[0], Path(args.make[1])))}))
     elif args.worker:
         print(json.dumps(worker(*args.worker)))
