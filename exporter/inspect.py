@@ -147,9 +147,13 @@ def _onnx_tables(model: Any) -> list[dict[str, Any]]:
     """ONNX-ML lookups (CategoryMapper, LabelEncoder): their vocabulary is in the file."""
     import onnx
 
+    from exporter.onnx_format.tables import EQUALS_CONSTANT
+
     tables = []
     for node in model.graph.node:
         if node.domain != "ai.onnx.ml" or node.op_type not in _ONNX_LOOKUPS:
+            continue
+        if any(o.endswith(EQUALS_CONSTANT) for o in node.output):  # `x == "c"`, not a table
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         keys = next(

@@ -108,10 +108,28 @@ def test_text_model_names_its_custom_op_library(matrix: Matrix) -> None:
     assert {n.op_type for n in model.graph.node if n.domain == "ai.onnx.contrib"} == {
         "StringRegexReplace",
         "StringSplit",
-        "StringEqual",
     }
+    # The vocabulary lookup and TextVectorization's "" mask are both ONNX-ML LabelEncoders
+    # (onnxruntime-extensions' StringEqual fails on a batch with no token).
+    assert [n.op_type for n in model.graph.node].count("LabelEncoder") == 2
     lookup = matrix.report("string_lookup")
     assert lookup["onnx"]["custom_op_library"] is None  # plain ONNX-ML: any ORT runs it
+
+
+def test_text_model_answers_text_that_standardizes_to_nothing(matrix: Matrix) -> None:
+    """A batch whose strings hold no word (empty, blank, punctuation) gives Keras' answer."""
+    import keras
+    import tensorflow as tf
+
+    from exporter.verify.parity import onnx_runner
+
+    report = matrix.report("text_vectorization")
+    keras_model = keras.models.load_model(matrix.source("text_vectorization"))
+    run = onnx_runner(report["artifacts"]["onnx_path"])
+    for texts in (["", "   ", "?!", "\t\n"], [""], ["Red CAT!", "", "...", "dog"]):
+        batch = np.array(texts, dtype=object)
+        expected = keras_model(tf.constant(batch)).numpy()
+        np.testing.assert_allclose(run({"sentence": batch})["score"], expected, atol=1e-6)
 
 
 def test_exact_gelu_is_rewritten_and_proven(matrix: Matrix) -> None:
@@ -179,15 +197,15 @@ def test_inspect_cli_lists_tables(matrix: Matrix, capsys: pytest.CaptureFixture)
 
 
 def test_npz_string_inputs_are_honoured(matrix: Matrix, tmp_path: Path) -> None:
-    """--inputs with an object (str) array joins the parity batches of a string model."""
+    """--inputs with a text (str) array joins the parity batches of a string model."""
     inputs = tmp_path / "sentences.npz"
-    np.savez(inputs, sentence=np.array(["Red cat!", "unknown words here", ""], dtype=object))
+    np.savez(inputs, sentence=np.array(["Red cat!", "unknown words here", ""], dtype=str))
     out = tmp_path / "out"
     path = matrix.source("text_vectorization")
     argv = ["export", "--model", str(path), "--name", "tv", "--out", str(out)]
     assert exporter_main([*argv, "--inputs", str(inputs), "--formats", "savedmodel"]) == 0
     report = json.loads((out / "reports" / "tv" / "1.json").read_text())
-    assert report["parity"]["samples"] == 2 * 4 + 1
+    assert report["parity"]["samples"] == 2 * 4 + 1 + 1  # random, no-token, the user's
     assert report["formats"] == {
         "produced": ["savedmodel"],
         "not_produced": {"onnx": "not requested (--formats savedmodel)"},

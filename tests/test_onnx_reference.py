@@ -53,3 +53,24 @@ def test_a_custom_domain_op_is_named(tmp_path: Path) -> None:
     assert custom_ops(model) == ["ai.onnx.contrib.StringSplit"]
     with pytest.raises(OnnxReferenceError, match=r"ai\.onnx\.contrib\.StringSplit"):
         reference_runner(tmp_path / "model.onnx")
+
+
+def test_a_lookup_table_model_runs_on_the_reference_evaluator(tmp_path: Path) -> None:
+    """Vocabularies are ONNX-ML LabelEncoders, which onnx.reference implements (it has no
+    CategoryMapper, tf2onnx's own choice for string -> int64)."""
+    import keras
+
+    from exporter import export_model
+    from exporter.options import ExportOptions
+
+    keras.utils.set_random_seed(0)
+    colour = keras.Input((1,), dtype="string", name="colour")
+    ids = keras.layers.StringLookup(vocabulary=["red", "green", "blue"])(colour)
+    x = keras.layers.Flatten()(keras.layers.Embedding(4, 2)(ids))
+    model = keras.Model(colour, keras.layers.Dense(1, name="score")(x))
+    options = ExportOptions(runtimes=("savedmodel", "onnxruntime", "onnx_reference"))
+    report = export_model(model, tmp_path, "lookup", options)
+    rows = {c.runtime: c for c in report.parity.comparisons}
+    assert rows["onnx_reference"].passed and rows["onnx_reference"].max_abs < 1e-6
+    onnx_model = onnx.load(report.onnx_path)
+    assert "CategoryMapper" not in {n.op_type for n in onnx_model.graph.node}

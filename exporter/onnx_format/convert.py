@@ -39,6 +39,7 @@ from exporter.onnx_format.tables import (
     drop_unused_custom_domain,
     extra_opsets,
     pin_string_normalizer_locale,
+    string_equal_as_label_encoder,
 )
 from serving.ort_extensions import session_options
 
@@ -230,6 +231,7 @@ def _convert(
     left = unconvertible_ops(model)
     if left:
         raise ExportError(unconvertible_message(left, layer_names, summary.not_inlined))
+    string_equal_as_label_encoder(model)
     drop_unused_custom_domain(model)
     pin_string_normalizer_locale(model)
     _restore_weights(model, weights, sizes, external_dir, progress)

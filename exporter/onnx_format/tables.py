@@ -1,9 +1,10 @@
 """What tf2onnx needs beyond the graph for lookup tables and string ops, and what ORT needs after.
 
-- Table lookups become standard ONNX-ML ops with the vocabulary inside the file: string ->
-  int64 as `CategoryMapper` (what tf2onnx itself emits), any other key/value pair tf2onnx
-  refuses (IntegerLookup's int64 -> int64, ...) as `LabelEncoder`. tf2onnx's own handler
-  needs tables it found by re-tracing the Python object; ours are the frozen tables.
+- Table lookups become the standard ONNX-ML `LabelEncoder` with the vocabulary inside the file
+  (string -> int64, IntegerLookup's int64 -> int64, ...). tf2onnx's own handler emits
+  `CategoryMapper` for string -> int64, which onnx.reference (the spec's evaluator) does not
+  implement, and needs tables it found by re-tracing the Python object; ours are the frozen
+  tables, and `LabelEncoder` runs on ORT and on the reference evaluator alike.
 - String ops ONNX lacks (regex replace, split, hashing) go to tf2onnx's `ai.onnx.contrib`
   handlers, which onnxruntime-extensions implements; an ORT session must then load that
   library, which `serving.ort_extensions.session_options` does and the report names.
@@ -41,7 +42,7 @@ class TableHandlers:
         return table
 
     def find(self, ctx: Any, node: Any, name: str, args: list[Any]) -> None:
-        """LookupTableFindV2 -> CategoryMapper (string -> int64) or LabelEncoder."""
+        """LookupTableFindV2 -> LabelEncoder over the frozen table."""
         op, attrs = onnx_lookup(self._table(node), node.inputs[2].get_tensor_value(as_list=False))
         shape, dtype = ctx.get_shape(node.input[1]), ctx.get_dtype(node.output[0])
         outputs, key_input = node.output, node.input[1]
@@ -90,12 +91,6 @@ def _text(value: Any) -> Any:
 def onnx_lookup(table: FrozenTable, default: np.ndarray) -> tuple[str, dict[str, Any]]:
     """The ONNX-ML op and attributes that look keys up in `table` (vocabulary in the file)."""
     keys, values, default_value = _text(table.keys), _text(table.values), _text(default)
-    if table.key_dtype == "string" and table.value_dtype == "int64":
-        return "CategoryMapper", {
-            "cats_strings": keys,
-            "cats_int64s": values,
-            "default_int64": default_value,
-        }
     key_kind, value_kind = _LABEL_KINDS.get(table.key_dtype), _LABEL_KINDS.get(table.value_dtype)
     if key_kind is None or value_kind is None:
         raise ValueError(
@@ -138,6 +133,71 @@ def drop_unused_custom_domain(model: onnx.ModelProto) -> None:
         kept = [o for o in model.opset_import if o.domain != CUSTOM_OPS_DOMAIN]
         del model.opset_import[:]
         model.opset_import.extend(kept)
+
+
+#: Name suffix of the LabelEncoders `string_equal_as_label_encoder` makes: comparisons with one
+#: constant, not vocabularies (`exporter.inspect` does not list them as tables).
+EQUALS_CONSTANT = "/equals_constant"
+
+
+def _string_constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Initializers and Constant nodes holding strings: tensor name -> value."""
+    found = {
+        i.name: onnx.numpy_helper.to_array(i)
+        for i in model.graph.initializer
+        if i.data_type == onnx.TensorProto.STRING
+    }
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            tensor = node.attribute[0].t
+            if tensor.data_type == onnx.TensorProto.STRING:
+                found[node.output[0]] = onnx.numpy_helper.to_array(tensor)
+    return found
+
+
+def string_equal_as_label_encoder(model: onnx.ModelProto) -> int:
+    """`StringEqual(x, "c")` (tf2onnx's form of TF's string Equal) -> standard ONNX-ML.
+
+    onnxruntime-extensions' StringEqual fails on an empty tensor ("shape2 must have less
+    dimensions than shape1"), so a text model whose batch splits into no token at all (every
+    string empty, blank or punctuation: TextVectorization masks its "" tokens with this Equal)
+    could not answer. `LabelEncoder(x, {"c": 1}, default 0)` cast to bool is the same
+    elementwise comparison, handles empty tensors and needs no custom-op library. Returns how
+    many nodes were replaced.
+    """
+    constants = _string_constants(model)
+    nodes, replaced = [], 0
+    for node in model.graph.node:
+        operands = list(node.input)
+        const = next((n for n in operands if n in constants and constants[n].size == 1), None)
+        if node.op_type != "StringEqual" or node.domain != CUSTOM_OPS_DOMAIN or const is None:
+            nodes.append(node)
+            continue
+        (other,) = [n for n in operands if n != const] or [const]
+        value = constants[const].reshape(-1)[0]
+        mapped = node.name + EQUALS_CONSTANT
+        nodes += [
+            onnx.helper.make_node(
+                "LabelEncoder",
+                [other],
+                [mapped],
+                name=mapped,
+                domain="ai.onnx.ml",
+                keys_strings=[value if isinstance(value, bytes) else str(value).encode()],
+                values_int64s=[1],
+                default_int64=0,
+            ),
+            onnx.helper.make_node(
+                "Cast", [mapped], list(node.output), name=node.name, to=onnx.TensorProto.BOOL
+            ),
+        ]
+        replaced += 1
+    if replaced:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        if not any(o.domain == "ai.onnx.ml" for o in model.opset_import):
+            model.opset_import.append(onnx.helper.make_opsetid("ai.onnx.ml", 2))
+    return replaced
 
 
 def pin_string_normalizer_locale(model: onnx.ModelProto) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from exporter.formatting import aligned_rows, json_safe
-from exporter.verify.sample_inputs import random_inputs
+from exporter.verify.sample_inputs import no_token_batch, random_inputs
 
 DEFAULT_ATOL = 1e-5
 DEFAULT_RTOL = 1e-5
@@ -234,7 +234,8 @@ def sample_batches(
     int_high: int = 10,
     vocabularies: Mapping[str, np.ndarray] | None = None,
 ) -> list[dict[str, np.ndarray]]:
-    """`samples` random batches for each batch size, then the user's own inputs."""
+    """`samples` random batches for each batch size, then (for string inputs, when `samples`)
+    one batch of strings with no word in them, then the user's own inputs."""
     batches = [
         random_inputs(
             specs, batch=b, seed=1000 * b + i, int_high=int_high, vocabularies=vocabularies
@@ -242,7 +243,8 @@ def sample_batches(
         for b in batch_sizes
         for i in range(samples)
     ]
-    return batches + [dict(e) for e in extra]
+    blank = no_token_batch(specs, int_high, vocabularies) if batches else None
+    return batches + ([blank] if blank is not None else []) + [dict(e) for e in extra]
 
 
 def keras_runner(traced: Any) -> Runner:

@@ -12,23 +12,65 @@ import numpy as np
 
 #: Share of drawn tokens that are out of the vocabulary (they exercise the OOV/default path).
 OOV_SHARE = 0.2
+#: What real text holds besides vocabulary words, so a text model's parity covers its
+#: standardization: cased and punctuated tokens, runs of whitespace, empty and blank strings.
+CASED_SHARE, PUNCTUATED_SHARE, EMPTY_SHARE = 0.3, 0.2, 0.1
+_PUNCTUATION = (b",", b".", b"!", b"?", b";", b":", b"'s", b'"', b"...", b"-")
+_SEPARATORS = (b" ", b" ", b" ", b"  ", b"\t", b" \n ")
+_NO_TOKEN = (b"", b"   ", b"?!", b"\t\n")
+#: Strings in which no word survives standardization and splitting: one parity batch holds
+#: only these, since a batch that splits into zero tokens takes its own path in a text model.
+NO_TOKEN_TEXTS = _NO_TOKEN
+
+
+def _token(rng: np.random.Generator, tokens: list[bytes]) -> bytes:
+    if tokens and rng.random() >= OOV_SHARE:
+        token = tokens[rng.integers(len(tokens))]
+    else:
+        token = f"oov{rng.integers(1000)}".encode()
+    if rng.random() < CASED_SHARE:
+        token = token.upper() if rng.random() < 0.5 else token.title()
+    if rng.random() < PUNCTUATED_SHARE:
+        token += _PUNCTUATION[rng.integers(len(_PUNCTUATION))]
+    return token
 
 
 def _strings(
     rng: np.random.Generator, shape: list[int], vocabulary: np.ndarray | None
 ) -> np.ndarray:
-    """Bytes strings of 1-3 space-joined tokens: vocabulary tokens, some out of vocabulary."""
+    """Bytes strings of 1-3 tokens as real text has them (see CASED_SHARE...): vocabulary
+    tokens, some out of vocabulary, some cased or punctuated, some strings empty or blank."""
     tokens = [bytes(t) for t in vocabulary if t] if vocabulary is not None else []
     out = np.empty(int(np.prod(shape)), dtype=object)
     for i in range(out.size):
-        words = [
-            tokens[rng.integers(len(tokens))]
-            if tokens and rng.random() >= OOV_SHARE
-            else f"oov{rng.integers(1000)}".encode()
-            for _ in range(1 if rng.random() < 0.5 else rng.integers(2, 4))
-        ]
-        out[i] = b" ".join(words)
+        if rng.random() < EMPTY_SHARE:
+            out[i] = _NO_TOKEN[rng.integers(len(_NO_TOKEN))]
+            continue
+        text = _token(rng, tokens)
+        for _ in range(0 if rng.random() < 0.5 else rng.integers(1, 3)):
+            text += _SEPARATORS[rng.integers(len(_SEPARATORS))] + _token(rng, tokens)
+        out[i] = text
     return out.reshape(shape)
+
+
+def no_token_batch(
+    specs: Mapping[str, Any],
+    int_high: int = 10,
+    vocabularies: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray] | None:
+    """A batch whose string inputs hold only `NO_TOKEN_TEXTS` (None if no input is a string)."""
+    batch = random_inputs(
+        specs, batch=len(NO_TOKEN_TEXTS), seed=7, int_high=int_high, vocabularies=vocabularies
+    )
+    strings = [name for name, value in batch.items() if value.dtype == np.dtype(object)]
+    if not strings:
+        return None
+    for name in strings:
+        flat = np.array(
+            [NO_TOKEN_TEXTS[i % len(NO_TOKEN_TEXTS)] for i in range(batch[name].size)], dtype=object
+        )
+        batch[name] = flat.reshape(batch[name].shape)
+    return batch
 
 
 def _integers(
