@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from exporter.deploy.cli import add_deploy_parser, deploy_options
-from exporter.options import ExportOptions, ParityOptions, add_flags, from_args
+from exporter.options import (
+    ExportOptions,
+    ParityOptions,
+    add_flags,
+    check_model_name,
+    from_args,
+)
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
@@ -54,7 +60,50 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+PROG = "python -m exporter"  # `frozen-scalars` when run as the console script
+
+# The last lines of each --help: a command a user can adapt.
+_EXAMPLES = {
+    "": "examples:\n"
+    "  {prog} audit --model my_model.keras\n"
+    "  {prog} export --model my_model.keras --name my_model --out artifacts\n"
+    "  {prog} inspect artifacts/tfserving/my_model/1",
+    "export": "example:\n"
+    "  {prog} export --model my_model.keras --name my_model --out artifacts \\\n"
+    "      --inputs my_inputs.npz   # np.savez('my_inputs.npz', features=array)",
+    "audit": "example:\n  {prog} audit --model my_model.keras --custom-objects my_layers.py",
+    "inspect": "example:\n  {prog} inspect artifacts/tfserving/my_model/1 --json",
+    "parity": "example:\n"
+    "  {prog} parity --export artifacts --model-name my_model --model my_model.keras \\\n"
+    "      --target localhost:8500 --rest-target localhost:8501",
+    "deploy": "example:\n"
+    "  {prog} deploy --out artifacts --name my_model --storage-uri s3://bucket/artifacts",
+}
+
+
+class _PrintVersions(argparse.Action):
+    """`--version`: this package and the ones that shape an export, without importing them."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        from exporter.report import package_versions
+
+        lines = [f"frozen-scalars {package_versions(('frozen-scalars',))['frozen-scalars']}"]
+        lines += [
+            f"{name} {version or '(not installed)'}" for name, version in package_versions().items()
+        ]
+        print("\n".join(lines))
+        parser.exit(EXIT_OK)
+
+
+def _with_examples(parser: argparse.ArgumentParser, sub: Any, prog: str) -> None:
+    """Every --help ends with an example (argparse keeps the epilog's line breaks)."""
+    for name, text in _EXAMPLES.items():
+        target = sub.choices[name] if name else parser
+        target.formatter_class = argparse.RawDescriptionHelpFormatter
+        target.epilog = text.format(prog=prog)
+
+
+def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument(
         "--debug",
@@ -63,9 +112,12 @@ def _parser() -> argparse.ArgumentParser:
         help="print the traceback of a failure",
     )
     parser = _Parser(
-        prog="python -m exporter",
+        prog=prog,
         description="Audit, freeze and export Keras models with trained scalars.",
         parents=[debug],
+    )
+    parser.add_argument(
+        "--version", action=_PrintVersions, nargs=0, help="print the versions and exit"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -130,6 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     parity.add_argument("--json", type=Path, help="write the report here")
 
     add_deploy_parser(sub)
+    _with_examples(parser, sub, prog)
     return parser
 
 
@@ -147,6 +200,13 @@ def _load(args: argparse.Namespace) -> Any:
     )
 
 
+def _import_tensorflow() -> None:
+    """Import TensorFlow once its command is known to run, without its CPU start-up noise."""
+    from exporter.native_logs import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+
+
 def _run_export(args: argparse.Namespace) -> int:
     from exporter.progress import ExportProgress
 
@@ -154,6 +214,8 @@ def _run_export(args: argparse.Namespace) -> int:
     options = from_args(  # every flag checked before TensorFlow is imported
         ExportOptions, args, progress=progress.stage, weights_progress=progress.weights
     )
+    check_model_name(args.name)
+    _import_tensorflow()
     from exporter import export_model
     from exporter.model.trace import input_signature_from_model
     from exporter.verify.sample_inputs import conform_inputs, load_inputs
@@ -178,6 +240,7 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _run_audit(args: argparse.Namespace) -> int:
+    _import_tensorflow()
     from exporter import audit_model
 
     audit = audit_model(_load(args))
@@ -186,6 +249,7 @@ def _run_audit(args: argparse.Namespace) -> int:
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
+    _import_tensorflow()
     from exporter.inspect import inspect_artifact
 
     result = inspect_artifact(args.path)
@@ -194,6 +258,8 @@ def _run_inspect(args: argparse.Namespace) -> int:
 
 
 def _run_parity(args: argparse.Namespace) -> int:
+    from_args(ParityOptions, args)  # every flag checked before TensorFlow is imported
+    _import_tensorflow()
     from exporter.verify.served_parity import run_command
 
     report = run_command(args, progress=lambda msg: _stderr(f"[parity] {msg}"))
@@ -201,9 +267,17 @@ def _run_parity(args: argparse.Namespace) -> int:
 
 
 def _run_deploy(args: argparse.Namespace) -> int:
+    _import_tensorflow()
     from exporter.deploy.write import deploy
 
-    for path in deploy(args.out, args.name, version=args.version, options=deploy_options(args)):
+    paths = deploy(
+        args.out,
+        args.name,
+        version=args.version,
+        options=deploy_options(args),
+        note=lambda message: _stderr(f"note: {message}"),
+    )
+    for path in paths:
         print(path)
     return EXIT_OK
 
@@ -240,9 +314,9 @@ def _exit_code_and_message(exc: Exception) -> tuple[int, str]:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Parse, dispatch, and map every failure to an exit code and one `error:` line."""
-    args = _parser().parse_args(argv)
+    args = _parser(prog).parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     commands = {
         "export": _run_export,
@@ -265,3 +339,8 @@ def main(argv: list[str] | None = None) -> int:
             _stderr(line)
         _stderr(f"error: {headline}")
         return code
+
+
+def console() -> int:
+    """The `frozen-scalars` console script: `python -m exporter` under the package's name."""
+    return main(sys.argv[1:], prog="frozen-scalars")

@@ -1,9 +1,15 @@
 """Inspect any SavedModel or ONNX file (ours or another tool's): is it frozen, what does it hold?
 
-A SavedModel is frozen when no meta graph (nor its function library) holds a variable op and
-`variables/` holds no values; its scalars are then scalar float `Const` nodes. An ONNX model
-has no variables, but an initializer that is also a graph input can be overridden at run
-time, so it does not count as frozen.
+A SavedModel is *frozen* when no op can change a weight at serving time and the weights are
+constants: either no variable is left at all, or the only ones are large tensors kept as
+read-only variables by design (the exporter's layout past --max-frozen-bytes: top-level
+reads only, no op but the saver's restore writes them). The headline sentence for that case
+is the export summary's own (`exporter.formatting.read_only_story`), so both tell one story.
+Anything else holding variables (a Keras `model.export()`, a TF1 graph) is not frozen.
+Variables are counted once each: a TF2 SavedModel's checkpoint may save one weight under two
+object paths (Keras 3 `model.export()` writes `variables/N` and `_all_variables/N`); only
+those the concrete functions capture are the model's. An ONNX model has no variables, but an
+initializer that is also a graph input can be overridden at run time, so it is not frozen.
 """
 
 from __future__ import annotations
@@ -16,20 +22,30 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from exporter.errors import UsageError
-from exporter.freeze.frozen_graph import VARIABLE_OPS, find_ops
+from exporter.formatting import format_bytes, plural, read_only_story, signature_rows
+from exporter.freeze.frozen_graph import (
+    STATE_UPDATE_OPS,
+    STATE_UPDATE_PREFIXES,
+    VARIABLE_OPS,
+    find_ops,
+)
+from exporter.freeze.lift import MIN_LIFT_ELEMENTS
 from exporter.freeze.tables import describe_tables
 
 _FLOAT_TYPES = {1, 2, 19}  # DT_FLOAT, DT_DOUBLE, DT_HALF
+_OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
 
 @dataclass
 class Inspection:
-    """What an artifact holds; `frozen` is the headline."""
+    """What an artifact holds; `frozen` and `story` are the headline."""
 
     path: str
     format: str
     frozen: bool
+    story: str = ""  # one sentence: why it is frozen or not
     variable_ops: list[str] = field(default_factory=list)
+    writers: list[str] = field(default_factory=list)  # ops that can write a variable at serving
     variables: list[dict[str, Any]] = field(default_factory=list)
     scalars: list[dict[str, Any]] = field(default_factory=list)
     signatures: dict[str, Any] = field(default_factory=dict)
@@ -39,15 +55,21 @@ class Inspection:
         return asdict(self)
 
     def text(self) -> str:
-        lines = [
-            f"{self.path} ({self.format}): {'frozen' if self.frozen else 'not frozen'}",
-            f"  signatures: {', '.join(self.signatures) or '-'}",
-            f"  variable ops: {len(self.variable_ops)}",
-        ]
+        lines = [f"{self.path} ({self.format}): {self.story}"]
+        for key, sig in self.signatures.items():
+            method = f" ({sig['method_name']})" if sig.get("method_name") else ""
+            lines.append(f"  signature {key}{method}:")
+            lines += [f"    {row}" for row in signature_rows(sig)]
+        lines.append(
+            f"  variable ops: {len(self.variable_ops)}"
+            + (f", {len(self.writers)} of them can write a variable" if self.writers else "")
+        )
         if self.variables:
-            lines.append(f"  variables ({len(self.variables)}):")
+            total = format_bytes(sum(v["bytes"] for v in self.variables))
+            lines.append(f"  variables ({len(self.variables)}, {total}):")
             lines += [
-                f"    {v['name']}  shape={v['shape']}  dtype={v['dtype']}"
+                f"    {v['name']}  shape={v['shape']}  dtype={v['dtype']}  "
+                f"{format_bytes(v['bytes'])}"
                 + (f"  value={v['value']:.6g}" if isinstance(v.get("value"), float) else "")
                 for v in self.variables
             ]
@@ -70,29 +92,138 @@ def _scalar_value(array: np.ndarray) -> float | None:
     return float(array.reshape(())) if array.size == 1 and array.dtype.kind == "f" else None
 
 
-def _checkpoint_variables(export_dir: Path) -> list[dict[str, Any]]:
+def _checkpoint_keys(reader: Any, meta: Any) -> list[tuple[str, str]]:
+    """(name, checkpoint key) of each variable once: in a TF2 SavedModel the variables its
+    functions capture (the object graph and the checkpoint share node ids), else every key."""
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    nodes = meta.object_graph_def.nodes
+    variable_ids = [i for i, n in enumerate(nodes) if n.WhichOneof("kind") == "variable"]
+    keys = sorted(k for k in reader.get_variable_to_shape_map() if k != _OBJECT_GRAPH_KEY)
+    if not variable_ids or not reader.has_tensor(_OBJECT_GRAPH_KEY):
+        return [(key, key) for key in keys]
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor(_OBJECT_GRAPH_KEY))
+    bound = {i for f in meta.object_graph_def.concrete_functions.values() for i in f.bound_inputs}
+    chosen = [i for i in variable_ids if i in bound] or variable_ids
+    return [
+        (nodes[i].variable.name or a.checkpoint_key, a.checkpoint_key)
+        for i in chosen
+        if i < len(graph.nodes)
+        for a in graph.nodes[i].attributes
+        if a.name == "VARIABLE_VALUE"
+    ]
+
+
+def _checkpoint_variables(export_dir: Path, meta: Any) -> list[dict[str, Any]]:
     import tensorflow as tf
 
     prefix = export_dir / "variables" / "variables"
     if not Path(f"{prefix}.index").exists():
         return []
     reader = tf.train.load_checkpoint(str(prefix))
+    shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
     variables = []
-    dtypes = reader.get_variable_to_dtype_map()
-    for name, shape in sorted(reader.get_variable_to_shape_map().items()):
-        if name == "_CHECKPOINTABLE_OBJECT_GRAPH":
-            continue
-        entry: dict[str, Any] = {"name": name, "shape": list(shape), "dtype": dtypes[name].name}
+    for name, key in _checkpoint_keys(reader, meta):
+        shape, dtype = shapes[key], dtypes[key]
+        entry: dict[str, Any] = {
+            "name": name,
+            "shape": list(shape),
+            "dtype": dtype.name,
+            "bytes": int(np.prod(shape)) * dtype.size,
+        }
         if int(np.prod(shape)) == 1:  # read values of scalars only: never the large weights
-            scalar = _scalar_value(np.asarray(reader.get_tensor(name)))
+            scalar = _scalar_value(np.asarray(reader.get_tensor(key)))
             if scalar is not None:
                 entry["value"] = scalar
         variables.append(entry)
     return variables
 
 
+def _called(node: Any) -> list[str]:
+    """Functions a node calls (PartitionedCall's `f`, While's `body`, ...)."""
+    return [a.func.name for a in node.attr.values() if a.HasField("func")]
+
+
+def _runs(graph_def: Any, roots: list[str]) -> tuple[set[str], set[str]]:
+    """(top-level nodes, library functions) that running `roots` can execute."""
+    by_name = {n.name: n for n in graph_def.node}
+    library = {f.signature.name: f for f in graph_def.library.function}
+    nodes: set[str] = set()
+    functions: set[str] = set()
+    stack = [r.lstrip("^").split(":")[0] for r in roots]
+    calls: list[str] = []
+    while stack:
+        name = stack.pop()
+        if name in nodes or name not in by_name:
+            continue
+        nodes.add(name)
+        stack.extend(i.lstrip("^").split(":")[0] for i in by_name[name].input)
+        calls.extend(_called(by_name[name]))
+    while calls:
+        name = calls.pop()
+        if name not in functions and name in library:
+            functions.add(name)
+            calls.extend(f for n in library[name].node_def for f in _called(n))
+    return nodes, functions
+
+
+def _writers(meta: Any) -> list[str]:
+    """Ops a signature can run that write a variable (the loader's restore is not one)."""
+    roots = [t.name for sig in meta.signature_def.values() for t in sig.outputs.values()]
+    nodes, functions = _runs(meta.graph_def, roots)
+    found = []
+    for where, name in (
+        entry.rsplit(" (", 1)[0].split(": ", 1)
+        for entry in find_ops(meta.graph_def, STATE_UPDATE_OPS, STATE_UPDATE_PREFIXES)
+    ):
+        if (where == "graph" and name in nodes) or where.removeprefix("function ") in functions:
+            found.append(f"{where}: {name}")
+    return found
+
+
+def _serving_first(item: tuple[str, Any]) -> tuple[bool, str]:
+    return item[0] != "serving_default", item[0]
+
+
+def _tensor_specs(infos: Any) -> dict[str, dict[str, Any]]:
+    import tensorflow as tf
+
+    return {
+        name: {
+            "dtype": tf.dtypes.as_dtype(info.dtype).name if info.dtype else None,
+            "shape": None
+            if info.tensor_shape.unknown_rank
+            else [d.size if d.size >= 0 else None for d in info.tensor_shape.dim],
+        }
+        for name, info in sorted(infos.items())
+    }
+
+
+def _story(variables: list[dict[str, Any]], variable_ops: list[str], writers: list[str]) -> str:
+    if not variables and not variable_ops:
+        return "frozen: no variables, every weight is a constant"
+    in_library = [op for op in variable_ops if not op.startswith("graph: ")]
+    kept_by_design = (
+        variables
+        and not writers
+        and not in_library
+        and all(int(np.prod(v["shape"])) >= MIN_LIFT_ELEMENTS for v in variables)
+    )
+    if kept_by_design:
+        return "frozen: " + read_only_story([(v["name"], v["bytes"]) for v in variables])
+    count = len(variables) or len(variable_ops)
+    scalars = sum(1 for v in variables if int(np.prod(v["shape"])) == 1)
+    why = (
+        f"{len(writers)} ops can write them at serving time (first: {writers[0]})"
+        if writers
+        else "they are read from variables/ at serving time, not constants"
+    )
+    return f"not frozen: {plural(count, 'variable')} ({plural(scalars, 'scalar')}); {why}"
+
+
 def inspect_savedmodel(export_dir: Path) -> Inspection:
-    """Frozen-ness, variables and scalar constants of a SavedModel directory."""
+    """Frozen-ness, variables, signatures and scalar constants of a SavedModel directory."""
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -112,27 +243,31 @@ def inspect_savedmodel(export_dir: Path) -> Inspection:
             f"{pb} holds no MetaGraph: it is empty, truncated or not a SavedModel. "
             "Export or copy the model again."
         )
-    variable_ops, scalars, signatures, tables = [], [], {}, []
+    variable_ops, writers, scalars, signatures, tables = [], [], [], {}, []
     for meta in saved_model.meta_graphs:
         variable_ops += find_ops(meta.graph_def, VARIABLE_OPS)
+        writers += _writers(meta)
         tables += describe_tables(meta)
         for node in meta.graph_def.node:
             if node.op == "Const" and node.attr["dtype"].type in _FLOAT_TYPES:
                 value = _scalar_value(tf.make_ndarray(node.attr["value"].tensor))
                 if value is not None:
                     scalars.append({"name": node.name, "value": value})
-        for key, sig in meta.signature_def.items():
+        for key, sig in sorted(meta.signature_def.items(), key=_serving_first):
             signatures[key] = {
-                "inputs": sorted(sig.inputs),
-                "outputs": sorted(sig.outputs),
+                "inputs": _tensor_specs(sig.inputs),
+                "outputs": _tensor_specs(sig.outputs),
                 "method_name": sig.method_name,
             }
-    variables = _checkpoint_variables(export_dir)
+    variables = _checkpoint_variables(export_dir, saved_model.meta_graphs[0])
+    story = _story(variables, variable_ops, writers)
     return Inspection(
         path=str(export_dir),
         format="savedmodel",
-        frozen=not variable_ops and not variables,
+        frozen=story.startswith("frozen"),
+        story=story,
         variable_ops=variable_ops,
+        writers=writers,
         variables=variables,
         scalars=scalars,
         signatures=signatures,
@@ -183,6 +318,29 @@ def _onnx_tables(model: Any) -> list[dict[str, Any]]:
     return tables
 
 
+def _onnx_specs(values: Any) -> dict[str, dict[str, Any]]:
+    """Graph inputs/outputs as {name: {dtype, shape}} (symbolic or missing dims: None)."""
+    import onnx
+
+    specs = {}
+    for value in values:
+        tensor = value.type.tensor_type
+        dtype = (
+            str(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+            if tensor.elem_type
+            else None
+        )
+        if dtype == "object":
+            dtype = "string"
+        shape = (
+            [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+            if tensor.HasField("shape")
+            else None
+        )
+        specs[value.name] = {"dtype": dtype, "shape": shape}
+    return specs
+
+
 def inspect_onnx(path: Path) -> Inspection:
     """Inputs, outputs and scalar initializers of an ONNX file."""
     import onnx
@@ -207,16 +365,23 @@ def inspect_onnx(path: Path) -> Inspection:
             value = _scalar_value(numpy_helper.to_array(init, base_dir=str(path.parent)))
             if value is not None:
                 scalars.append({"name": init.name, "value": value})
+    inputs = [i for i in model.graph.input if i.name not in initializer_names]
     return Inspection(
         path=str(path),
         format="onnx",
         frozen=not overridable,
+        story=(
+            f"not frozen: {len(overridable)} initializers are also graph inputs, so a caller "
+            f"can override them (first: {overridable[0]})"
+            if overridable
+            else "frozen: every weight is an initializer no caller can override"
+        ),
         variable_ops=[f"graph input {n} is an initializer (overridable)" for n in overridable],
         scalars=scalars,
         signatures={
             "graph": {
-                "inputs": [i.name for i in model.graph.input if i.name not in initializer_names],
-                "outputs": [o.name for o in model.graph.output],
+                "inputs": _onnx_specs(inputs),
+                "outputs": _onnx_specs(model.graph.output),
                 "opset": [f"{o.domain or 'ai.onnx'}:{o.version}" for o in model.opset_import],
             }
         },

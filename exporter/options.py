@@ -34,6 +34,7 @@ DEFAULT_WARMUP_REQUESTS = 1
 MIN_OPSET = 7
 DEFAULT_PARITY_SAMPLES = 4
 DEFAULT_BATCH_SIZES = (1, 4)
+DEFAULT_PARITY_WAIT_S = 10.0  # a live --target answers GetModelStatus at once
 
 Progress = Callable[[str], None]
 WeightsProgress = Callable[[str, int, int], None]
@@ -74,15 +75,21 @@ def check_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(f for f in FORMATS if f in wanted)
 
 
-_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# TF Serving takes the name as a directory under its base path and a URL path segment;
+# `deploy` names the Kubernetes objects and KServe InferenceServices after it (lowercased,
+# '_' and '.' as '-'), which must then be a DNS-1035 label: a letter first, a letter or digit
+# last, at most 63 characters with the Triton service's "-onnx" suffix.
+_MODEL_NAME = re.compile(r"[A-Za-z]([A-Za-z0-9_.-]*[A-Za-z0-9])?")
+MAX_MODEL_NAME = 63 - len("-onnx")
 
 
 def check_model_name(name: str) -> None:
-    """A model name is a directory under TF Serving's base path and a URL path segment."""
-    if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name) or name.endswith("."):
+    """A name TF Serving, Kubernetes and KServe all accept (see _MODEL_NAME), else UsageError."""
+    if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name) or len(name) > MAX_MODEL_NAME:
         raise UsageError(
-            f"Model name {name!r} is not a valid directory name: use letters, digits, "
-            "'_', '-' and '.', starting with a letter or digit, e.g. 'my_model'."
+            f"--name {name!r} is not a model name TF Serving, Kubernetes and KServe all accept: "
+            f"use letters, digits, '_', '-' and '.', starting with a letter and ending with a "
+            f"letter or digit, at most {MAX_MODEL_NAME} characters, e.g. 'my_model'."
         )
 
 
@@ -232,6 +239,19 @@ class ParityOptions:
             metavar="PY_OR_MODULE",
         ),
     )
+    allow_unsafe_deserialization: bool = field(
+        default=False,
+        metadata=cli("load a --model .keras file holding Lambda bytecode (trusted files only)"),
+    )
+    wait: float = field(
+        default=DEFAULT_PARITY_WAIT_S,
+        metadata=cli(
+            "seconds --target may take to answer and serve the model, checked before any "
+            f"runtime loads (default {DEFAULT_PARITY_WAIT_S:g})",
+            type=float,
+            metavar="SECONDS",
+        ),
+    )
     version: int | None = field(
         default=None, metadata=cli("version to check (default: the latest on disk)", type=int)
     )
@@ -283,6 +303,12 @@ class ParityOptions:
             raise UsageError("--rest-target needs --target (the embedded server has both)")
         if self.v2_target is None and self.v2_rest_target is not None:
             raise UsageError("--v2-rest-target needs --v2-target (the embedded server has both)")
+        if (
+            isinstance(self.wait, bool)
+            or not isinstance(self.wait, int | float)
+            or not (0 < self.wait < math.inf)
+        ):
+            raise UsageError(f"--wait={self.wait!r}: give a number of seconds above 0, e.g. 30.")
 
 
 def add_flags(parser: argparse.ArgumentParser, options: type) -> None:

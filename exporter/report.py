@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from exporter.formatting import aligned_rows, json_safe
+import numpy as np
+
+from exporter.formatting import (
+    aligned_rows,
+    format_bytes,
+    json_safe,
+    plural,
+    read_only_story,
+    signature_rows,
+)
 from exporter.verify.parity import ParityReport
 
 REPORT_SCHEMA = "frozen-scalars/export-report/v1"
@@ -24,10 +34,10 @@ SAVEDMODEL_REPORT = Path("assets.extra") / REPORT_FILE  # inside a SavedModel ve
 _PACKAGES = ("tensorflow", "keras", "tf_keras", "tf2onnx", "onnx", "onnxruntime", "numpy")
 
 
-def package_versions() -> dict[str, str | None]:
-    """Installed versions of the packages that shape an export."""
+def package_versions(names: tuple[str, ...] = _PACKAGES) -> dict[str, str | None]:
+    """Installed versions of the packages that shape an export (None: not installed)."""
     versions: dict[str, str | None] = {}
-    for name in _PACKAGES:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -103,9 +113,13 @@ class ExportReport:
         return json.dumps(self.to_dict(), indent=2).encode() + b"\n"
 
     def summary(self) -> str:
-        """The end-of-export summary: scalars, freeze proof, parity, paths."""
+        """The end-of-export summary: signature, scalars, freeze proof, parity, paths."""
         return "\n".join(
             [
+                "Signature",
+                *signature_rows(self.signature),
+                *self._named_by_exporter(),
+                "",
                 "Scalars",
                 self.scalar_table(),
                 "",
@@ -113,57 +127,96 @@ class ExportReport:
                 "",
                 self.parity.table(),
                 "",
+                f"Version     {self.version} ({self._formats_text()})",
                 f"SavedModel  {self.savedmodel_dir or '- (not produced)'}",
                 f"ONNX        {self.onnx_path or '- (not produced)'}",
                 f"Report      {self.path}",
             ]
         )
 
+    def _formats_text(self) -> str:
+        """Which formats this version has; versions number exports, so the others are gaps."""
+        produced = self.formats.get("produced", [])
+        missing = self.formats.get("not_produced", {})
+        return "; ".join(
+            [", ".join(produced) or "-"] + [f"no {f}: {why}" for f, why in missing.items()]
+        )
+
+    def _named_by_exporter(self) -> list[str]:
+        """A note when the model named no input or output, so the exporter did."""
+        generated = [
+            name
+            for kind in ("inputs", "outputs")
+            for name in self.signature.get(kind, {})
+            if re.fullmatch(r"(input|output)_\d+", name)
+        ]
+        if not generated:
+            return []
+        return [
+            f"note: {', '.join(generated)} are names the exporter chose (the model names none): "
+            "name inputs with keras.Input(name=...) and return a dict of outputs to choose them"
+        ]
+
     def proof_summary(self) -> str:
-        """One line: did the freeze proof hold, and on how many variables."""
+        """The freeze proof: what is now a Const, what stays a read-only variable, and why.
+
+        The wording for kept variables is `inspect`'s too (`read_only_story`)."""
         proof = self.freeze_proof
         tables = proof.get("tables", [])
-        line = "\n".join(
-            [
-                f"Frozen proof: {'PASSED' if proof['proven'] else 'FAILED'} "
-                f"({len(proof['variable_ops_remaining'])} variable ops left in graph + library, "
-                f"{len(proof['constants'])} variables now Const, bit-exact: "
-                f"{all(c['bit_exact'] for c in proof['constants'])}"
-                f"{f', {len(tables)} lookup tables initialised by the init op' if tables else ''})",
-                *(
-                    f"  table {t['layer']}: {t['key_dtype']} -> {t['value_dtype']}, "
-                    f"{t['size']} keys, contents in {t['contents']}"
-                    for t in tables
-                ),
-            ]
-        )
+        constants = proof["constants"]
+        scalars = sum(1 for c in constants if int(np.prod(c["shape"])) == 1)
+        exact = all(c["bit_exact"] for c in constants)
         kept = proof.get("read_only_variables", [])
-        if not kept:
-            return line
-        rows = [
-            (
-                v["name"],
-                "x".join(map(str, v["shape"])),
-                f"{v['bytes'] / 2**20:.1f} MiB",
-                {True: "yes", False: "NO"}.get(v.get("checkpoint_bit_exact"), "-"),
-            )
-            for v in kept
+        left = proof["variable_ops_remaining"]
+        parts = [
+            f"{plural(len(constants), 'weight')} frozen into Consts ({plural(scalars, 'scalar')}, "
+            f"{plural(len(constants) - scalars, 'tensor')}), "
+            f"{'bit-exact' if exact else 'NOT bit-exact'}"
         ]
-        header = ("read-only variable", "shape", "size", "checkpoint bit-exact")
-        return "\n".join([line, *aligned_rows(header, rows)])
+        if kept:
+            parts.append(read_only_story([(v["name"], v["bytes"]) for v in kept]))
+        parts.append(
+            f"{len(left)} other variable ops left in graph + library"
+            if left
+            else "no other variable op in graph + library"
+        )
+        if tables:
+            parts.append(f"{len(tables)} lookup tables initialised by the init op")
+        lines = [f"Frozen proof: {'PASSED' if proof['proven'] else 'FAILED'}: {'; '.join(parts)}"]
+        lines += [
+            f"  table {t['layer']}: {t['key_dtype']} -> {t['value_dtype']}, "
+            f"{t['size']} keys, contents in {t['contents']}"
+            for t in tables
+        ]
+        if kept:
+            rows = [
+                (
+                    v["name"],
+                    "x".join(map(str, v["shape"])),
+                    format_bytes(v["bytes"]),
+                    {True: "yes", False: "NO"}.get(v.get("checkpoint_bit_exact"), "-"),
+                )
+                for v in kept
+            ]
+            header = ("read-only variable", "shape", "size", "checkpoint bit-exact")
+            lines += aligned_rows(header, rows)
+        return "\n".join(lines)
 
     def scalar_table(self) -> str:
-        """Human table of the scalars that shipped and where each one lives now."""
-        header = ("scalar", "value", "tracked", "trainable", "SavedModel Const", "ONNX")
-        rows = [
+        """Human table of the scalars that shipped and where each one lives now (a column
+        per artifact produced)."""
+        columns = [("scalar", lambda s: s["name"])]
+        columns += [
             (
-                s["name"],
-                f"{s['value']:.6g}" if isinstance(s["value"], float) else str(s["value"]),
-                "yes" if s["tracked"] else "NO",
-                "yes" if s["trainable"] else "no",
-                s["savedmodel_const"] or "-",
-                s["onnx_initializer"] or s["onnx_note"],
-            )
-            for s in self.scalars
+                "value",
+                lambda s: f"{s['value']:.6g}" if isinstance(s["value"], float) else str(s["value"]),
+            ),
+            ("tracked", lambda s: "yes" if s["tracked"] else "NO"),
+            ("trainable", lambda s: "yes" if s["trainable"] else "no"),
         ]
-        return "\n".join(aligned_rows(header, rows))
+        if self.savedmodel_dir is not None:
+            columns.append(("SavedModel Const", lambda s: s["savedmodel_const"] or "-"))
+        if self.onnx_path is not None:
+            columns.append(("ONNX", lambda s: s["onnx_initializer"] or s["onnx_note"]))
+        rows = [tuple(cell(s) for _, cell in columns) for s in self.scalars]
+        return "\n".join(aligned_rows(tuple(name for name, _ in columns), rows))

@@ -92,8 +92,11 @@ def triton_service(export: Export, options: DeployOptions, storage: StorageUri) 
 def inference_services(
     export: Export, options: DeployOptions, storage: StorageUri
 ) -> dict[str, dict[str, Any]]:
-    """File name -> InferenceService (TF Serving only when the export has a SavedModel)."""
-    services = {"triton.yaml": triton_service(export, options, storage)}
+    """File name -> InferenceService, one per artifact the deployed version has: TF Serving
+    for its SavedModel, Triton for its ONNX model."""
+    services = {}
     if export.has_savedmodel:
-        services = {"tensorflow.yaml": tensorflow_service(export, options, storage), **services}
+        services["tensorflow.yaml"] = tensorflow_service(export, options, storage)
+    if export.has_onnx:
+        services["triton.yaml"] = triton_service(export, options, storage)
     return services

@@ -109,6 +109,7 @@ class Export:
     resource_name: str
     weights_bytes: int
     has_savedmodel: bool
+    has_onnx: bool
     report: Mapping[str, Any]
 
 
@@ -144,6 +145,7 @@ def load_export(out: Path, name: str, version: int | None, override: str | None)
         resource_name=resource_name(name, override),
         weights_bytes=int(report["weights_bytes"]),
         has_savedmodel=bool(report["artifacts"]["savedmodel_dir"]),
+        has_onnx=bool(report["artifacts"]["onnx_path"]),
         report=report,
     )
 

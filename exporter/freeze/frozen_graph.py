@@ -60,7 +60,7 @@ STATE_UPDATE_OPS = frozenset(
         "ScatterSub",
     }
 )
-_STATE_UPDATE_PREFIXES = ("ResourceScatter", "ResourceApply", "ResourceSparseApply")
+STATE_UPDATE_PREFIXES = ("ResourceScatter", "ResourceApply", "ResourceSparseApply")
 
 #: Ops that call back into Python: TF Serving and tf2onnx cannot run them.
 PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
@@ -164,7 +164,7 @@ def find_ops(graph_def: Any, op_types: frozenset[str], prefixes: tuple[str, ...]
 
 def _refuse_unfreezable(graph_def: Any) -> None:
     refuse_table_writes(find_ops(graph_def, MUTABLE_TABLE_OPS | TABLE_WRITE_OPS))
-    updates = find_ops(graph_def, STATE_UPDATE_OPS, _STATE_UPDATE_PREFIXES)
+    updates = find_ops(graph_def, STATE_UPDATE_OPS, STATE_UPDATE_PREFIXES)
     if updates:
         raise FreezeError(
             f"The inference graph updates a variable ({updates[0]}"

@@ -20,9 +20,10 @@ import contextlib
 import dataclasses
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -48,7 +49,7 @@ from exporter.verify.v2_parity import models_config, v2_runners
 from serving.constants import DEFAULT_SIGNATURE, PROTOBUF_LIMIT
 from serving.launch import free_port
 
-SERVER_READY_TIMEOUT_S = 120.0
+SERVER_READY_TIMEOUT_S = 120.0  # the embedded server, started here, loading the model
 
 
 # --- inputs ---------------------------------------------------------------------------------------
@@ -131,15 +132,100 @@ def rest_runner(rest_target: str, model: str, version: int, sig: Any) -> Runner:
     return run
 
 
-def keras_runner_for(spec: str, custom_objects: Sequence[str] = ()) -> Runner:
+def keras_runner_for(
+    spec: str,
+    custom_objects: Sequence[str] = (),
+    *,
+    allow_unsafe_deserialization: bool = False,
+    exported_scalars: Sequence[Mapping[str, Any]] = (),
+) -> Runner:
     """Load the model the exporter's way (.keras path or module:factory) and run it traced.
-    The project's own scalar layers are registered first so their .keras files load as is."""
+
+    `exported_scalars` are the export report's scalars: when the model's own differ (a factory
+    that trains again, another checkpoint), this is not the exported model and a numbers
+    failure would mislead, so ParityUsageError says which scalar differs."""
     import exporter.model.layers  # noqa: F401 - registers frozen_scalars>Scale etc. with Keras
     from exporter.model.loading import load_model
     from exporter.model.trace import trace_model
     from exporter.verify.parity import keras_runner
 
-    return keras_runner(trace_model(load_model(spec, custom_objects)))
+    model = load_model(
+        spec, custom_objects, allow_unsafe_deserialization=allow_unsafe_deserialization
+    )
+    _check_same_scalars(spec, model, exported_scalars)
+    return keras_runner(trace_model(model))
+
+
+def _check_same_scalars(spec: str, model: Any, exported: Sequence[Mapping[str, Any]]) -> None:
+    ours = {
+        str(getattr(w, "path", None) or w.name.split(":")[0]): np.asarray(w).reshape(()).item()
+        for w in model.weights
+        if int(np.prod(w.shape)) == 1
+    }
+    differ = [
+        (s["name"], ours[s["name"]], s["value"])
+        for s in exported
+        if s["name"] in ours
+        and isinstance(s["value"], int | float)
+        and ours[s["name"]] != s["value"]
+    ]
+    if differ:
+        name, here, there = differ[0]
+        more = f" (and {len(differ) - 1} more)" if len(differ) > 1 else ""
+        raise ParityUsageError(
+            f"--model {spec} is not the exported model: its scalar {name!r} is {here:.9g}, the "
+            f"export's report says {there:.9g}{more}. A factory that trains again makes new "
+            "weights: pass the saved file that was exported, or leave out --model to compare "
+            "against the SavedModel."
+        )
+
+
+def _exported_scalars(report: Path) -> list[dict[str, Any]]:
+    """The scalars the export report says shipped; [] when there is no readable report."""
+    try:
+        return list(json.loads(report.read_text())["scalars"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _check_target(client: Any, target: str, model_name: str, version: int, wait_s: float) -> None:
+    """Within `wait_s`, the server at `target` must answer and serve `model_name` at `version`;
+    else ParityUsageError saying which of the three it is (a dead address, another model, a
+    version it does not have), so nothing is loaded or compared for nothing."""
+    from serving.client import ServingClientError
+
+    deadline = time.monotonic() + wait_s
+    last: ServingClientError | None = None
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            states = client.status(model_name, timeout=max(0.1, min(remaining, 5.0)))
+        except ServingClientError as err:
+            last = err
+            states = None
+        if states is not None:
+            available = sorted(s.version for s in states if s.state == "AVAILABLE")
+            if version in available:
+                return
+            last = None
+        if remaining <= 0:
+            break
+        time.sleep(min(0.2, max(remaining, 0)))
+    if last is None:
+        raise ParityUsageError(
+            f"the server at {target} serves model {model_name!r} but not version {version} "
+            f"(AVAILABLE: {', '.join(map(str, available)) or 'none'}) after {wait_s:g} s: "
+            "pass --version, or wait longer with --wait SECONDS while it loads"
+        )
+    if last.code.name == "NOT_FOUND":
+        raise ParityUsageError(
+            f"the server at {target} does not serve model {model_name!r} ({last}): check "
+            "--model-name and the server's --model_name / --model_config_file"
+        )
+    raise ParityUsageError(
+        f"cannot reach {target} within {wait_s:g} s ({last}): check --target, or pass "
+        "--wait SECONDS for a server that is still starting"
+    )
 
 
 def _guarded(name: str, run: Runner, errors: dict[str, str]) -> Runner:
@@ -232,7 +318,9 @@ def run_parity(
 ) -> ParityReport:
     """Compare every available runtime with the reference (Keras if `options.model`, else the
     SavedModel in-process). With no `options.target`, serve OUT/tfserving/NAME (and OUT/onnx/NAME)
-    in-process for gRPC, REST and the v2 rows; `options.v2_target` sends the v2 rows elsewhere."""
+    in-process for gRPC, REST and the v2 rows; `options.v2_target` sends the v2 rows elsewhere.
+    A `target` must answer and serve the model within `options.wait`, checked before any runtime
+    loads."""
     from serving.client import ServingClient, ServingClientError
     from serving.errors import ServingError
 
@@ -279,9 +367,18 @@ def run_parity(
     errors: dict[str, str] = {}
     skipped: dict[str, str] = {}
     runners: dict[str, Runner] = {}
+    if target is not None:  # a remote server must answer and serve it, before any work
+        say(f"server: checking {target} serves {model_name!r} version {version}")
+        with ServingClient(target) as probe:
+            _check_target(probe, target, model_name, version, opts.wait)
     if opts.model is not None:
         say(f"keras: loading {opts.model}")
-        runners["keras"] = keras_runner_for(opts.model, opts.custom_objects)
+        runners["keras"] = keras_runner_for(
+            opts.model,
+            opts.custom_objects,
+            allow_unsafe_deserialization=opts.allow_unsafe_deserialization,
+            exported_scalars=_exported_scalars(out / "reports" / model_name / f"{version}.json"),
+        )
     say(f"savedmodel: loading {savedmodel_dir}")
     runners["savedmodel"] = savedmodel_runner(savedmodel_dir)
     onnx_path = out / "onnx" / model_name / str(version) / "model.onnx"
