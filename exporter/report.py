@@ -175,10 +175,11 @@ class ExportReport:
         ]
         if kept:
             parts.append(read_only_story([(v["name"], v["bytes"]) for v in kept]))
+        other = "other variable op" if kept else "variable op"
         parts.append(
-            f"{len(left)} other variable ops left in graph + library"
+            f"{plural(len(left), other)} left in graph + library"
             if left
-            else "no other variable op in graph + library"
+            else f"no {other} left in graph + library"
         )
         if tables:
             parts.append(f"{len(tables)} lookup tables initialised by the init op")

@@ -171,13 +171,18 @@ def parse_text(text: str, proto: message.Message, origin: str) -> message.Messag
     return proto
 
 
-def parse_text_file(path: str, proto: message.Message) -> message.Message:
-    """`ParseProtoTextFile`: reads `path` into `proto`."""
+def read_text_file(path: str) -> str:
+    """The read half of `ParseProtoTextFile`, failing as TF's file system does: NOT_FOUND
+    `<path>; No such file or directory`, or FAILED_PRECONDITION with the reason."""
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            return f.read()
     except FileNotFoundError as e:
         raise ServingError(grpc.StatusCode.NOT_FOUND, f"{path}; No such file or directory") from e
     except (OSError, UnicodeDecodeError) as e:
         raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f"{path}; {e}") from e
-    return parse_text(text, proto, path)
+
+
+def parse_text_file(path: str, proto: message.Message) -> message.Message:
+    """`ParseProtoTextFile`: reads `path` into `proto`."""
+    return parse_text(read_text_file(path), proto, path)

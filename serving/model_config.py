@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 
 import grpc
-from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from serving.config_protos import parse_text, read_text_file
 from serving.errors import ServingError, UsageError, invalid_argument
 
 ModelServerConfig = model_server_config_pb2.ModelServerConfig
@@ -28,37 +28,25 @@ ONNX_PLATFORMS = (ONNX, "onnxruntime_onnx")  # and Triton's name for the same ru
 PLATFORMS = (TENSORFLOW, *ONNX_PLATFORMS)
 
 
-def parse_config_text(text: str) -> ModelServerConfig:
-    """Parses a text ModelServerConfig; the error text matches the real server's."""
-    config = ModelServerConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as e:
-        raise UsageError(
-            f"Error parsing text-format tensorflow.serving.ModelServerConfig: {e}"
-        ) from e
-    return config
+def parse_config_text(text: str, origin: str = "<text>") -> ModelServerConfig:
+    """Parses a text ModelServerConfig; a parse error is INVALID_ARGUMENT `Invalid protobuf
+    file: '<origin>'` as `ParseProtoTextFile` says it (the parser's reason appended)."""
+    return parse_text(text, ModelServerConfig(), origin)
 
 
 def load_config_file(path: str) -> ModelServerConfig:
-    """Reads `--model_config_file` (`ParseProtoTextFile`). An empty file is refused as the real
-    server's read of it fails (it maps the file, and a 0-byte mapping is an error): a config
-    caught mid-rewrite must never read as "no models"."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise UsageError(f"Could not read model config file {path}: {e.strerror}") from e
-    if not data:
+    """Reads `--model_config_file` as server.cc's `BuildAndStart` does (`ParseProtoTextFile`):
+    a missing file is NOT_FOUND `<path>; No such file or directory`, a typo INVALID_ARGUMENT
+    `Invalid protobuf file: '<path>'`, so startup ends `Failed to start server. Error: ...`.
+    An empty file is refused too, as the real server's read of it fails (it maps the file, and
+    a 0-byte mapping is an error): a config caught mid-rewrite must never read as "no models"."""
+    text = read_text_file(path)
+    if not text:
         raise UsageError(
             f"Could not read model config file {path}: the file is empty (0 bytes); write the "
             "new config beside it and rename it over the old one"
         )
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UsageError(f"Could not read model config file {path}: not UTF-8 text ({e})") from e
-    return parse_config_text(text)
+    return parse_config_text(text, path)
 
 
 def config_from_flags(model_name: str, model_base_path: str) -> ModelServerConfig:

@@ -210,8 +210,8 @@ def _watch_config_file(core: ServerCore, path: str, every_s: int, stop: threadin
     while not stop.wait(every_s):
         try:
             config = load_config_file(path)
-        except UsageError as e:
-            log.error("Failed to read ModelServerConfig file: %s", e)
+        except (UsageError, ServingError) as e:  # server.cc logs read_status.message()
+            log.error("Failed to read ModelServerConfig file: %s", getattr(e, "message", e))
             continue
         try:
             core.reload_config(config)

@@ -23,8 +23,8 @@ def test_start_raises_when_the_server_exits(tmp_path: Path) -> None:
     with pytest.raises(ServerStartError) as info:
         start_embedded_server(_broken_repo(tmp_path / "repo"))
     message = str(info.value)
-    assert "exited with code 2" in message
-    assert "Error parsing text-format tensorflow.serving.ModelServerConfig" in message
+    assert "exited with code 1" in message
+    assert "Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file" in message
 
 
 def test_start_raises_when_the_ready_line_never_comes(tmp_path: Path) -> None:
@@ -58,4 +58,4 @@ def test_needs_server(server):
     )
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*ServerStartError*exited with code 2*"])
+    result.stdout.fnmatch_lines(["*ServerStartError*exited with code 1*"])

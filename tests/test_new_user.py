@@ -659,3 +659,30 @@ def test_bad_values_exit_2_before_the_model_is_built(
     assert code == 2, err
     assert message in one_error_line(err)
     assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+# --- 10. the model config file's startup errors, as tensorflow_model_server prints them -----
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "Failed to start server. Error: NOT_FOUND: {path}; No such file or directory"),
+        (
+            'model_config_list { config { name: "m" base_pth: "/models/m" } }',
+            "Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: '{path}' (",
+        ),
+    ],
+)
+def test_model_config_file_errors_are_tf_servings_startup_lines(
+    capsys, tmp_path: Path, content: str | None, expected: str
+) -> None:
+    from serving.__main__ import main as serving_main
+
+    path = tmp_path / "models.config"
+    if content is not None:
+        path.write_text(content)
+    code = serving_main(["--port=0", "--rest_api_port=0", f"--model_config_file={path}"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert expected.format(path=path) in err.splitlines()[-1]

@@ -36,7 +36,7 @@ from tensorflow_serving.apis import (
 
 from serving import tensor_proto
 from serving.core import ServerCore, ServerOptions
-from serving.errors import ServingError, UsageError
+from serving.errors import ServingError
 from serving.model_config import config_from_flags, parse_config_text
 from serving.model_config import validate_config as check_config
 from serving.server import RunningServer, core_inputs, parse_args, start_server
@@ -535,9 +535,7 @@ def test_multi_inference(shared: Client) -> None:
 
 
 def test_config_validation_messages() -> None:
-    with pytest.raises(
-        UsageError, match=r"Error parsing text-format tensorflow\.serving\.ModelServerConfig"
-    ):
+    with pytest.raises(ServingError, match=r"INVALID_ARGUMENT: Invalid protobuf file: '<text>'"):
         parse_config_text("model_config_list { nonsense: 1 }")
     cases = {
         'config { name: "a" base_path: "/m" }': "Illegal setting neither ModelServerConfig::"
@@ -780,13 +778,15 @@ def test_python_m_serving_ready_line_and_predict(sources: dict[str, Path], tmp_p
     assert proc.returncode == 0  # SIGTERM is a graceful stop
 
 
-def test_bad_usage_exits_2(tmp_path: Path) -> None:
+def test_unparsable_config_file_fails_startup_as_tf_serving(tmp_path: Path) -> None:
     config = tmp_path / "models.config"
     config.write_text("model_config_list { this is not a config }")
     proc = _serving_process("--port=0", "--rest_api_port=0", f"--model_config_file={config}")
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 2
-    assert "Error parsing text-format tensorflow.serving.ModelServerConfig" in err
+    assert proc.returncode == 1
+    assert (
+        f"Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: '{config}'" in err
+    )
 
 
 def test_flag_forms() -> None:
