@@ -22,6 +22,7 @@ from typing import Any
 
 REQUEST_TIMEOUT_S = 30.0
 WARMUP_CALLS = 3
+MAX_ERRORS = 1000  # per measurement: past this the server is down, not shedding
 
 
 def grpc_caller(target: str, model: str) -> tuple[Callable[[], Any], Callable[[], None]]:
@@ -87,9 +88,11 @@ def measure(command: dict[str, Any], start_at: Callable[[], float]) -> dict[str,
                 return
             try:
                 call()
-            except Exception as err:  # a failed request is counted and ends this loop
+            except Exception as err:  # counted; the client goes on, as a retrying caller would
                 errors.append(f"{type(err).__name__}: {err}"[:300])
-                return
+                if len(errors) > MAX_ERRORS:
+                    return
+                continue
             own.append(int((time.perf_counter() - t0) * 1e6))
 
     threads = [threading.Thread(target=loop, args=(i,)) for i in range(len(callers))]
