@@ -338,6 +338,7 @@ def export_model(
                 warnings=warnings,
                 formats=_formats_section(formats, opts.onnx_only),
             )
+            report.identical_to = report.identical_version(reports)
             document = report.to_json()
             if "savedmodel" in formats:
                 (sm_dir / SAVEDMODEL_REPORT).parent.mkdir(exist_ok=True)

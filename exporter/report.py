@@ -75,6 +75,9 @@ class ExportReport:
     onnx_sha256: str | None
     warnings: list[str] = field(default_factory=list)
     formats: dict[str, Any] = field(default_factory=dict)  # produced / not_produced: why
+    identical_to: int | None = (
+        None  # an earlier version with the same bytes (see identical_version)
+    )
     path: Path | None = None
 
     @property
@@ -95,6 +98,7 @@ class ExportReport:
                     "onnx_sha256": self.onnx_sha256,
                 },
                 "formats": self.formats,
+                "identical_to": self.identical_to,
                 "signature": self.signature,
                 "scalars": self.scalars,
                 "audit": self.audit,
@@ -138,9 +142,33 @@ class ExportReport:
         """Which formats this version has; versions number exports, so the others are gaps."""
         produced = self.formats.get("produced", [])
         missing = self.formats.get("not_produced", {})
+        same = [f"identical to version {self.identical_to}"] if self.identical_to else []
         return "; ".join(
-            [", ".join(produced) or "-"] + [f"no {f}: {why}" for f, why in missing.items()]
+            [", ".join(produced) or "-"] + [f"no {f}: {why}" for f, why in missing.items()] + same
         )
+
+    def identical_version(self, reports: Path) -> int | None:
+        """The newest earlier version under `reports` whose artifacts have the same bytes as
+        this one's: the same formats, saved_model.pb and model.onnx digests. Only said of fully
+        frozen exports, where those two files hold every weight (kept variables live beside)."""
+        if self.freeze_proof.get("read_only_variables"):
+            return None
+        mine = (self.formats.get("produced"), self.saved_model_pb_sha256, self.onnx_sha256)
+        earlier = [int(p.stem) for p in reports.glob("*.json") if p.stem.isdigit()]
+        for version in sorted((v for v in earlier if v < self.version), reverse=True):
+            path = reports / f"{version}.json"
+            try:
+                doc = json.loads(path.read_text())
+                theirs = (
+                    doc["formats"]["produced"],
+                    doc["artifacts"]["saved_model_pb_sha256"],
+                    doc["artifacts"]["onnx_sha256"],
+                )
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if theirs == mine and not doc["freeze_proof"].get("read_only_variables"):
+                return version
+        return None
 
     def _named_by_exporter(self) -> list[str]:
         """A note when the model named no input or output, so the exporter did."""

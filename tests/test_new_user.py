@@ -686,3 +686,34 @@ def test_model_config_file_errors_are_tf_servings_startup_lines(
     err = capsys.readouterr().err
     assert code == 1, err
     assert expected.format(path=path) in err.splitlines()[-1]
+
+
+def test_re_exporting_an_identical_model_names_the_version_it_repeats(
+    capsys, tmp_path: Path
+) -> None:
+    import keras
+
+    inputs = keras.Input((4,), name="x")
+    path = tmp_path / "plain.keras"
+    keras.Model(inputs, keras.layers.Dense(2, name="d")(inputs)).save(path)
+    argv = [
+        "export",
+        "--model",
+        str(path),
+        "--name",
+        "p",
+        "--out",
+        str(tmp_path / "out"),
+        "--formats",
+        "savedmodel",
+        "--quiet",
+    ]
+    assert run_cli(capsys, *argv)[0] == 0
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert (
+        "Version     2 (savedmodel; no onnx: not requested (--formats savedmodel); "
+        "identical to version 1)" in out
+    )
+    report = json.loads((tmp_path / "out" / "reports" / "p" / "2.json").read_text())
+    assert report["identical_to"] == 1
