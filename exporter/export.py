@@ -13,6 +13,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from exporter import tf_internals
 from exporter.errors import (
     AuditError,
     CppLoaderError,
@@ -26,7 +27,8 @@ from exporter.freeze.tables import input_vocabularies
 from exporter.model.audit import audit_model
 from exporter.model.audit_report import AuditReport
 from exporter.model.trace import input_signature_from_model, trace_model
-from exporter.onnx_format.convert import TRITON_CONFIG, OnnxArtifact, triton_config, write_onnx
+from exporter.onnx_format.convert import OnnxArtifact, write_onnx
+from exporter.onnx_format.triton import TRITON_CONFIG, check_triton_types, triton_config
 from exporter.options import FORMATS, ExportOptions, Progress, check_model_name
 from exporter.publish import Publication, check_writable, next_version, output_failure
 from exporter.report import REPORT_FILE, SAVEDMODEL_REPORT, ExportReport, sha256
@@ -35,14 +37,15 @@ from exporter.savedmodel.writer import write_savedmodel
 from exporter.verify.c_api import cpp_runner, unavailable_reason
 from exporter.verify.onnx_reference import reference_runner
 from exporter.verify.parity import (
+    StagedParity,
     keras_runner,
     onnx_runner,
     sample_batches,
+    samples_for,
     savedmodel_runner,
 )
 from exporter.verify.runtimes import artifact_of
 from exporter.verify.sample_inputs import conform_inputs
-from exporter.verify.staged_parity import StagedParity, samples_for
 from exporter.verify.tolerances import compute_dtypes, resolve_tolerances
 
 _OTHER_FORMAT = {"savedmodel": "onnx", "onnx": "savedmodel"}
@@ -97,7 +100,7 @@ def _int_high(model: Any) -> int:
     """Upper bound for random int inputs: the smallest Embedding vocabulary, else 10."""
     dims = [
         layer.input_dim
-        for layer in getattr(model, "_flatten_layers", lambda: [])()
+        for layer in tf_internals.flatten_layers(model)
         if hasattr(layer, "input_dim") and isinstance(layer.input_dim, int)
     ]
     return min([10, *dims])
@@ -215,6 +218,8 @@ def export_model(
     audit = audit_model(model, traced=traced, initial_values=opts.initial_values)
     warnings = _refuse_unsafe(audit, opts.allow_untracked)
 
+    if "onnx" in formats:  # before any conversion: Triton must be able to declare every tensor
+        check_triton_types(traced.signature_dict())
     say("freeze: variables -> constants, proving no variable op is left")
     frozen = freeze(
         traced,

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from google.protobuf.message import DecodeError
+from tensorflow.core.framework import types_pb2
 
 from exporter.errors import UsageError
 from exporter.formatting import format_bytes, plural, read_only_story, signature_rows
@@ -32,7 +33,7 @@ from exporter.freeze.frozen_graph import (
 from exporter.freeze.lift import MIN_LIFT_ELEMENTS
 from exporter.freeze.tables import describe_tables
 
-_FLOAT_TYPES = {1, 2, 19}  # DT_FLOAT, DT_DOUBLE, DT_HALF
+_FLOAT_TYPES = {types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_HALF}
 _OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 
 
@@ -342,12 +343,15 @@ def _onnx_specs(values: Any) -> dict[str, dict[str, Any]]:
 
 
 def inspect_onnx(path: Path) -> Inspection:
-    """Inputs, outputs and scalar initializers of an ONNX file."""
+    """Inputs, outputs and scalar initializers of an ONNX file.
+
+    External data (`model.onnx.data`, a model past 2 GiB) is not loaded: only the one-element
+    initializers inspect reports are read from it, each by its own offset."""
     import onnx
     from onnx import numpy_helper
 
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
         onnx.checker.check_model(str(path))  # by path: works past 2 GiB (external data)
     except OSError as exc:
         raise UsageError(f"Cannot read {path}: {exc.strerror}. Check its permissions.") from exc

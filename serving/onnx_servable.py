@@ -107,18 +107,27 @@ def _open_session(model_file: str) -> ort.InferenceSession:
         raise ServingError(grpc.StatusCode.INTERNAL, str(e)) from e
 
 
-def _as_ort_feed(name: str, value: np.ndarray) -> np.ndarray:
-    """String tensors as str objects: ORT would otherwise feed `str(b"...")`, i.e. "b'...'"."""
+def ort_strings(value: np.ndarray) -> np.ndarray:
+    """A string tensor as ORT's Python binding reads it: str objects (UTF-8), not bytes.
+
+    ORT converts each element of an object array with str(), so b"a" would arrive as "b'a'".
+    Raises UnicodeDecodeError for bytes that are not UTF-8. Other arrays pass unchanged.
+    """
     if value.dtype != object:
         return value
+    text = [v.decode("utf-8") if isinstance(v, bytes) else v for v in value.ravel()]
+    return np.array(text, dtype=object).reshape(value.shape)
+
+
+def _as_ort_feed(name: str, value: np.ndarray) -> np.ndarray:
+    """String tensors as str objects, or TF Serving's INVALID_ARGUMENT for non-UTF-8 bytes."""
     try:
-        text = [v.decode("utf-8") if isinstance(v, bytes) else v for v in value.ravel()]
+        return ort_strings(value)
     except UnicodeDecodeError as e:
         raise invalid_argument(
             f"input {name!r} holds bytes that are not UTF-8 text ({e.reason} at byte {e.start}); "
             "ONNX Runtime string tensors carry text: send UTF-8 strings"
         ) from e
-    return np.array(text, dtype=object).reshape(value.shape)
 
 
 class OnnxServable(Servable):

@@ -16,10 +16,8 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
-from tensorflow.python.client import pywrap_tf_session
-from tensorflow.python.saved_model import loader_impl
-from tensorflow.python.util import deprecation
 
+from serving import tf_internals
 from serving.errors import ServingError, check_deadline, code_from_number
 from serving.triton_config import ModelSpec, from_signature
 
@@ -156,7 +154,7 @@ def _unparsable(path: str) -> ServingError:
 def _check_tags(path: str, tags: Sequence[str]) -> None:
     """TF's message for a tag-set mismatch (the Python loader words it differently)."""
     try:
-        saved_model = loader_impl.parse_saved_model(path)
+        saved_model = tf_internals.parse_saved_model(path)
     except OSError as e:
         raise _unparsable(path) from e
     wanted = set(tags)
@@ -176,7 +174,7 @@ class _Signature:
 
     def __init__(self, graph: tf.Graph, signature: SignatureDef) -> None:
         def endpoint(name: str) -> Any:
-            return graph.get_tensor_by_name(name)._as_tf_output()
+            return tf_internals.tf_output(graph.get_tensor_by_name(name))
 
         # Feeds go in sorted tensor-name order: that is the arg[i] order in TF's dtype errors.
         by_name = sorted(signature.inputs.items(), key=lambda kv: kv[1].name)
@@ -208,7 +206,7 @@ class TFServable(Servable):
         self._session = tf.compat.v1.Session(graph=self._graph, config=session_config)
         try:
             # The TF1 loader is deprecated in Python, and is exactly what TF Serving runs.
-            with self._graph.as_default(), deprecation.silence():
+            with self._graph.as_default(), tf_internals.silence_deprecation():
                 meta_graph = tf.compat.v1.saved_model.loader.load(self._session, list(tags), path)
         except tf.errors.OpError as e:
             self._session.close()
@@ -243,15 +241,12 @@ class TFServable(Servable):
         fetches = [sig.fetches[k] for k in output_keys]
         options = None
         if timeout_s is not None:
-            run_options = config_pb2.RunOptions(timeout_in_ms=max(1, int(timeout_s * 1000)))
-            options = pywrap_tf_session.TF_NewBufferFromString(run_options.SerializeToString())
+            timeout_ms = max(1, int(timeout_s * 1000))
+            options = config_pb2.RunOptions(timeout_in_ms=timeout_ms).SerializeToString()
         self._count_run()
         try:
             # The raw C entry point (what make_callable uses); Session.run would cast and reshape.
-            results = self._session._call_tf_sessionrun(options, feeds, fetches, [], None)
+            results = tf_internals.session_run(self._session, feeds, fetches, options)
         except tf.errors.OpError as e:
             raise ServingError(code_from_number(e.error_code), e.message) from e
-        finally:
-            if options is not None:
-                pywrap_tf_session.TF_DeleteBuffer(options)
         return {k: np.asarray(v) for k, v in zip(output_keys, results, strict=True)}

@@ -10,10 +10,9 @@ import time
 import grpc
 import tensorflow as tf
 from google.protobuf.message import DecodeError
-from tensorflow.python.util import deprecation
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving import inference, metrics
+from serving import inference, metrics, tf_internals
 from serving.constants import MAX_WARMUP_RECORDS, WARMUP_FILE
 from serving.errors import ServingError, code_from_number, invalid_argument
 from serving.servable import Servable
@@ -49,7 +48,9 @@ def run_warmup(servable: Servable, iterations: int = 1) -> int:
     start = time.monotonic()
     count = 0
     status = "OK"
-    with deprecation.silence():  # the TF1 reader yields raw records, no eager tensors needed
+    with (
+        tf_internals.silence_deprecation()
+    ):  # the TF1 reader yields raw records, no eager tensors needed
         records = tf.compat.v1.io.tf_record_iterator(path)
     try:
         for raw in records:

@@ -13,9 +13,7 @@ import keras
 import pytest
 
 from tests import models
-from tests.conftest import one_error_line, run_cli
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO_ROOT, one_error_line, run_cli
 
 FACTORIES = """
 from tests import models
@@ -178,7 +176,7 @@ def test_audit_json_and_exit_1_for_untracked(capsys, factories: Path) -> None:
 
 
 def test_module_entry_point_exit_codes(factories: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     usage = subprocess.run(
         [sys.executable, "-m", "exporter", "export"],
         capture_output=True,

@@ -19,10 +19,9 @@ from onnx import TensorProto, helper
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from exporter.cli import main
-from tests.conftest import one_error_line, run_cli
+from tests.conftest import REPO_ROOT, one_error_line, run_cli
 
-REPO = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
 REFERENCE = "tests.models:reference_model"  # input "features": float32 (None, 10)
 
 FACTORIES = """
@@ -262,7 +261,7 @@ def _modules_loaded_by(code: str) -> set[str]:
     result = subprocess.run(
         [sys.executable, "-c", probe],
         env=ENV,
-        cwd=REPO,
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=120,

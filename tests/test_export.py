@@ -19,6 +19,7 @@ from exporter import AuditError, ExportError, ExportOptions, FreezeError, export
 from exporter.freeze.frozen_graph import VARIABLE_OPS
 from exporter.inspect import inspect_artifact
 from tests import models
+from tests.conftest import REPO_ROOT
 
 # (factory, training epochs): every seed-derived model of the exporter's test set.
 EXPORT_SET = {
@@ -339,3 +340,50 @@ def test_onnx_only_writes_external_data_past_the_protobuf_limit(
     assert {c.runtime for c in report.parity.comparisons} == {"onnxruntime"}
     assert report.parity.passed
     assert json.loads(report.path.read_text())["artifacts"]["savedmodel_dir"] is None
+
+
+INSPECT_LARGE = """
+import json, resource, sys
+from exporter.inspect import inspect_artifact
+result = inspect_artifact(sys.argv[1])
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"peak": peak, "scalars": result.scalars, "frozen": result.frozen}))
+"""
+
+
+def test_inspect_reads_an_external_data_model_without_loading_its_weights(tmp_path: Path) -> None:
+    """A 3 GB external weight (a sparse file: no disk used) next to a scalar initializer:
+    inspect reports the scalar and stays far below the weight's size in peak memory."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    big = 3 * 10**9 // 4  # float32 elements
+    weight = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[big])
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "model.onnx.data"), ("offset", "0"), ("length", str(big * 4))):
+        weight.external_data.add(key=key, value=value)
+    scale = numpy_helper.from_array(np.array(0.75, dtype=np.float32), "scale")
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["W", "scale"], ["y"])],
+        "g",
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [big])],
+        initializer=[weight, scale],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, tmp_path / "model.onnx")
+    with open(tmp_path / "model.onnx.data", "wb") as data:
+        data.truncate(big * 4)
+    result = subprocess.run(
+        [sys.executable, "-c", INSPECT_LARGE, str(tmp_path / "model.onnx")],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["scalars"] == [{"name": "scale", "value": 0.75}] and found["frozen"]
+    assert found["peak"] < 2 * 10**9, f"inspect peaked at {found['peak'] / 1e9:.1f} GB"

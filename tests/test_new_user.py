@@ -15,8 +15,6 @@ import pytest
 from exporter.cli import main
 from tests.conftest import one_error_line, run_cli
 
-REPO = Path(__file__).resolve().parent.parent
-
 FACTORIES = '''
 import keras
 import numpy as np

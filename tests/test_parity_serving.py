@@ -114,7 +114,7 @@ def test_tolerance_violation_exits_1_with_table_and_json(
 
 def test_v2_rows_catch_the_tampered_onnx_model(tampered: Path) -> None:
     """Embedded: the v2 rows of the ONNX model carry the tamper, the SavedModel's do not."""
-    from exporter.onnx_format.convert import triton_config
+    from exporter.onnx_format.triton import triton_config
 
     vector = {"dtype": "float32", "shape": [None]}
     signature = {"inputs": {"x": vector}, "outputs": {"y": vector}}

@@ -28,9 +28,9 @@ import pytest
 
 from exporter.errors import ExportError
 from exporter.publish import MARKER, Publication, check_writable, sweep_stale
+from tests.conftest import REPO_ROOT
 
-REPO = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
 NAME = "ref"
 EXPORT_ARGS = ["--model", "tests.models:reference_model", "--name", NAME, "--warmup-requests", "1"]
 NOBODY = 65534
@@ -252,7 +252,7 @@ def _export_and_kill(out: Path, stage: str, delay_s: float) -> str:
     """Start an export, SIGKILL it `delay_s` after it reports `stage`; say where it died."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "exporter", "export", *EXPORT_ARGS, "--out", str(out)],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         env=ENV,
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
@@ -298,7 +298,7 @@ def _crash_run(out: Path, points: list[tuple[str, float]], seed: int) -> CrashRu
     run.leftovers_before_final = len(_leftovers(out))
     run.final = subprocess.run(
         [sys.executable, "-m", "exporter", "export", *EXPORT_ARGS, "--out", str(out)],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         env=ENV,
         capture_output=True,
         text=True,
@@ -381,7 +381,7 @@ def test_kill_9_at_twenty_four_random_points(tmp_path: Path) -> None:
     out = tmp_path / "out"
     first = subprocess.run(
         [sys.executable, "-m", "exporter", "export", *EXPORT_ARGS, "--out", str(out)],
-        cwd=REPO,
+        cwd=REPO_ROOT,
         env=ENV,
         capture_output=True,
         text=True,
@@ -396,7 +396,7 @@ def test_kill_9_at_twenty_four_random_points(tmp_path: Path) -> None:
         ],
         rest=False,
         env=ENV,
-        cwd=REPO,
+        cwd=REPO_ROOT,
         timeout_s=300,
     )
     run = CrashRun(out=out, seed=seed)
@@ -412,7 +412,7 @@ def test_kill_9_at_twenty_four_random_points(tmp_path: Path) -> None:
             run.leftovers_before_final = len(_leftovers(out))
             run.final = subprocess.run(
                 [sys.executable, "-m", "exporter", "export", *EXPORT_ARGS, "--out", str(out)],
-                cwd=REPO,
+                cwd=REPO_ROOT,
                 env=ENV,
                 capture_output=True,
                 text=True,
@@ -470,7 +470,7 @@ def test_another_user_loads_it_and_is_told_permission_denied_otherwise(
     try:
         result = subprocess.run(
             [sys.executable, "-c", _LOAD_AS_OTHER_USER, str(published), str(private)],
-            cwd=REPO,
+            cwd=REPO_ROOT,
             env=ENV,
             capture_output=True,
             text=True,

@@ -17,8 +17,7 @@ from exporter.errors import AuditError
 from exporter.model.audit import audit_model
 from exporter.model.audit_report import AuditReport
 from tests import models
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO_ROOT
 
 
 def _refs(weights: list[Any]) -> set[Any]:

@@ -40,10 +40,9 @@ from serving.errors import ServingError
 from serving.model_config import config_from_flags, parse_config_text
 from serving.model_config import validate_config as check_config
 from serving.server import RunningServer, core_inputs, parse_args, start_server
-from tests.conftest import wait_for
+from tests.conftest import REPO_ROOT, wait_for
 
 v1 = tf.compat.v1
-REPO_ROOT = Path(__file__).resolve().parent.parent
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 END = get_model_status_pb2.ModelVersionStatus.END

@@ -167,3 +167,48 @@ def test_tables_with_read_only_variables(tmp_path: Path) -> None:
     assert inspect_artifact(report.savedmodel_dir).tables[0]["initialised_by"] == (
         "frozen_tables_init"
     )
+
+
+def test_vocabulary_file_table_with_large_kept_embedding_serves(tmp_path: Path) -> None:
+    """A recommender's shape: StringLookup(vocabulary=FILE) + an Embedding too large to freeze.
+
+    The one SavedModel writer copies the file into assets/ (with its AssetFileDef) and keeps
+    the embedding in variables/; the embedded server loads it (restore, then the table's
+    main_op fed the asset's path) and answers gRPC and REST like the SavedModel in-process."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from exporter.options import ParityOptions
+    from exporter.verify.served_parity import run_parity
+
+    vocabulary = tmp_path / "items.txt"
+    items = [f"item_{i}" for i in range(500)]
+    vocabulary.write_text("\n".join(items) + "\n")
+    keras.utils.set_random_seed(0)
+    item = keras.Input((1,), dtype="string", name="item")
+    ids = keras.layers.StringLookup(vocabulary=str(vocabulary), name="lookup")(item)
+    vectors = keras.layers.Embedding(len(items) + 1, 256, name="item_vectors")(ids)  # 513 KB
+    score = keras.layers.Dense(1, name="score")(keras.layers.Flatten()(vectors))
+    model = keras.Model(item, score)
+    out = tmp_path / "out"
+    options = ExportOptions(max_frozen_bytes=64 * 1024, formats=("savedmodel",))
+    report = export_model(model, out, "recommender", options)
+
+    lifted = [v["name"] for v in report.freeze_proof["read_only_variables"]]
+    assert any("item_vectors" in name for name in lifted), lifted
+    assert report.freeze_proof["tables"][0]["contents"] == "assets/items.txt"
+    version = report.savedmodel_dir
+    assert (version / "assets" / "items.txt").read_bytes() == vocabulary.read_bytes()
+    assert (version / "variables" / "variables.index").is_file()
+    saved_model = saved_model_pb2.SavedModel.FromString((version / "saved_model.pb").read_bytes())
+    (meta,) = saved_model.meta_graphs
+    assert [a.filename for a in meta.asset_file_def] == ["items.txt"]
+    assert meta.saver_def.restore_op_name and report.passed
+
+    vocabulary.unlink()  # the served model must read its own copy under assets/
+    parity = run_parity(out, "recommender", ParityOptions(samples=2))
+    assert {"grpc", "rest"} <= {c.runtime for c in parity.comparisons}, parity.skipped
+    assert parity.errors == {} and parity.passed, parity.table()
+    expected = model.predict(tf.constant([["item_7"], ["unknown"]]), verbose=0)
+    runner = savedmodel_runner(version)
+    got = runner({"item": np.array([[b"item_7"], [b"unknown"]], dtype=object)})
+    np.testing.assert_array_equal(got["score"], expected)

@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from exporter.onnx_format.convert import triton_config
+from exporter.onnx_format.triton import triton_config
 from serving.core import ServerCore, ServerOptions
 from serving.errors import ServingError
 from serving.model_config import parse_config_text

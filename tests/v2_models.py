@@ -15,7 +15,7 @@ import onnx
 import tensorflow as tf
 from onnx import TensorProto, helper
 
-from exporter.onnx_format.convert import triton_config
+from exporter.onnx_format.triton import triton_config
 from serving import v2_types
 
 DATATYPES = (

@@ -13,6 +13,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
 from exporter.deploy.spec import (
     DeployOptions,
     Export,
@@ -21,6 +24,7 @@ from exporter.deploy.spec import (
     resources,
     serving_image,
 )
+from serving.config_protos import BatchingParameters, MonitoringConfig
 
 GRPC_PORT, REST_PORT = 8500, 8501
 MODELS_DIR, CONFIG_DIR = "/models", "/config"
@@ -39,32 +43,31 @@ READINESS_SCRIPT = (
 
 def models_config(name: str, num_versions: int) -> str:
     """ModelServerConfig text proto: one model, the newest `num_versions` versions."""
-    return (
-        "model_config_list {\n"
-        "  config {\n"
-        f'    name: "{name}"\n'
-        f'    base_path: "{MODELS_DIR}/{name}"\n'
-        '    model_platform: "tensorflow"\n'
-        f"    model_version_policy {{ latest {{ num_versions: {num_versions} }} }}\n"
-        "  }\n"
-        "}\n"
+    config = model_server_config_pb2.ModelServerConfig()
+    model = config.model_config_list.config.add(
+        name=name, base_path=f"{MODELS_DIR}/{name}", model_platform="tensorflow"
     )
+    model.model_version_policy.latest.num_versions = num_versions
+    return text_format.MessageToString(config)
 
 
 def batching_config(options: DeployOptions) -> str:
     """BatchingParameters text proto (used with --enable_batching)."""
-    return (
-        f"max_batch_size {{ value: {options.max_batch_size} }}\n"
-        f"batch_timeout_micros {{ value: {options.batch_timeout_micros} }}\n"
-        "max_enqueued_batches { value: 100 }\n"
-        f"num_batch_threads {{ value: {batch_threads(options)} }}\n"
-        "pad_variable_length_inputs: false\n"
-    )
+    params = BatchingParameters()
+    params.max_batch_size.value = options.max_batch_size
+    params.batch_timeout_micros.value = options.batch_timeout_micros
+    params.max_enqueued_batches.value = 100
+    params.num_batch_threads.value = batch_threads(options)
+    params.pad_variable_length_inputs = False
+    return text_format.MessageToString(params)
 
 
 def monitoring_config() -> str:
     """MonitoringConfig text proto: Prometheus metrics on the REST port."""
-    return f'prometheus_config {{ enable: true path: "{PROMETHEUS_PATH}" }}\n'
+    config = MonitoringConfig()
+    config.prometheus_config.enable = True
+    config.prometheus_config.path = PROMETHEUS_PATH
+    return text_format.MessageToString(config)
 
 
 def _labels(export: Export) -> dict[str, str]:

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.framework import convert_to_constants
 
+from exporter import tf_internals
 from exporter.errors import FreezeError
 from exporter.freeze.lift import DEFAULT_MAX_FROZEN_BYTES, READ_OPS, LiftedVariable, plan_lift
 from exporter.freeze.tables import (
@@ -29,6 +29,7 @@ from exporter.freeze.tables import (
     refuse_table_writes,
 )
 from exporter.model.trace import TracedModel
+from serving.constants import PROTOBUF_LIMIT
 
 #: Ops that read, hold or create a variable: none may remain in a frozen graph.
 VARIABLE_OPS = frozenset(
@@ -198,18 +199,11 @@ def _frozen_graph_def(function: Any, keep: frozenset[str] = frozenset()) -> Any:
     0.75 s / +320 MiB to 0.15 s / +70 MiB. Captures named in `keep` (lifted weights) are left
     as their placeholders: their values are never copied.
     """
-    data = convert_to_constants._FunctionConverterDataInEager(
-        func=function,
-        lower_control_flow=False,
-        aggressive_inlining=False,
-        variable_names_denylist=sorted(keep) or None,
-    )
-    graph_def, _ = convert_to_constants._replace_variables_by_constants(converter_data=data)
-    return graph_def
+    return tf_internals.variables_to_constants(function, sorted(keep) or None)
 
 
 #: A frozen graph is one GraphDef protobuf (so is TF Serving's saved_model.pb): 2 GiB at most.
-GRAPHDEF_LIMIT = 2**31 - 1
+GRAPHDEF_LIMIT = PROTOBUF_LIMIT  # a module name of its own: tests lower it
 GRAPHDEF_HEADROOM = 64 * 2**20  # node defs, function library, signature
 
 

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.ops import lookup_ops
 
+from exporter import tf_internals
 from exporter.errors import FreezeError
+from exporter.model.tables import CapturedTable
 
 #: The NoOp that initialises every frozen table; the SavedModel's `main_op`.
 INIT_OP_NAME = "frozen_tables_init"
@@ -32,27 +33,6 @@ MUTABLE_TABLE_OPS = frozenset(
 )
 #: Ops that write into a table at inference: the write would be lost in any frozen artifact.
 TABLE_WRITE_OPS = frozenset({"LookupTableInsertV2", "LookupTableRemoveV2", "LookupTableImportV2"})
-
-
-@dataclass(frozen=True)
-class CapturedTable:
-    """A table object the traced function reads through a captured handle."""
-
-    table: Any = field(repr=False)  # tf.lookup table object
-    layer: str  # the model's top-level layer that owns it
-
-    @property
-    def mutable(self) -> bool:
-        return not isinstance(self.table, lookup_ops.InitializableLookupTableBase)
-
-    @property
-    def vocabulary_file(self) -> str | None:
-        """The text file the table was initialised from, if any (TextFileInitializer)."""
-        initializer = getattr(self.table, "_initializer", None)
-        if isinstance(initializer, lookup_ops.TextFileInitializer):
-            filename = getattr(initializer, "_filename_arg", None)  # the path as given
-            return filename if isinstance(filename, str) else None
-        return None
 
 
 @dataclass(frozen=True)
@@ -80,34 +60,6 @@ class FrozenTable:
             "contents": self.source,
             "initialised_by": INIT_OP_NAME,
         }
-
-
-def _owned_tables(layer: Any) -> Iterable[Any]:
-    for sub in getattr(layer, "_flatten_layers", lambda: [layer])():
-        for value in vars(sub).values():
-            if isinstance(value, lookup_ops.LookupInterface):
-                yield value
-
-
-def captured_tables(model: Any, function: Any) -> dict[str, CapturedTable]:
-    """Capture placeholder op name -> the table behind it, for every table `function` reads.
-
-    Tables are found on the model's layers (Keras keeps them as layer attributes); the
-    owner reported is the top-level layer (a TextVectorization, not its inner StringLookup).
-    """
-    owners: dict[int, CapturedTable] = {}
-    top = getattr(model, "_flatten_layers", lambda **_: [])(include_self=False, recursive=False)
-    for layer in top:
-        for table in _owned_tables(layer):
-            owners.setdefault(id(table.resource_handle), CapturedTable(table, layer.name))
-    found = {}
-    for external, internal in function.graph.captures:
-        if external.dtype != tf.resource:
-            continue
-        owner = owners.get(id(external))
-        if owner is not None:
-            found[internal.op.name] = owner
-    return found
 
 
 def refuse_table_writes(ops_found: list[str]) -> None:
@@ -159,14 +111,8 @@ def _add_initializer(graph_def: Any, table: FrozenTable, key: tf.DType, value: t
 
 
 def _text_file_params(captured: CapturedTable) -> dict[str, Any]:
-    init = captured.table._initializer
-    return {
-        "key_index": int(init._key_index),
-        "value_index": int(init._value_index),
-        "vocab_size": -1 if init._vocab_size is None else int(init._vocab_size),
-        "delimiter": str(init._delimiter),
-        "offset": int(getattr(init, "_offset", 0) or 0),
-    }
+    params = tf_internals.text_file_initializer(captured.table) or {}
+    return {k: v for k, v in params.items() if k != "filename"}
 
 
 def freeze_tables(
@@ -227,19 +173,6 @@ def init_node_names(graph_def: Any) -> set[str]:
             names.add(node.name)
             names.update(i.split(":")[0] for i in node.input[1:])
     return names
-
-
-def table_assets(graph: Any, tables: Iterable[FrozenTable]) -> list[Any]:
-    """The asset-path tensors of `graph` (imported frozen graph) for the SavedModel builder.
-
-    The builder copies each file into `assets/` and records an AssetFileDef; TF Serving feeds
-    the tensor with the file's path under the version directory when it runs the main_op.
-    """
-    return [
-        graph.get_tensor_by_name(f"{t.node_name}/asset_path:0")
-        for t in tables
-        if t.asset_path is not None
-    ]
 
 
 def _producer(nodes: dict[str, Any], ref: str) -> Any:
@@ -364,17 +297,3 @@ def drop_empty_table_initializers(graph: Any) -> None:
     collections and would warn about each one. Our tables get their own init op instead."""
     entries = graph.get_collection_ref(tf.compat.v1.GraphKeys.TABLE_INITIALIZERS)
     entries[:] = [op for op in entries if op is not None]
-
-
-def refuse_asset_tables(tables: Iterable[FrozenTable]) -> None:
-    """Raise UsageError for a vocabulary-file table in a SavedModel whose weights stay
-    variables: that writer records no assets, so TF Serving could not feed the file's path."""
-    from exporter.errors import UsageError
-
-    for table in tables:
-        if table.asset_path is not None:
-            raise UsageError(
-                f"Table {table.node_name} (layer {table.layer}) reads {table.asset_path}, and "
-                "this model's large weights stay variables, whose SavedModel writer ships no "
-                "assets. Pass the vocabulary as a list, or raise --max-frozen-bytes."
-            )

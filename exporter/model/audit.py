@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from exporter import tf_internals
 from exporter.errors import AuditError
 from exporter.model.audit_report import (
     STATUSES,
@@ -189,7 +190,7 @@ def _strip(name: str) -> str:
 
 def _layers(model: Any) -> Iterator[Any]:
     """The model and all nested layers, parents before children."""
-    yield from model._flatten_layers(include_self=True, recursive=True)
+    yield from tf_internals.flatten_layers(model)
 
 
 def _untracked_owners(model: Any) -> dict[Any, str]:

@@ -14,8 +14,9 @@ from typing import Any
 
 import tensorflow as tf
 
+from exporter import tf_internals
 from exporter.errors import TraceError
-from exporter.freeze.tables import CapturedTable, captured_tables
+from exporter.model.tables import CapturedTable, captured_tables
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.\-/]")
 
@@ -66,14 +67,11 @@ def _is_legacy(model: Any) -> bool:
 
 def _keras3_input_structure(model: Any) -> Any:
     """Input structure (nested specs) as Keras' own exporter infers it."""
-    from keras.src.export.export_utils import get_input_signature
-
-    functional = getattr(model, "_functional", None) or model  # Sequential wraps a Functional
-    struct = getattr(functional, "_inputs_struct", None)
+    struct = tf_internals.keras_inputs_struct(model)
     if struct is not None:
         return struct
     try:
-        signature = get_input_signature(model)
+        signature = tf_internals.keras_input_signature(model)
     except ValueError as exc:
         raise TraceError(
             f"Cannot infer an input signature from model {model.name!r}: {exc} "
@@ -196,7 +194,6 @@ def trace_model(
         structured_output_keys=flat_keys,
         tables=captured_tables(model, concrete),
         layer_names=tuple(
-            layer.name
-            for layer in getattr(model, "_flatten_layers", lambda **_: [])(include_self=False)
+            layer.name for layer in tf_internals.flatten_layers(model, include_self=False)
         ),
     )

@@ -41,13 +41,12 @@ from exporter.onnx_format.tables import (
     pin_string_normalizer_locale,
     string_equal_as_label_encoder,
 )
+from serving.constants import PROTOBUF_LIMIT
 from serving.ort_extensions import session_options
 
 MAX_OPSET = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
 DEFAULT_OPSET = 17
 MODEL_FILE = "model.onnx"
-TRITON_CONFIG = "config.pbtxt"
-PROTOBUF_LIMIT = 2**31 - 1
 EXTERNAL_DATA_HEADROOM = 64 * 2**20  # graph structure beside the weights
 BATCH_DIM = "batch"
 EXTERNAL_MIN_BYTES = 1024  # onnx.save_model's size_threshold: smaller tensors stay inline
@@ -241,47 +240,6 @@ def _convert(
         if dims and not dims[0].HasField("dim_value"):
             dims[0].dim_param = BATCH_DIM
     return model, summary.to_dict()
-
-
-_TRITON_TYPES = {
-    "float32": "TYPE_FP32",
-    "float64": "TYPE_FP64",
-    "float16": "TYPE_FP16",
-    "int8": "TYPE_INT8",
-    "int16": "TYPE_INT16",
-    "int32": "TYPE_INT32",
-    "int64": "TYPE_INT64",
-    "uint8": "TYPE_UINT8",
-    "uint16": "TYPE_UINT16",
-    "uint32": "TYPE_UINT32",
-    "uint64": "TYPE_UINT64",
-    "bfloat16": "TYPE_BF16",
-    "bool": "TYPE_BOOL",
-    "string": "TYPE_STRING",
-}
-
-
-def triton_config(name: str, signature: dict[str, dict[str, dict]]) -> str:
-    """Triton `config.pbtxt` for the ONNX model: platform onnxruntime_onnx, dynamic batch.
-
-    `max_batch_size: 0` keeps the batch dimension explicit (-1) in every tensor's dims, which
-    matches the ONNX graph exactly. A scalar gets `dims: [ 1 ]`: Triton refuses empty dims
-    (`ValidateIOShape`) and accepts only 1s for a scalar (the ONNX Runtime backend's
-    `ValidateInputs`).
-    """
-
-    def tensors(kind: str) -> str:
-        entries = []
-        for tensor, spec in signature[kind].items():
-            dims = ", ".join("-1" if d is None else str(d) for d in spec["shape"]) or "1"
-            dtype = _TRITON_TYPES[spec["dtype"]]
-            entries.append(f'  {{ name: "{tensor}" data_type: {dtype} dims: [ {dims} ] }}')
-        return f"{kind[:-1]} [\n" + ",\n".join(entries) + "\n]"
-
-    return (
-        f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 0\n'
-        f"{tensors('inputs')}\n{tensors('outputs')}\n"
-    )
 
 
 def _validate(model: onnx.ModelProto, frozen: FrozenGraph, path: Path) -> ort.InferenceSession:

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.framework import op_def_registry
 
+from exporter import tf_internals
 from exporter.onnx_format.inline_calls import CALL_OPS, inline_call, prune_library
 
 
@@ -167,7 +167,7 @@ class RewriteSummary:
 
 
 def _output_args(op: str, library: Mapping[str, Any]) -> list[str]:
-    op_def = library[op].signature if op in library else op_def_registry.get(op)
+    op_def = library[op].signature if op in library else tf_internals.op_def(op)
     return [arg.name for arg in op_def.output_arg] if op_def is not None else []
 
 

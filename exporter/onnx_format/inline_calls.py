@@ -21,7 +21,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 import tensorflow as tf
-from tensorflow.python.framework import op_def_registry
+
+from exporter import tf_internals
 
 #: Ops that call the function named by their `f` attr (a direct call's op is the function).
 CALL_OPS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})
@@ -53,7 +54,7 @@ def callee(node: Any, library: Mapping[str, Any]) -> str | None:
 
 def _output_offsets(node: Any, library: Mapping[str, Any]) -> dict[str, int]:
     """Output arg name -> index of its first tensor in the node's flat output list."""
-    op_def = library[node.op].signature if node.op in library else op_def_registry.get(node.op)
+    op_def = library[node.op].signature if node.op in library else tf_internals.op_def(node.op)
     if op_def is None:
         raise _NotInlinable(f"its body uses op {node.op}, which this TensorFlow does not know")
     offsets, index = {}, 0

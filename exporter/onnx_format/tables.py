@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from tensorflow.core.framework import types_pb2
 from tf2onnx import constants
 
 from exporter.freeze.tables import FrozenTable
@@ -106,7 +107,7 @@ def onnx_lookup(table: FrozenTable, default: np.ndarray) -> tuple[str, dict[str,
 
 def needs_string_ops(graph_def: Any) -> bool:
     """True when the graph handles strings, so tf2onnx should map string ops to ai.onnx.contrib."""
-    string_type = 7  # DT_STRING
+    string_type = types_pb2.DT_STRING
     for node in graph_def.node:
         for key in ("T", "dtype", "Tin", "Tkey"):
             if key in node.attr and node.attr[key].type == string_type:

@@ -1,4 +1,4 @@
-"""Write a SavedModel whose large weights stay read-only variables, as TF Serving restores them.
+"""Large weights that stay read-only variables: the graph that holds them, its checkpoint.
 
 TF Serving's TF1 loader (`tensorflow/cc/saved_model/loader.cc`) creates a Session from the
 MetaGraph's GraphDef, then, when `variables/variables.index` exists, feeds the variables path
@@ -6,31 +6,42 @@ to `saver_def.filename_tensor_name` and runs `saver_def.restore_op_name` once; P
 `tf.compat.v1.saved_model.loader.load` does the same. So the graph holds one `VarHandleOp` per
 lifted weight (in place of the traced function's capture placeholder, so its reads are
 unchanged), a `save/` scope with `RestoreV2` + `AssignVariableOp` (the only writers, run only by
-the loader) and a `SaveV2` for `saver_def` completeness. The MetaGraph is assembled directly:
-the weights are never imported into a `tf.Graph` nor held in a Session here; the checkpoint is
-streamed from the live variables (`exporter.savedmodel.checkpoint`).
+the loader) and a `SaveV2` for `saver_def` completeness. The weights are never imported into a
+`tf.Graph` nor held in a Session here.
+
+The checkpoint is the standard V2 bundle TF Serving restores (`variables/variables.index` +
+`variables.data-?????-of-?????`). Each shard is written by `SaveV2` straight from the live
+variables (an eager read aliases the variable's buffer: no copy), then the shards are merged
+into the final prefix, so progress can be reported shard by shard. The proof reads each tensor
+back from the finished checkpoint, one at a time, and compares its bytes with the variable's.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2, saver_pb2
-from tensorflow.python.framework import meta_graph
+from tensorflow.core.protobuf import saver_pb2
 
 from exporter.errors import ExportError
 from exporter.freeze.frozen_graph import FrozenGraph, _all_nodes
 from exporter.freeze.lift import READ_OPS, LiftedVariable
-from exporter.savedmodel.checkpoint import verify_checkpoint, write_checkpoint
-from serving.constants import DEFAULT_SIGNATURE, SERVING_TAG
 
 #: Ops that may hold a variable in the written graph: exactly one VarHandleOp per lifted weight.
 _VARIABLE_CREATORS = frozenset({"VarHandleOp", "VariableV2", "Variable", "_VarHandlesOp"})
 
 WeightsProgress = Callable[[str, int, int], None]  # stage label, bytes done, bytes total
+#: (bytes done, bytes total) after each step of a long write.
+BytesProgress = Callable[[int, int], None]
+
+VARIABLES_DIR = "variables"
+VARIABLES_PREFIX = "variables"  # TF Serving's kSavedModelVariablesFilename
+SHARD_BYTES = 256 * 2**20  # one SaveV2 call per ~256 MiB: a progress step, no copy
+_COMPARE_CHUNK = 16 * 2**20
 
 
 def _scope(graph_def: Any) -> str:
@@ -88,7 +99,10 @@ def _saver_graph(lifted: list[LiftedVariable], scope: str) -> tuple[Any, saver_p
     return graph.as_graph_def(), saver_def
 
 
-def _graph_def(frozen: FrozenGraph, scope: str) -> tuple[Any, saver_pb2.SaverDef]:
+def graph_with_variables(frozen: FrozenGraph) -> tuple[Any, saver_pb2.SaverDef]:
+    """The frozen graph with a VarHandleOp per lifted weight and the saver's scope, refused
+    (ExportError) unless every lifted weight is read-only in it."""
+    scope = _scope(frozen.graph_def)
     saver_nodes, saver_def = _saver_graph(frozen.lifted, scope)
     handles = {n.name: n for n in saver_nodes.node if n.op == "VarHandleOp"}
     graph_def = tf.compat.v1.GraphDef()
@@ -97,6 +111,13 @@ def _graph_def(frozen: FrozenGraph, scope: str) -> tuple[Any, saver_pb2.SaverDef
     for node in frozen.graph_def.node:
         graph_def.node.add().CopyFrom(handles.get(node.name, node))
     graph_def.node.extend(n for n in saver_nodes.node if n.name not in handles)
+    problems = check_read_only(graph_def, frozen.lifted, scope)
+    if problems:
+        raise ExportError(
+            f"Lifted weights would not be read-only: {problems[0]}"
+            f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}. Raise "
+            "--max-frozen-bytes so these tensors are frozen, or make call() stateless."
+        )
     return graph_def, saver_def
 
 
@@ -125,56 +146,105 @@ def check_read_only(graph_def: Any, lifted: list[LiftedVariable], scope: str) ->
     return problems
 
 
-def _tensor_info(name: str, spec: tf.TensorSpec) -> meta_graph_pb2.TensorInfo:
-    return meta_graph_pb2.TensorInfo(
-        name=name, dtype=spec.dtype.as_datatype_enum, tensor_shape=spec.shape.as_proto()
+def _shards(lifted: list[LiftedVariable]) -> list[list[LiftedVariable]]:
+    """Consecutive groups of about SHARD_BYTES (a larger tensor is a shard of its own)."""
+    shards: list[list[LiftedVariable]] = [[]]
+    size = 0
+    for variable in lifted:
+        if shards[-1] and size + variable.nbytes > SHARD_BYTES:
+            shards.append([])
+            size = 0
+        shards[-1].append(variable)
+        size += variable.nbytes
+    return shards
+
+
+def write_checkpoint(
+    lifted: list[LiftedVariable], export_dir: Path, progress: BytesProgress | None = None
+) -> str:
+    """Write every lifted variable under `export_dir/variables/`; return the prefix."""
+    prefix = export_dir / VARIABLES_DIR / VARIABLES_PREFIX
+    scratch = export_dir / VARIABLES_DIR / "tmp-shards"
+    shards = _shards(lifted)
+    total = sum(v.nbytes for v in lifted)
+    done = 0
+    parts = []
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        for i, shard in enumerate(shards):
+            part = str(scratch / f"part-{i:05d}-of-{len(shards):05d}")
+            tf.raw_ops.SaveV2(
+                prefix=part,
+                tensor_names=[v.key for v in shard],
+                shape_and_slices=[""] * len(shard),
+                tensors=[v.variable.read_value() for v in shard],
+            )
+            parts.append(part)
+            done += sum(v.nbytes for v in shard)
+            if progress:
+                progress(done, total)
+        tf.raw_ops.MergeV2Checkpoints(
+            checkpoint_prefixes=parts, destination_prefix=str(prefix), delete_old_dirs=True
+        )
+    except tf.errors.OpError as exc:
+        raise ExportError(
+            f"Writing the variables checkpoint under {prefix.parent} failed: {exc.message}. "
+            "Check free disk space and permissions of --out."
+        ) from exc
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return str(prefix)
+
+
+def same_bytes(left: np.ndarray, right: np.ndarray) -> bool:
+    """Bitwise equality (NaN payloads, -0.0 included), compared in chunks: no full-size temp."""
+    if left.dtype != right.dtype or left.shape != right.shape:
+        return False
+    a = np.ascontiguousarray(left).reshape(-1).view(np.uint8)
+    b = np.ascontiguousarray(right).reshape(-1).view(np.uint8)
+    return all(
+        np.array_equal(a[i : i + _COMPARE_CHUNK], b[i : i + _COMPARE_CHUNK])
+        for i in range(0, a.size, _COMPARE_CHUNK)
     )
 
 
-def _meta_graph(frozen: FrozenGraph, graph_def: Any, saver_def: Any) -> Any:
-    meta = meta_graph_pb2.MetaGraphDef()
-    meta.meta_info_def.tags.append(SERVING_TAG)
-    meta.meta_info_def.tensorflow_version = tf.__version__
-    meta.meta_info_def.tensorflow_git_version = tf.__git_version__
-    meta.meta_info_def.stripped_op_list.CopyFrom(meta_graph.stripped_op_list_for_graph(graph_def))
-    meta.graph_def.CopyFrom(graph_def)
-    # As the TF1 Builder's strip_default_attrs: an older TF Serving rejects attrs it does not
-    # know (e.g. VarHandleOp's debug_name), and default-valued ones need not be written.
-    meta_graph.strip_graph_default_valued_attrs(meta)
-    meta.saver_def.CopyFrom(saver_def)
-    if frozen.init_op:  # the lookup tables' initialiser, run by the loader after restore
-        meta.collection_def["saved_model_main_op"].node_list.value.append(frozen.init_op)
-    signature = meta.signature_def[DEFAULT_SIGNATURE]
-    signature.method_name = tf.compat.v1.saved_model.signature_constants.PREDICT_METHOD_NAME
-    for key, tensor in frozen.inputs.items():
-        signature.inputs[key].CopyFrom(_tensor_info(tensor, frozen.input_specs[key]))
-    for key, tensor in frozen.outputs.items():
-        signature.outputs[key].CopyFrom(_tensor_info(tensor, frozen.output_specs[key]))
-    return meta
+def verify_checkpoint(
+    prefix: str, lifted: list[LiftedVariable], progress: BytesProgress | None = None
+) -> dict[str, bool]:
+    """Checkpoint key -> True when the checkpoint holds exactly the variable's bytes.
 
-
-def write_savedmodel_with_variables(
-    frozen: FrozenGraph, export_dir: Path, progress: WeightsProgress | None = None
-) -> dict[str, Any]:
-    """Write saved_model.pb + variables/, prove the weights read-only and bit-exact.
-
-    Returns the proof for the export report; raises ExportError when any part fails.
+    Tensors are read back one at a time, so the check costs one tensor of memory at most.
+    Keys present in the checkpoint but not lifted count as a failure under their own name:
+    the checkpoint must hold nothing else (no optimizer slots, no stray state).
     """
-    scope = _scope(frozen.graph_def)
-    graph_def, saver_def = _graph_def(frozen, scope)
-    problems = check_read_only(graph_def, frozen.lifted, scope)
-    if problems:
-        raise ExportError(
-            f"Lifted weights would not be read-only: {problems[0]}"
-            f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}. Raise "
-            "--max-frozen-bytes so these tensors are frozen, or make call() stateless."
-        )
-    saved_model = saved_model_pb2.SavedModel(saved_model_schema_version=1)
-    saved_model.meta_graphs.add().CopyFrom(_meta_graph(frozen, graph_def, saver_def))
-    export_dir.mkdir(parents=True, exist_ok=True)
-    (export_dir / "saved_model.pb").write_bytes(saved_model.SerializeToString())
+    reader = tf.train.load_checkpoint(prefix)
+    stored = reader.get_variable_to_dtype_map()
+    result = {}
+    total = sum(v.nbytes for v in lifted)
+    done = 0
+    for variable in lifted:
+        if variable.key not in stored:
+            result[variable.key] = False
+            continue
+        result[variable.key] = same_bytes(reader.get_tensor(variable.key), variable.view())
+        done += variable.nbytes
+        if progress:
+            progress(done, total)
+    for extra in sorted(set(stored) - {v.key for v in lifted}):
+        result[extra] = False
+    return result
 
-    def step(label: str) -> Callable[[int, int], None] | None:
+
+def write_variables(
+    frozen: FrozenGraph,
+    export_dir: Path,
+    saver_def: saver_pb2.SaverDef,
+    progress: WeightsProgress | None = None,
+) -> dict[str, Any]:
+    """Write the lifted weights' checkpoint under `export_dir/variables/` and read it back
+    bit-exact; return the proof for the export report (ExportError when a byte differs)."""
+
+    def step(label: str) -> BytesProgress | None:
         return (lambda done, total: progress(label, done, total)) if progress else None
 
     prefix = write_checkpoint(frozen.lifted, export_dir, step("savedmodel: variables written"))
@@ -186,8 +256,9 @@ def write_savedmodel_with_variables(
             "written SavedModel would serve other weights. Re-run the export; if it repeats, "
             "check the disk under --out."
         )
+    scope = saver_def.restore_op_name.split("/")[0]
     return {
-        "path": f"variables/{Path(prefix).name}",
+        "path": f"{VARIABLES_DIR}/{Path(prefix).name}",
         "restore_op": saver_def.restore_op_name,
         "writers": f"only {scope}/restore_all's AssignVariableOps (run once, by the loader)",
         "bit_exact": exact,

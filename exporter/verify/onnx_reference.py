@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from exporter.errors import OnnxReferenceError
-from exporter.verify.parity import Runner, ort_string_array
+from exporter.verify.parity import Runner
+from serving.onnx_servable import ort_strings
 
 #: Domains the reference evaluator implements (the standard ones).
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
@@ -52,7 +53,7 @@ def reference_runner(path: Path) -> Runner:
     names = [o.name for o in model.graph.output]
 
     def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feeds = {k: ort_string_array(v) for k, v in batch.items()}
+        feeds = {k: ort_strings(v) for k, v in batch.items()}
         try:
             outputs = evaluator.run(None, feeds)
         except Exception as exc:  # the evaluator raises whatever numpy raises inside an op

@@ -3,6 +3,9 @@
 Each candidate runtime's outputs are compared with the reference's, output by output:
 max and mean absolute error, max relative error, and PASSED/FAILED against
 `|candidate - reference| <= atol + rtol * |reference|` (numpy.allclose semantics).
+The runners (Keras, the SavedModel in a TF1 Session, ONNX Runtime) and `StagedParity` (one
+runtime alive at a time, for the export's own check) live here too: one job, the comparison,
+with everything it runs.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from exporter import tf_internals
 from exporter.formatting import aligned_rows, json_safe
 from exporter.verify.sample_inputs import no_token_batch, random_inputs
 
@@ -267,16 +271,16 @@ def savedmodel_runner(export_dir: Path, signature: str = "serving_default") -> R
     by the SignatureDef); it is also 3x cheaper in time and memory than tf.saved_model.load.
     """
     import tensorflow as tf
-    from tensorflow.python.util import deprecation
 
     graph = tf.Graph()
     # Grappler's first-run rewrite of a frozen graph scales with its weight constants (4 s and
     # +0.7 GiB at 30M parameters): check the graph as written; the rewritten graph TF Serving
-    # runs is what `python -m serving parity` checks end to end.
+    # runs is what `python -m exporter parity` checks end to end, through the server.
     config = tf.compat.v1.ConfigProto()
     config.graph_options.rewrite_options.disable_meta_optimizer = True
     session = tf.compat.v1.Session(graph=graph, config=config)
-    with graph.as_default(), deprecation.silence():  # TF1 loader: deprecated, and what TFS runs
+    # The TF1 loader: deprecated in Python, and exactly what TF Serving runs.
+    with graph.as_default(), tf_internals.silence_deprecation():
         meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(export_dir))
     signature_def = meta_graph.signature_def[signature]
     fetches = {key: info.name for key, info in signature_def.outputs.items()}
@@ -285,6 +289,7 @@ def savedmodel_runner(export_dir: Path, signature: str = "serving_default") -> R
     def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return session.run(fetches, {feeds[key]: value for key, value in batch.items()})
 
+    run.close = session.close  # type: ignore[attr-defined]  # frees the Session's weights
     return run
 
 
@@ -294,6 +299,7 @@ def onnx_runner(source: Path | Any) -> Runner:
     import onnxruntime as ort
 
     from exporter.onnx_format.tables import custom_op_library
+    from serving.onnx_servable import ort_strings
     from serving.ort_extensions import session_options
 
     session = (
@@ -308,19 +314,104 @@ def onnx_runner(source: Path | Any) -> Runner:
     names = [o.name for o in session.get_outputs()]
 
     def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feeds = {k: ort_string_array(v) for k, v in batch.items()}
+        feeds = {k: ort_strings(v) for k, v in batch.items()}
         return dict(zip(names, session.run(names, feeds), strict=True))
 
     return run
 
 
-def ort_string_array(array: np.ndarray) -> np.ndarray:
-    """A string tensor as ORT's Python binding reads it: str objects (UTF-8), not bytes objects.
+# --- one runtime at a time (the export's own check) ---------------------------------------------
+# A restored TF Session and an ONNX Runtime session each hold a full copy of the weights: run
+# side by side on a 1B-parameter model that is two extra copies. So the reference (Keras) runs
+# once per batch and its outputs are kept (outputs are small); each candidate is checked right
+# after its artifact is written and then closed, and the per-runtime reports merge into one.
+# Every output of every batch is still compared.
 
-    ORT converts each element of an object array with str(), so b"a" would arrive as "b'a'".
-    """
-    if array.dtype != np.dtype(object) or not any(isinstance(v, bytes) for v in array.flat):
-        return array
-    out = np.empty(array.size, dtype=object)
-    out[:] = [v.decode("utf-8") if isinstance(v, bytes) else v for v in array.reshape(-1)]
-    return out.reshape(array.shape)
+#: Past this many bytes of weights a forward pass costs a read of all of them: check one batch
+#: per batch size instead of `parity_samples` (every output of each batch is still compared).
+LARGE_MODEL_BYTES = 256 * 2**20
+
+
+class StagedParity:
+    """Compare candidates with one reference over fixed batches, one candidate at a time."""
+
+    def __init__(
+        self,
+        reference_name: str,
+        reference: Runner,
+        batches: list[dict[str, np.ndarray]],
+        *,
+        atol: float,
+        rtol: float,
+        batch_sizes: list[int],
+        tolerances: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._reference_name = reference_name
+        self._batches = batches
+        self._expected: dict[int, dict[str, np.ndarray]] = {}
+        self._reference = reference
+        self._atol, self._rtol, self._batch_sizes = atol, rtol, batch_sizes
+        self._tolerances = tolerances  # output -> exporter.verify.tolerances.Tolerance
+        self._reports: list[ParityReport] = []
+        self.errors: dict[str, str] = {}  # runtime -> why it could not answer
+        self.skipped: dict[str, str] = {}  # runtime -> why it was not run
+
+    def _cached(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        key = id(batch)  # the same batch objects come back for every candidate
+        if key not in self._expected:
+            self._expected[key] = self._reference(batch)
+        return self._expected[key]
+
+    def check(
+        self,
+        name: str,
+        make_runner: Callable[[], Runner],
+        failures: tuple[type[Exception], ...] = (),
+    ) -> ParityReport | None:
+        """Build the candidate's runner, compare it on every batch, then close it (a TF
+        Session's copy of the weights is freed before the next runtime loads its own).
+
+        A `failures` exception (the runtime refused the artifact, or failed on it) is recorded
+        in `errors`, which fails the merged report, instead of propagating.
+        """
+        runner = None
+        try:
+            runner = make_runner()
+            report = compare(
+                self._reference_name,
+                self._cached,
+                {name: runner},
+                self._batches,
+                atol=self._atol,
+                rtol=self._rtol,
+                batch_sizes=self._batch_sizes,
+                tolerances=self._tolerances,
+            )
+        except failures as exc:
+            self.errors[name] = str(exc)
+            return None
+        finally:
+            close = getattr(runner, "close", None)
+            if close is not None:
+                close()
+        self._reports.append(report)
+        return report
+
+    def skip(self, name: str, reason: str) -> None:
+        self.skipped[name] = reason
+
+    def report(self) -> ParityReport:
+        """All candidates' comparisons in one report."""
+        merged = ParityReport(
+            self._reference_name, self._atol, self._rtol, self._batch_sizes, len(self._batches)
+        )
+        for report in self._reports:
+            merged.comparisons.extend(report.comparisons)
+        merged.errors.update(self.errors)
+        merged.skipped.update(self.skipped)
+        return merged
+
+
+def samples_for(weights_bytes: int, requested: int) -> int:
+    """Random batches per batch size: `requested`, or 1 past LARGE_MODEL_BYTES of weights."""
+    return min(requested, 1) if weights_bytes > LARGE_MODEL_BYTES else requested

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from exporter import tf_internals
 from exporter.errors import ParityUsageError
 from exporter.options import ParityOptions, from_args
 from exporter.publish import existing_versions
@@ -58,9 +59,7 @@ SERVER_READY_TIMEOUT_S = 120.0  # the embedded server, started here, loading the
 def meta_graph_of(savedmodel_dir: Path, signature: str = DEFAULT_SIGNATURE) -> Any:
     """The MetaGraphDef holding `signature`, as written on disk (no TF session needed);
     parsed once, read for the signature, the input vocabularies and the tolerances."""
-    from tensorflow.python.saved_model import loader_impl
-
-    saved_model = loader_impl.parse_saved_model(str(savedmodel_dir))
+    saved_model = tf_internals.parse_saved_model(str(savedmodel_dir))
     for meta_graph in saved_model.meta_graphs:
         if signature in meta_graph.signature_def:
             return meta_graph

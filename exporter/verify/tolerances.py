@@ -15,6 +15,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tensorflow.core.framework import types_pb2
+
+from exporter import tf_internals
+
 #: (atol, rtol) per float dtype; float32's 1e-5/1e-5 is Polygraphy's default.
 #: float16 (eps 9.8e-4) and bfloat16 (eps 7.8e-3) allow about five ulps absolute near 1.0
 #: and ten (float16) / six (bfloat16) relative: the spread that accumulation order and fused
@@ -39,7 +43,7 @@ class Tolerance:
 
 def compute_dtypes(model: Any) -> set[str]:
     """Float compute dtypes of the model's layers (Keras 3 and tf_keras both expose them)."""
-    layers = getattr(model, "_flatten_layers", lambda **_: [model])(include_self=True)
+    layers = tf_internals.flatten_layers(model)
     dtypes = {getattr(layer, "compute_dtype", None) for layer in layers}
     return {d for d in dtypes if d in FLOAT_TOLERANCES}
 
@@ -83,7 +87,7 @@ def resolve_tolerances(
     return resolved
 
 
-_REDUCED_PRECISION = {19: "float16", 14: "bfloat16"}  # DT_HALF, DT_BFLOAT16
+_REDUCED_PRECISION = {types_pb2.DT_HALF: "float16", types_pb2.DT_BFLOAT16: "bfloat16"}
 _DTYPE_ATTRS = ("T", "dtype", "DstT", "SrcT", "Tparams", "out_type")
 
 
