@@ -7,6 +7,7 @@ output tree must hold only complete versions, and the next export must sweep the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ import pytest
 
 from exporter.errors import ExportError
 from exporter.publish import MARKER, Publication, check_writable, sweep_stale
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, wait_for
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
 NAME = "ref"
@@ -357,13 +358,15 @@ def _served_problems(client: Any, out: Path, timeout_s: float = 120.0) -> list[s
     """Once the server caught up, it serves the newest complete version and never tried to
     load anything else (a partial version would show as END with a load error)."""
     newest = _complete_versions(out)[-1]
-    deadline = time.monotonic() + timeout_s
-    while True:
-        states = client.status(NAME, timeout=10)
-        available = [s.version for s in states if s.state == "AVAILABLE"]
-        if available == [newest] or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    states: list[Any] = []
+
+    def caught_up() -> bool:
+        states[:] = client.status(NAME, timeout=10)
+        return [s.version for s in states if s.state == "AVAILABLE"] == [newest]
+
+    with contextlib.suppress(pytest.fail.Exception):  # a timeout is reported below, in detail
+        wait_for(caught_up, f"the server to serve version {newest} alone", timeout_s)
+    available = [s.version for s in states if s.state == "AVAILABLE"]
     problems = [f"version {s.version}: {s.error_message}" for s in states if s.error_code]
     if available != [newest]:
         problems.append(f"served {available}, newest complete version is {newest}")

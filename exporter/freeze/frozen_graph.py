@@ -128,7 +128,7 @@ class FrozenGraph:
             "proven": self.proven,
             "variable_ops_remaining": self.remaining_variable_ops,
             # Only weights past max_frozen_bytes; each is read, never written (see
-            # exporter.savedmodel.checkpoint for the write check and the checkpoint's bytes).
+            # exporter.savedmodel.variables for the write check and the checkpoint's bytes).
             "read_only_variables": [v.to_dict() for v in self.lifted],
             "graph_nodes": len(self.graph_def.node),
             "library_functions": len(self.graph_def.library.function),
@@ -241,7 +241,8 @@ def freeze(
             + ": frozen into constants they would make a GraphDef (and a saved_model.pb) past "
             "protobuf's 2 GiB limit, which neither TensorFlow nor TF Serving can load. Lower "
             "--max-frozen-bytes so large tensors stay variables; tensors read inside control "
-            "flow or gathers cannot stay variables: pass --onnx-only to export ONNX alone."
+            "flow or a nested function cannot stay variables: pass --formats onnx to export "
+            "ONNX alone."
         )
     _refuse_unfreezable(source.graph.as_graph_def())
     lifted_nodes = {v.node_name for v in lifted}

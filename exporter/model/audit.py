@@ -17,7 +17,7 @@ Definitions used throughout:
 
 Works with Keras 3 models (whose `keras.Variable` wraps a `tf.Variable` in `.value`) and
 tf_keras models (whose weights are `tf.Variable`s). Findings are data; `AuditError` is
-raised only when the input is not a model.
+raised only when the input is not a model, or holds a weight that is no variable at all.
 
 One job at ~410 lines: finding the variables inference and the loss read, and judging each
 one, meet in one `_Var` record per variable; the report types live in `exporter.model.audit_report`.
