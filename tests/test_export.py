@@ -275,10 +275,18 @@ def test_inspect_says_our_export_is_frozen(exported: dict) -> None:
 
 def test_triton_config_describes_the_onnx_model(exported: dict) -> None:
     _, report = exported["multi_io"]
-    config = (report.onnx_path.parent.parent / "config.pbtxt").read_text()
-    assert 'platform: "onnxruntime_onnx"' in config
-    assert 'name: "signal" data_type: TYPE_FP32 dims: [ -1, 8 ]' in config
-    assert 'name: "class_logits" data_type: TYPE_FP32 dims: [ -1, 3 ]' in config
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    text = (report.onnx_path.parent.parent / "config.pbtxt").read_text()
+    config = text_format.Parse(text, model_config_pb2.ModelConfig())
+    assert config.platform == "onnxruntime_onnx"
+    tensors = {
+        t.name: (model_config_pb2.DataType.Name(t.data_type), list(t.dims))
+        for t in [*config.input, *config.output]
+    }
+    assert tensors["signal"] == ("TYPE_FP32", [-1, 8])
+    assert tensors["class_logits"] == ("TYPE_FP32", [-1, 3])
 
 
 def test_large_weights_bypass_tf2onnx_and_stay_bit_exact(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from exporter.cli import main
-from tests.conftest import one_error_line, run_cli
+from tests.conftest import REPO_ROOT, one_error_line, run_cli
 
 FACTORIES = '''
 import keras
@@ -556,7 +556,7 @@ def test_parity_accepts_allow_unsafe_deserialization_for_a_lambda_model(
 
 
 def _exporter_process(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user's shell has it
     return subprocess.run(
         [sys.executable, "-m", "exporter", *argv],
@@ -604,14 +604,14 @@ def test_version_and_every_help_ends_with_an_example(tmp_path: Path) -> None:
 def test_console_script_is_declared_and_runs(tmp_path: Path) -> None:
     import tomllib
 
-    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["frozen-scalars"] == "exporter.cli:console"
     module, _, function = scripts["frozen-scalars"].partition(":")
     code = (
         f"import sys; sys.argv = ['frozen-scalars', 'inspect', '--help']; "
         f"from {module} import {function}; sys.exit({function}())"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     done = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
