@@ -10,6 +10,10 @@ Variables are counted once each: a TF2 SavedModel's checkpoint may save one weig
 object paths (Keras 3 `model.export()` writes `variables/N` and `_all_variables/N`); only
 those the concrete functions capture are the model's. An ONNX model has no variables, but an
 initializer that is also a graph input can be overridden at run time, so it is not frozen.
+
+One job at ~400 lines: reading an artifact back (SavedModel: variables, writers, scalars,
+signatures, tables; ONNX: initializers, inputs, tables) into one `Inspection`, for any tool's
+files, never loading an ONNX model's external data.
 """
 
 from __future__ import annotations

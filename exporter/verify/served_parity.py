@@ -10,6 +10,10 @@ platforms) and stopped afterwards; `--v2-target`/`--v2-rest-target` point the v2
 running Triton or KServe v2 server instead. The verdict is a `verify.parity.ParityReport`, the
 export's report type. Exit codes: 0 all within tolerance, 1 a tolerance violation or a runtime
 that failed to answer, 2 bad usage (missing export, bad flags, unreadable inputs).
+
+One job at ~450 lines, the serve-side check: locating the published version, the embedded
+server's lifetime, and one small runner per transport (gRPC, REST) around `compare`; the v2
+rows are in `verify/v2_parity.py`, the comparison itself in `verify/parity.py`.
 """
 
 from __future__ import annotations
