@@ -3,7 +3,10 @@
 Each backbone is built with `weights=None`, `include_top=False`, average pooling and the
 smallest input its builder accepts, then gets a head with a trainable scalar (`Scale`, or
 `LegacyScale` for tf_keras) that a short fit moves (the backbone is frozen for the fit: only
-the head trains, so the fit costs one forward pass per step). Keras 3 models are saved as
+the head trains, so the fit costs one forward pass per step). Random weights with
+BatchNormalization's initial statistics (mean 0, variance 1) make a deep net's activations
+vanish (MobileNetV3Small's features are ~1e-11) and parity vacuous, so each BatchNormalization
+first takes its moving statistics from one batch (`calibrate`). Keras 3 models are saved as
 `.keras`; RegNet and ResNet-RS, which only tf_keras ships, as `.h5` (loaded with
 `--custom-objects tests.matrix_legacy`).
 """
@@ -35,9 +38,11 @@ KERAS3 = (
 #: Families only tf_keras ships (the smallest of each; the larger ones repeat the same blocks).
 TF_KERAS = ("RegNetX002", "RegNetY002", "ResNetRS50")
 ARCHITECTURES = (*KERAS3, *TF_KERAS)
-#: The `make test` handful: a mobile net, a compound-scaled net, and a grouped-conv net
-#: (ConvNeXt's depthwise Conv2D(groups=C) is a nested XLA call). The rest run in `make test-all`.
-DEFAULT = ("MobileNetV3Small", "EfficientNetB0", "ConvNeXtTiny")
+#: The `make test` handful (the fastest to export: 20-45 s each on an idle 2-core machine):
+#: a mobile net, a compound-scaled net with squeeze-excite blocks, a plain deep CNN. The rest
+#: run in `make test-all`; the grouped-convolution path (ConvNeXt, RegNet) is in `make test`
+#: through the matrix model `grouped_conv`.
+DEFAULT = ("MobileNetV3Small", "EfficientNetB0", "VGG19")
 
 
 def input_size(arch: str) -> int:
@@ -51,6 +56,18 @@ def _data(arch: str) -> tuple[np.ndarray, np.ndarray]:
     return images, rng.normal(size=(SAMPLES, 3)).astype("float32")
 
 
+def calibrate(backbone: Any, images: np.ndarray, batch_norm: type) -> None:
+    """Give every `batch_norm` layer the moving statistics of `images` (one training-mode pass
+    with momentum 0), as a trained network's would be: activations neither vanish nor blow up."""
+    layers = [layer for layer in backbone._flatten_layers() if isinstance(layer, batch_norm)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    backbone(images, training=True)
+    for layer, momentum in zip(layers, momenta, strict=True):
+        layer.momentum = momentum
+
+
 def _keras3(arch: str) -> Any:
     import keras
 
@@ -61,6 +78,7 @@ def _keras3(arch: str) -> Any:
     backbone = getattr(keras.applications, arch)(
         input_shape=(size, size, 3), include_top=False, weights=None, pooling="avg"
     )
+    calibrate(backbone, _data(arch)[0], keras.layers.BatchNormalization)
     backbone.trainable = False
     image = keras.Input((size, size, 3), name="image")
     x = Scale(1.0, name="scale")(backbone(image))
@@ -80,6 +98,7 @@ def _tf_keras(arch: str) -> Any:
     backbone = getattr(tf_keras.applications, arch)(
         input_shape=(size, size, 3), include_top=False, weights=None, pooling="avg"
     )
+    calibrate(backbone, _data(arch)[0], tf_keras.layers.BatchNormalization)
     backbone.trainable = False
     image = tf_keras.Input((size, size, 3), name="image")
     x = LegacyScale(name="scale")(backbone(image))
@@ -100,7 +119,16 @@ def save(arch: str, directory: Path) -> Path:
     return path
 
 
+#: Parity tolerance for these deep float32 nets: with calibrated (non-vanishing) activations,
+#: MobileNetV3Small differs from the live Keras model by up to 7e-5 abs / 7e-4 rel in every
+#: runtime, TF's own SavedModel included (float32 reassociation over ~100 layers: constant
+#: folding, kernel choice), past the 1e-5/1e-5 float32 default. VGG19 passes the default.
+ATOL, RTOL = "1e-4", "1e-3"
+
+
 def export_argv(arch: str, source: Path, out: Path) -> list[str]:
-    """`python -m exporter export` with default flags for the saved architecture."""
+    """`python -m exporter export` for the saved architecture: default flags but the
+    tolerances (`ATOL`, `RTOL`)."""
     argv = ["export", "--model", str(source), "--name", arch.lower(), "--out", str(out)]
+    argv += ["--atol", ATOL, "--rtol", RTOL]
     return argv + (["--custom-objects", "tests.matrix_legacy"] if arch in TF_KERAS else [])
