@@ -145,7 +145,7 @@ def load_export(out: Path, name: str, version: int | None, override: str | None)
         resource_name=resource_name(name, override),
         weights_bytes=int(report["weights_bytes"]),
         has_savedmodel=bool(report["artifacts"]["savedmodel_dir"]),
-        has_onnx=bool(report["artifacts"]["onnx_path"]),
+        has_onnx=bool(report["artifacts"].get("onnx_path")),
         report=report,
     )
 
