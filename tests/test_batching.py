@@ -20,7 +20,7 @@ from serving.batching import (
 )
 from serving.errors import ServingError, UsageError
 from serving.servable import Servable
-from tests.test_server_core import build_frozen, predict_request, publish, rpc_error, running
+from tests.serving_helpers import build_frozen, predict_request, publish, rpc_error, running
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -118,13 +118,38 @@ def test_merges_pads_to_allowed_size_and_splits(scheduler: BatchScheduler) -> No
         np.testing.assert_array_equal(result["y"], np.full((1, 2), 2 * i, np.float32))
 
 
-def test_full_batch_runs_without_waiting_for_timeout(scheduler: BatchScheduler) -> None:
-    doubler = Doubler()
-    results = _concurrently(
-        4, lambda i: scheduler.submit(doubler, "sig", {"x": np.full((2, 1), i, np.float32)}, ["y"])
+def test_full_batch_runs_without_waiting_for_timeout() -> None:
+    """A batch closes when it is full (shared_batch_scheduler.h): four 2-row tasks make one run of
+    8 rows, although the timeout (an hour) would hold an unfilled batch far past the test."""
+    sched = BatchScheduler(
+        BatchingParameters(
+            max_batch_size=8, batch_timeout_micros=3_600_000_000, num_batch_threads=1
+        )
     )
-    assert sum(doubler.batches) == 8 and all(isinstance(r, dict) for r in results)
-    assert [r["y"].shape for r in results] == [(2, 1)] * 4
+    doubler = Doubler()
+    try:
+        results = _concurrently(
+            4, lambda i: sched.submit(doubler, "sig", {"x": np.full((2, 1), i, np.float32)}, ["y"])
+        )
+    finally:
+        sched.stop()
+    assert doubler.batches == [8]  # one Session run, eight rows
+    for i, result in enumerate(results):
+        np.testing.assert_array_equal(result["y"], np.full((2, 1), 2 * i, np.float32))
+
+
+def test_zero_timeout_runs_what_is_queued_at_once() -> None:
+    """batch_timeout_micros 0: a lone task is run at once, alone, not held for company."""
+    sched = BatchScheduler(
+        BatchingParameters(max_batch_size=8, batch_timeout_micros=0, num_batch_threads=1)
+    )
+    doubler = Doubler()
+    try:
+        out = sched.submit(doubler, "sig", {"x": np.ones((3, 1), np.float32)}, ["y"])
+    finally:
+        sched.stop()
+    assert doubler.batches == [3]  # one run of exactly the queued rows
+    np.testing.assert_array_equal(out["y"], np.full((3, 1), 2.0, np.float32))
 
 
 def test_task_errors(scheduler: BatchScheduler) -> None:

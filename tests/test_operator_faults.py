@@ -29,7 +29,7 @@ from serving.errors import code_from_number as status_code
 from serving.launch import free_port
 from serving.model_config import config_from_flags, parse_config_text, validate_config
 from tests.conftest import wait_for
-from tests.test_server_core import (
+from tests.serving_helpers import (
     AVAILABLE,
     END,
     ONES,

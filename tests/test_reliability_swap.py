@@ -17,6 +17,7 @@ from serving.core import ServerCore, ServerOptions
 from serving.model_config import config_from_flags
 from tests import models
 from tests.conftest import wait_for
+from tests.serving_helpers import publish
 
 MODEL = "m"
 CLIENTS = 4
@@ -63,9 +64,7 @@ def test_warm_swaps_under_load_fail_no_request(exported: Path, tmp_path: Path) -
         thread.start()
     try:
         for version in range(2, SWAPS + 2):
-            tmp = base / f".tmp-{version}"
-            shutil.copytree(exported, tmp)
-            tmp.rename(base / str(version))
+            publish(exported, base, version)
             wait_for(lambda v=version: core.servable(MODEL).version == v, f"version {version}")
             seen = ok[0]
             wait_for(lambda s=seen: ok[0] > s + CLIENTS, "requests on the new version")

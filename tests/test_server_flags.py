@@ -33,7 +33,7 @@ from serving.errors import ServingError
 from serving.launch import free_port, start_server_process
 from serving.server import channel_arguments, core_inputs, parse_args, start_server
 from tests.conftest import REPO_ROOT
-from tests.tfs_models import _half_plus, write_savedmodel
+from tests.tfs_models import half_plus_builder, write_savedmodel
 
 v1 = tf.compat.v1
 STARTUP_S = 180.0
@@ -116,11 +116,11 @@ def flag_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`half` (version 1 with its own batching_params.pbtxt), `plain` (no per-model file) and
     `custom` (a signature whose method_name is not a serving method)."""
     root = tmp_path_factory.mktemp("flag_models")
-    write_savedmodel(root / "half" / "1", _half_plus(2.0))
+    write_savedmodel(root / "half" / "1", half_plus_builder(2.0))
     (root / "half" / "1" / "batching_params.pbtxt").write_text(
         "max_batch_size { value: 4 }\nbatch_timeout_micros { value: 0 }\nallowed_batch_sizes: 4\n"
     )
-    write_savedmodel(root / "plain" / "1", _half_plus(2.0))
+    write_savedmodel(root / "plain" / "1", half_plus_builder(2.0))
     custom = root / "custom" / "1"
     graph = tf.Graph()
     with graph.as_default(), v1.Session(graph=graph) as sess:

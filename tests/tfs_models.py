@@ -30,7 +30,9 @@ Signatures = dict[str, tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]]
 LABELS = {"stable": 1, "canary": 2}
 
 
-def _half_plus(offset: float) -> Callable[[], Signatures]:
+def half_plus_builder(offset: float) -> Callable[[], Signatures]:
+    """Builds y = x/2 + offset (and a `times_three` signature) into the current graph."""
+
     def build() -> Signatures:
         x = v1.placeholder(tf.float32, [None], name="x")
         y = tf.add(tf.multiply(x, 0.5), offset, name="y")
@@ -73,12 +75,12 @@ def _examples() -> Signatures:
 
 
 MODELS: dict[str, dict[int, Callable[[], Signatures]]] = {
-    "half_plus_two": {1: _half_plus(2.0), 2: _half_plus(3.0)},
+    "half_plus_two": {1: half_plus_builder(2.0), 2: half_plus_builder(3.0)},
     "multi_io": {1: _multi_io},
     "strings": {1: _strings},
     "examples": {1: _examples},
     # Its versions are added and removed by the version-switching tests.
-    "switch": {1: _half_plus(2.0)},
+    "switch": {1: half_plus_builder(2.0)},
 }
 ONNX_MODELS = ("half_plus_two", "multi_io")
 
