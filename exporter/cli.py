@@ -202,7 +202,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 def _import_tensorflow() -> None:
     """Import TensorFlow once its command is known to run, without its CPU start-up noise."""
-    from exporter.native_logs import import_tensorflow_quietly
+    from exporter.progress import import_tensorflow_quietly
 
     import_tensorflow_quietly()
 
