@@ -350,11 +350,15 @@ def test_onnx_only_writes_external_data_past_the_protobuf_limit(
     assert json.loads(report.path.read_text())["artifacts"]["savedmodel_dir"] is None
 
 
+# VmHWM, not ru_maxrss: Linux carries the forking parent's peak (here pytest's) into a child's
+# ru_maxrss across exec, while VmHWM belongs to the new process image alone.
 INSPECT_LARGE = """
-import json, resource, sys
+import json, re, sys
+from pathlib import Path
 from exporter.inspect import inspect_artifact
 result = inspect_artifact(sys.argv[1])
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+status = Path("/proc/self/status").read_text()
+peak = int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) * 1024
 print(json.dumps({"peak": peak, "scalars": result.scalars, "frozen": result.frozen}))
 """
 

@@ -149,7 +149,9 @@ def write_savedmodel(
     assets = copy_assets(frozen.tables, export_dir)
     saved_model = saved_model_pb2.SavedModel(saved_model_schema_version=1)
     saved_model.meta_graphs.add().CopyFrom(meta_graph_def(frozen, graph_def, saver_def, assets))
-    (export_dir / "saved_model.pb").write_bytes(saved_model.SerializeToString())
+    # Deterministic: map fields (signatures, attrs) in key order, so the same model gives the same
+    # bytes and the report's digest can say "identical to version N".
+    (export_dir / "saved_model.pb").write_bytes(saved_model.SerializeToString(deterministic=True))
     proof = write_variables(frozen, export_dir, saver_def, progress) if frozen.lifted else {}
     if warmup_requests:
         _write_warmup(frozen, export_dir, model_name, warmup_requests, int_high)
