@@ -87,7 +87,8 @@ def worker(name: str, source: str) -> dict[str, Any]:
         "constants": len(report["freeze_proof"]["constants"]),
         "formats": report["formats"]["produced"],
         "parity_passed": report["parity"]["passed"],
-        "parity": _max_abs_by_runtime(report["parity"]["comparisons"]),
+        "parity": _worst_by_runtime(report["parity"]["comparisons"], "max_abs"),
+        "parity_rel": _worst_by_runtime(report["parity"]["comparisons"], "max_rel"),
         "rewrites": (report["onnx"] or {}).get("rewrites", {}),
         "weights_bytes": report["weights_bytes"],
     }
@@ -120,18 +121,21 @@ def _measure(name: str, directory: Path) -> dict[str, Any]:
             f"{row['peak_rss_bytes'] / 2**20:7.1f} MiB "
             f"(+{row['peak_above_baseline_bytes'] / 2**20:6.1f} MiB to load and export), "
             f"{row['tables']} tables, {'+'.join(row['formats'])}, parity "
-            + ", ".join(f"{k} {v:.1e}" for k, v in row["parity"].items())
+            + ", ".join(
+                f"{k} {v:.1e} (rel {row['parity_rel'].get(k, 0.0):.0e})"
+                for k, v in row["parity"].items()
+            )
             + f", rewrites {_rewrites(row['rewrites'])}",
             flush=True,
         )
     return row
 
 
-def _max_abs_by_runtime(comparisons: list[dict[str, Any]]) -> dict[str, float]:
-    """The largest |runtime - Keras| over a runtime's outputs."""
+def _worst_by_runtime(comparisons: list[dict[str, Any]], key: str) -> dict[str, float]:
+    """The largest `key` error (max_abs: |runtime - Keras|; max_rel) over a runtime's outputs."""
     worst: dict[str, float] = {}
     for c in comparisons:
-        worst[c["runtime"]] = max(worst.get(c["runtime"], 0.0), float(c["max_abs"]))
+        worst[c["runtime"]] = max(worst.get(c["runtime"], 0.0), float(c[key]))
     return worst
 
 

@@ -138,7 +138,8 @@ def test_exact_gelu_is_rewritten_and_proven(matrix: Matrix) -> None:
     ops = {n.op_type for n in onnx.load(report["artifacts"]["onnx_path"]).graph.node}
     assert "Erf" in ops and "Erfc" not in ops
     onnx_rows = [c for c in report["parity"]["comparisons"] if c["runtime"] == "onnxruntime"]
-    assert onnx_rows and all(c["passed"] and c["atol"] == 1e-5 for c in onnx_rows)
+    # Exact to float32 rounding, well inside the default gate (1e-4 + 1e-3 rel).
+    assert onnx_rows and all(c["passed"] and c["max_abs"] < 1e-5 for c in onnx_rows), onnx_rows
 
 
 def test_grouped_convolutions_convert_to_onnx_conv_groups(matrix: Matrix) -> None:
@@ -161,7 +162,8 @@ def test_grouped_convolutions_convert_to_onnx_conv_groups(matrix: Matrix) -> Non
     saved = inspect_artifact(Path(report["artifacts"]["savedmodel_dir"]))
     assert saved.frozen
     onnx_rows = [c for c in report["parity"]["comparisons"] if c["runtime"] == "onnxruntime"]
-    assert onnx_rows and all(c["passed"] and c["atol"] == 1e-5 for c in onnx_rows)
+    # Exact to float32 rounding, well inside the default gate (1e-4 + 1e-3 rel).
+    assert onnx_rows and all(c["passed"] and c["max_abs"] < 1e-5 for c in onnx_rows), onnx_rows
 
 
 def test_mixed_precision_tolerance_follows_the_policy(matrix: Matrix) -> None:

@@ -114,6 +114,31 @@ def test_explicit_tolerance_wins_and_says_so() -> None:
     assert given["logits"].reason.startswith("--atol given")
 
 
+def test_float32_default_passes_rounding_and_fails_a_wrong_scalar() -> None:
+    """The float32 default admits a deep net's measured rounding spread (MobileNetV3Small:
+    5.8e-5 on logits up to ~10, a logit near 0 off by 2.7e-5; EfficientNetB0: 6.8e-4 rel on
+    logits of ~400) and still fails a scalar that one training step moved (1.01 vs 1.0)."""
+    from exporter.verify.parity import compare
+
+    (tolerance,) = resolve_tolerances({"logits": "float32"}, {"float32"}).values()
+    assert tolerance.reason == "float32 output"
+    reference = np.array([[9.53, -4.2, 2e-4], [400.0, 180.0, -103.0]], np.float32)
+    rounding = reference + np.array([[5.8e-5, -3e-5, 2.7e-5], [0.27, -0.1, 0.07]], np.float32)
+    unscaled = reference * np.float32(1.01)
+
+    def report(candidate: np.ndarray) -> Any:
+        return compare(
+            "keras",
+            lambda _b: {"logits": reference},
+            {"onnxruntime": lambda _b: {"logits": candidate}},
+            [{}],
+            tolerances={"logits": tolerance},
+        )
+
+    assert report(rounding).passed
+    assert not report(unscaled).passed
+
+
 def test_unknown_format_is_bad_usage(tmp_path: Path) -> None:
     ids = keras.Input((1,), name="x")
     model = keras.Model(ids, keras.layers.Dense(1)(ids))

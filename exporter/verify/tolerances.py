@@ -7,6 +7,27 @@ the least precise float dtype the output went through (the output's own, or the 
 of a `mixed_float16`/`mixed_bfloat16` policy); integer, bool and string outputs must match
 exactly. An explicit --atol/--rtol always wins, and every row of the parity table says which
 tolerance applied and why.
+
+float32 is 1e-4 abs + 1e-3 rel, not Polygraphy's 1e-5/1e-5, because a deep float32 net is
+not reproducible to 1e-5 even by TensorFlow itself. Measured on `tests/applications.py`'s
+keras.applications models (random weights, calibrated BatchNormalization, the gate's N(0, 1)
+inputs), against the reference the gate uses (the traced `tf.function`, bit-identical to
+`model.predict`):
+- MobileNetV3Small (logits up to ~10): TF's SavedModel 5.8e-5 abs, ONNX Runtime 5.0e-5 abs;
+  Keras run eagerly differs from its own `tf.function` by the same 5.8e-5 (eager is
+  bit-identical to the SavedModel run without Grappler: the spread is Grappler's/oneDNN's
+  fused kernels against unfused ones, not the freeze). A logit of 2e-4 needs atol 1.1e-5 at
+  rtol 1e-3.
+- EfficientNetB0 (logits 100-450): up to 0.12 abs, 6.8e-4 rel (ORT), 2.9e-4 (SavedModel).
+- Against the same models run in float64, every float32 runtime, the reference included, is
+  off by up to 4e-4 rel: the two sides of the comparison are each that far from exact, so a
+  tighter gate would measure rounding, not bugs.
+Precedent: keras2onnx's keras.applications tests (rtol 1e-3, atol 1e-5), optimum's ResNet
+ATOL_FOR_VALIDATION 1e-3, torch.onnx.verification's rtol 1e-3. A shallow model keeps its small
+errors (the report shows them), but a deviation under 1e-3 relative is no longer a failure: a
+tanh-approximated GELU in place of the exact one (4.7e-4 at 2.7) passes one layer, so a user
+who needs that strictness passes `--atol 1e-5 --rtol 1e-5`. Conversion bugs the gate exists
+for (a wrong constant, a dropped op, a wrong layout, an unapplied scalar) differ by orders more.
 """
 
 from __future__ import annotations
@@ -19,13 +40,14 @@ from tensorflow.core.framework import types_pb2
 
 from exporter import tf_internals
 
-#: (atol, rtol) per float dtype; float32's 1e-5/1e-5 is Polygraphy's default.
+#: (atol, rtol) per float dtype. float32: deep nets' rounding spread (module docstring);
+#: float64 keeps Polygraphy's 1e-5/1e-5 (its rounding is 2^29 times finer).
 #: float16 (eps 9.8e-4) and bfloat16 (eps 7.8e-3) allow about five ulps absolute near 1.0
 #: and ten (float16) / six (bfloat16) relative: the spread that accumulation order and fused
 #: kernels cause between two runtimes (a mixed_float16 MLP measures ~1e-3 abs on ORT).
 FLOAT_TOLERANCES: dict[str, tuple[float, float]] = {
     "float64": (1e-5, 1e-5),
-    "float32": (1e-5, 1e-5),
+    "float32": (1e-4, 1e-3),
     "float16": (5e-3, 1e-2),
     "bfloat16": (4e-2, 5e-2),
 }
