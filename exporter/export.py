@@ -131,6 +131,15 @@ def _bytes_needed(frozen: FrozenGraph, formats: tuple[str, ...]) -> int:
     return (frozen.weights_bytes + frozen.lifted_bytes) * len(formats) + 64 * 1024
 
 
+def _not_in_onnx(used: bool, onnx_art: OnnxArtifact | None, found: Any) -> str | None:
+    """Why a weight has no initializer of its own in the ONNX file, or None when it has one."""
+    if not used:
+        return "not in inference graph"
+    if onnx_art is None:
+        return "no ONNX artifact"
+    return "folded by tf2onnx (proven by parity)" if found is None else None
+
+
 def _scalar_rows(
     audit: AuditReport, frozen: FrozenGraph, onnx_art: OnnxArtifact | None
 ) -> list[dict[str, Any]]:
@@ -138,16 +147,10 @@ def _scalar_rows(
     for s in audit.scalars:
         const = frozen.const_for(s.variable) if s.used_by_inference else None
         initializer = onnx_art.initializer_for(const.node_name) if const and onnx_art else None
-        if not s.used_by_inference:
-            note = "not in inference graph"
-        elif onnx_art is None:
-            note = "no ONNX artifact"
-        elif initializer is None:
-            note = "folded by tf2onnx (proven by parity)"
-        elif onnx_art.initializers[initializer].tobytes() != const.value.tobytes():
+        note = _not_in_onnx(s.used_by_inference, onnx_art, initializer)
+        if note is None and onnx_art.initializers[initializer].tobytes() != const.value.tobytes():
             note = "initializer differs from Const"
-        else:
-            note = "initializer, bit-exact"
+        note = note or "initializer, bit-exact"
         rows.append(
             {
                 "name": s.name,
@@ -163,6 +166,43 @@ def _scalar_rows(
                 "onnx_note": note,
             }
         )
+    return rows
+
+
+def _scale_rows(
+    audit: AuditReport,
+    frozen: FrozenGraph,
+    onnx_art: OnnxArtifact | None,
+    checkpoint: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Each learned scale vector's audit row plus where its exact bytes live in each artifact:
+    a SavedModel Const (or, past --max-frozen-bytes, the checkpoint of a read-only variable) and
+    an ONNX initializer (found by its Const's name, else by its bytes: tf2onnx shares equal
+    constants and folds reshapes of them)."""
+    lifted = {v.variable.ref(): v for v in frozen.lifted}
+    rows = []
+    for s in audit.learned_scales:
+        const = frozen.const_for(s.variable) if s.used_by_inference else None
+        kept = lifted.get(s.variable.ref()) if s.used_by_inference else None
+        row = s.to_dict() | {
+            "savedmodel_const": const.node_name if const else None,
+            "savedmodel_variable": kept.key if kept else None,
+            "savedmodel_bit_exact": const.bit_exact
+            if const
+            else checkpoint.get("bit_exact", {}).get(kept.key)
+            if kept
+            else None,
+            "onnx_initializer": None,
+        }
+        found = None
+        if onnx_art is not None and (const or kept):
+            node, value = (const.node_name, const.value) if const else (kept.node_name, kept.view())
+            found = onnx_art.holding(node, value)
+        note = _not_in_onnx(s.used_by_inference, onnx_art, found)
+        if found is not None:
+            row["onnx_initializer"] = found[0]
+            note = "initializer, bit-exact" if found[1] else "equal initializer, bit-exact"
+        rows.append(row | {"onnx_note": note})
     return rows
 
 
@@ -299,6 +339,9 @@ def export_model(
                         opset=opts.opset,
                         progress=partial(weights_step, "onnx: weights written"),
                         layer_names=traced.layer_names,
+                        proof_sizes=frozenset(
+                            int(v.variable.shape.num_elements()) for v in audit.learned_scales
+                        ),
                     )
                 except ExportError as exc:
                     raise type(exc)(_with_hint(exc, _ship_other("onnx", formats))) from exc
@@ -330,6 +373,7 @@ def export_model(
                 onnx_path=onnx_base / str(version) / onnx_art.filename if onnx_art else None,
                 signature=traced.signature_dict(),
                 scalars=_scalar_rows(audit, frozen, onnx_art),
+                learned_scales=_scale_rows(audit, frozen, onnx_art, variables_proof),
                 audit=audit.to_dict(),
                 freeze_proof=_with_checkpoint(frozen.proof(), variables_proof),
                 parity=parity,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -26,6 +27,7 @@ from exporter.formatting import (
     read_only_story,
     signature_rows,
 )
+from exporter.model.audit_report import SCALE_GROUP_HEADER, scale_group_cells
 from exporter.verify.parity import ParityReport
 
 REPORT_SCHEMA = "frozen-scalars/export-report/v1"
@@ -78,6 +80,7 @@ class ExportReport:
     identical_to: int | None = (
         None  # an earlier version with the same bytes (see identical_version)
     )
+    learned_scales: list[dict[str, Any]] = field(default_factory=list)  # per vector, with proof
     path: Path | None = None
 
     @property
@@ -101,6 +104,7 @@ class ExportReport:
                 "identical_to": self.identical_to,
                 "signature": self.signature,
                 "scalars": self.scalars,
+                "learned_scales": self.learned_scales,
                 "audit": self.audit,
                 "freeze_proof": self.freeze_proof,
                 "onnx": self.onnx,
@@ -126,6 +130,7 @@ class ExportReport:
                 "",
                 "Scalars",
                 self.scalar_table(),
+                *self._learned_scales_section(),
                 "",
                 self.proof_summary(),
                 "",
@@ -231,6 +236,38 @@ class ExportReport:
             lines += aligned_rows(header, rows)
         return "\n".join(lines)
 
+    def _learned_scales_section(self) -> list[str]:
+        """One line per kind of learned scale vector (the JSON report lists each)."""
+        if not self.learned_scales:
+            return []
+        return [
+            "",
+            f"Learned scales: {plural(len(self.learned_scales), 'vector')}, judged like "
+            "scalars (the report lists each)",
+            self.learned_scale_table(),
+        ]
+
+    def learned_scale_table(self) -> str:
+        """Per kind (`LayerScale.gamma`): count, channels, trained?, and where the vectors live
+        now, with the bytes checked (a column per artifact produced)."""
+        header = [h for h in SCALE_GROUP_HEADER if h not in ("tracked", "inference")]
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for row in self.learned_scales:
+            groups.setdefault(row["group"], []).append(row)
+        cells = []
+        for audit_cells, members in zip(
+            scale_group_cells(self.learned_scales), groups.values(), strict=True
+        ):
+            row = [c for h, c in zip(SCALE_GROUP_HEADER, audit_cells, strict=True) if h in header]
+            if self.savedmodel_dir is not None:
+                row.append(_savedmodel_cell(members))
+            if self.onnx_path is not None:
+                row.append(_onnx_cell(members))
+            cells.append(tuple(row))
+        header += ["SavedModel"] if self.savedmodel_dir is not None else []
+        header += ["ONNX"] if self.onnx_path is not None else []
+        return "\n".join(aligned_rows(tuple(header), cells))
+
     def scalar_table(self) -> str:
         """Human table of the scalars that shipped and where each one lives now (a column
         per artifact produced)."""
@@ -249,3 +286,26 @@ class ExportReport:
             columns.append(("ONNX", lambda s: s["onnx_initializer"] or s["onnx_note"]))
         rows = [tuple(cell(s) for _, cell in columns) for s in self.scalars]
         return "\n".join(aligned_rows(tuple(name for name, _ in columns), rows))
+
+
+def _savedmodel_cell(rows: list[dict[str, Any]]) -> str:
+    """`18 Consts, bit-exact`; kept variables counted apart; any mismatch named."""
+    consts = sum(1 for r in rows if r["savedmodel_const"])
+    kept = sum(1 for r in rows if r["savedmodel_variable"])
+    parts = [plural(consts, "Const")] if consts else []
+    parts += [plural(kept, "read-only variable")] if kept else []
+    missing = len(rows) - consts - kept
+    parts += [f"{missing} not in graph"] if missing else []
+    bad = sum(1 for r in rows if r["savedmodel_bit_exact"] is False)
+    placed = consts + kept
+    exact = "" if not placed else f", NOT bit-exact: {bad}" if bad else ", bit-exact"
+    return " + ".join(parts) + exact
+
+
+def _onnx_cell(rows: list[dict[str, Any]]) -> str:
+    """`18 initializers, bit-exact`, or how many tf2onnx folded away (parity proves those)."""
+    found = sum(1 for r in rows if r["onnx_initializer"])
+    parts = [f"{plural(found, 'initializer')}, bit-exact"] if found else []
+    notes = [r["onnx_note"] for r in rows if not r["onnx_initializer"]]
+    parts += [f"{n} {note}" for note, n in Counter(notes).items()]
+    return "; ".join(parts)

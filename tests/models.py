@@ -48,6 +48,44 @@ def multi_io_model(seed: int = 0) -> keras.Model:
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class ChannelScale(keras.layers.Layer):
+    """`x * gamma` with a per-channel `gamma` filled with `init_value`: the shape of ConvNeXt's
+    `LayerScale`, written the way a user writes their own."""
+
+    def __init__(self, init_value: float = 1e-6, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.init_value = float(init_value)
+
+    def build(self, input_shape: Any) -> None:
+        self.gamma = self.add_weight(
+            name="gamma",
+            shape=(input_shape[-1],),
+            initializer=keras.initializers.Constant(self.init_value),
+        )
+
+    def call(self, inputs: Any) -> Any:
+        return inputs * self.gamma
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "init_value": self.init_value}
+
+
+def layer_scale_model(seed: int = 0) -> keras.Model:
+    """features(12) → Dense(16) → ChannelScale (1e-6) → LayerNormalization → Dense(8) →
+    BatchNormalization → Dense(1) "target": two learned scale vectors (the ChannelScale's and
+    the LayerNormalization's gamma) beside a BatchNormalization gamma, which is none."""
+    keras.utils.set_random_seed(seed)
+    features = keras.Input((12,), name="features")
+    hidden = keras.layers.Dense(16, name="proj")(features)
+    hidden = ChannelScale(1e-6, name="layer_scale")(hidden)
+    hidden = keras.layers.LayerNormalization(name="norm")(hidden)
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(hidden)
+    hidden = keras.layers.BatchNormalization(name="bn")(hidden)
+    target = keras.layers.Dense(1, name="target")(hidden)
+    return _compiled(keras.Model(features, target, name="layer_scale"))
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class ScaleOrShift(keras.layers.Layer):
     """x * scale if mean(x) > 0 else x + offset: two scalars behind a data-dependent cond."""
 

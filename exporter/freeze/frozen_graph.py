@@ -28,7 +28,7 @@ from exporter.freeze.tables import (
     freeze_tables,
     refuse_table_writes,
 )
-from exporter.model.trace import TracedModel
+from exporter.model.trace import TracedModel, captured_variables
 from serving.constants import PROTOBUF_LIMIT
 
 #: Ops that read, hold or create a variable: none may remain in a frozen graph.
@@ -181,16 +181,6 @@ def _refuse_unfreezable(graph_def: Any) -> None:
         )
 
 
-def _variables_by_capture(function: Any) -> dict[str, Any]:
-    """Capture placeholder op name -> the tf.Variable behind it."""
-    by_handle = {id(v.handle): v for v in function.variables}
-    return {
-        internal.op.name: by_handle[id(external)]
-        for external, internal in function.graph.captures
-        if id(external) in by_handle
-    }
-
-
 def _frozen_graph_def(function: Any, keep: frozenset[str] = frozenset()) -> Any:
     """`convert_variables_to_constants_v2`'s GraphDef, without re-importing it as a function.
 
@@ -232,7 +222,7 @@ def freeze(
     (`allow_oversized`).
     """
     source = traced.function
-    captures = _variables_by_capture(source)
+    captures = captured_variables(source)
     lifted, total = plan_lift(source, captures, max_frozen_bytes)
     if not allow_oversized and total > GRAPHDEF_LIMIT - GRAPHDEF_HEADROOM:
         raise FreezeError(

@@ -14,13 +14,19 @@ Definitions used throughout:
 - *trainable*: in `model.trainable_weights`, i.e. the optimizer updates it. An untracked
   variable is reported non-trainable whatever its own `trainable` flag says.
 - *used by inference*: captured by the traced inference function (`exporter.model.trace`).
+- *learned scale*: a per-channel vector inference reads only as a factor of a per-example
+  tensor (ConvNeXt's `LayerScale.gamma`, a LayerNormalization's gamma; the rule, and why
+  BatchNormalization's gamma is not one, in `exporter.model.learned_scales`). Each gets a
+  scalar's judgments (`ScaleVectorFinding`); its findings are grouped by kind.
 
 Works with Keras 3 models (whose `keras.Variable` wraps a `tf.Variable` in `.value`) and
 tf_keras models (whose weights are `tf.Variable`s). Findings are data; `AuditError` is
 raised only when the input is not a model, or holds a weight that is no variable at all.
 
-One job at ~410 lines: finding the variables inference and the loss read, and judging each
-one, meet in one `_Var` record per variable; the report types live in `exporter.model.audit_report`.
+One job at ~490 lines: finding the variables inference and the loss read, and judging each
+one (scalar, learned scale or other tensor), meet in one `_Var` record per variable; the report
+types live in `exporter.model.audit_report`, the learned-scale rule in
+`exporter.model.learned_scales`.
 """
 
 from __future__ import annotations
@@ -40,8 +46,14 @@ from exporter.model.audit_report import (
     Finding,
     NonScalarSummary,
     ScalarFinding,
+    ScaleVectorFinding,
 )
 from exporter.model.initial_values import InitialValue, initial_value_of
+from exporter.model.learned_scales import (
+    learned_scale_variables,
+    scale_groups,
+    scale_vector_findings,
+)
 from exporter.model.loading import is_keras_model
 from exporter.model.trace import TracedModel, trace_model
 
@@ -76,7 +88,8 @@ def audit_model(
     is the one recorded when the variable was created, for models loaded or built inside
     `exporter.record_initial_values()` (the CLI always does; any initializer, random ones
     included). Without a recording, constant initializers of `exporter.model.layers` layers
-    and of generic layers' `*_initializer` configs stand in. `initial_values` maps a variable
+    and of generic layers' `*_initializer` configs (and LayerScale's `init_values`) stand in.
+    `initial_values` maps a variable
     name (full path, tf name, or last path component) to its initial value (a number, or an
     array for a larger weight) and overrides both.
     """
@@ -88,8 +101,11 @@ def audit_model(
     traced = traced if traced is not None else trace_model(model)
     variables = _collect(model, traced)
     _attach_initial_values(model, variables, initial_values or {})
+    scale_refs = learned_scale_variables(traced.function)
+    groups = scale_groups(model, scale_refs)
 
     scalars: list[ScalarFinding] = []
+    scales: list[ScaleVectorFinding] = []
     summary = NonScalarSummary()
     findings: list[Finding] = []
     for var in variables:
@@ -112,15 +128,20 @@ def audit_model(
             summary.non_finite.append(var.name)
         if not var.tracked:
             summary.untracked.append(var.name)
-        if var.trainable and at_init:
+        ref = var.variable.ref()
+        if ref in scale_refs:
+            scales.append(_scale_finding(var, value, finite, at_init, groups.get(ref, "")))
+        elif var.trainable and at_init:
             summary.unchanged.append(var.name)
         findings.extend(_variable_findings(var, value, finite, None))
     findings.extend(_unchanged_tensors_finding(summary.unchanged))
+    findings.extend(scale_vector_findings(scales))
     return AuditReport(
         model_name=str(getattr(model, "name", type(model).__name__)),
         scalars=scalars,
         non_scalar_summary=summary,
         findings=findings,
+        learned_scales=scales,
     )
 
 
@@ -282,6 +303,10 @@ def _layer_initial_values(layer: Any) -> dict[str, float]:
             constant = _constant_of(spec)
             if constant is not None:
                 values[key.removesuffix("_initializer")] = constant
+    # Keras' LayerScale (keras and tf_keras ConvNeXt) configures its one weight as init_values.
+    init = config.get("init_values")
+    if len(layer.weights) == 1 and isinstance(init, int | float) and not isinstance(init, bool):
+        values[_strip(layer.weights[0].name).rsplit("/", 1)[-1]] = float(init)
     return values
 
 
@@ -330,6 +355,27 @@ def _scalar_finding(var: _Var, value: np.ndarray, finite: bool, at_init: bool) -
         unchanged_since_init=at_init if var.initial is not None else None,
         initial_value=var.initial.scalar if var.initial is not None else None,
         status=status,
+        variable=var.variable,
+    )
+
+
+def _scale_finding(
+    var: _Var, value: np.ndarray, finite: bool, at_init: bool, group: str
+) -> ScaleVectorFinding:
+    return ScaleVectorFinding(
+        name=var.name,
+        group=group or var.name.rsplit("/", 1)[-1],
+        shape=tuple(int(d) for d in value.shape),
+        dtype=var.variable.dtype.name,
+        min=value.min().item(),
+        max=value.max().item(),
+        tracked=var.tracked,
+        trainable=var.trainable,
+        used_by_inference=var.used,
+        finite=finite,
+        unchanged_since_init=at_init if var.initial is not None else None,
+        initial_value=var.initial.fill if var.initial is not None else None,
+        status=_status(var, finite, at_init),
         variable=var.variable,
     )
 

@@ -10,9 +10,10 @@ a raw `tf.Variable` attribute, a layer built on its first call). The CLI loads o
 model inside it; Python users wrap their model's construction the same way.
 
 A one-element weight's value is kept (the audit prints it); a larger one's only as a SHA-256
-digest of its bytes, so no second copy of the weights is held. A variable created from a
-checkpoint's value (tf_keras restoring while it builds) has no initial value to record and is
-skipped. Recordings live as long as their variable.
+digest of its bytes, so no second copy of the weights is held, plus its fill value when a small
+one (a per-channel scale such as ConvNeXt's `LayerScale.gamma`) holds one constant throughout.
+A variable created from a checkpoint's value (tf_keras restoring while it builds) has no initial
+value to record and is skipped. Recordings live as long as their variable.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 _RECORDED: dict[int, InitialValue] = {}  # id(tf.Variable) -> its value at creation
+FILL_MAX_ELEMENTS = 1 << 16  # larger weights are only digested: no pass to find a fill value
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,17 @@ class InitialValue:
 
     digest: str
     scalar: float | int | bool | None = None  # the value of a one-element weight
+    fill: float | int | bool | None = None  # the one value of a small constant-filled weight
 
     @classmethod
     def of(cls, value: Any) -> InitialValue:
         array = np.asarray(value)
         scalar = array.reshape(()).item() if array.size == 1 else None
-        return cls(_digest(array), scalar)
+        fill = scalar
+        if 1 < array.size <= FILL_MAX_ELEMENTS:
+            flat = array.reshape(-1)
+            fill = flat[0].item() if bool((flat == flat[0]).all()) else None
+        return cls(_digest(array), scalar, fill)
 
     def matches(self, value: Any) -> bool:
         """True when `value` is bit for bit what the weight was created with."""

@@ -42,6 +42,16 @@ class TracedModel:
         }
 
 
+def captured_variables(function: Any) -> dict[str, tf.Variable]:
+    """Capture placeholder op name -> the tf.Variable behind it, for a concrete function."""
+    by_handle = {id(v.handle): v for v in function.variables}
+    return {
+        internal.op.name: by_handle[id(external)]
+        for external, internal in function.graph.captures
+        if id(external) in by_handle
+    }
+
+
 def _spec_dict(t: Any) -> dict[str, Any]:
     shape = t.shape
     dims = None if shape.rank is None else [d for d in shape.as_list()]

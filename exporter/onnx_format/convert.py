@@ -56,7 +56,10 @@ WEIGHT_PLACEHOLDER_MIN_SIZE = 1024
 
 @dataclass(frozen=True)
 class OnnxArtifact:
-    """The published ONNX file and what became of each frozen scalar in it."""
+    """The published ONNX file and what became of each frozen scalar (and learned scale) in it.
+
+    `initializers` holds the one-element initializers and those of the element counts the
+    caller asked for (`write_onnx(proof_sizes=...)`), read from external data if need be."""
 
     filename: str
     opset: int
@@ -74,6 +77,26 @@ class OnnxArtifact:
         """
         names = (f"{const_node}:0", f"{const_node.removesuffix('/resource')}:0")
         return next((n for n in names if n in self.initializers), None)
+
+    def holding(self, const_node: str, value: np.ndarray) -> tuple[str, bool] | None:
+        """An initializer holding exactly `value`'s bytes: (name, True) when it is the one
+        made from `const_node`, else (name, False) for one tf2onnx made from an equal constant
+        (it shares identical constants and folds a Reshape of one into a new initializer)."""
+        same = self.initializer_for(const_node)
+        if same is not None and _same_bytes(self.initializers[same], value):
+            return same, True
+        for name, array in self.initializers.items():
+            if _same_bytes(array, value):
+                return name, False
+        return None
+
+
+def _same_bytes(array: np.ndarray, value: np.ndarray) -> bool:
+    return (
+        array.dtype == value.dtype
+        and array.size == value.size
+        and (array.tobytes() == np.ascontiguousarray(value).tobytes())
+    )
 
 
 def check_opset(opset: int | None) -> int:
@@ -278,13 +301,15 @@ def write_onnx(
     opset: int | None = None,
     progress: BytesProgress | None = None,
     layer_names: tuple[str, ...] = (),
+    proof_sizes: frozenset[int] = frozenset(),
 ) -> OnnxArtifact:
     """Convert and validate `frozen`, writing `export_dir/model.onnx` (+ external data).
 
     Weights go to `model.onnx.data` when any stayed a variable (past max_frozen_bytes) or
     they pass protobuf's 2 GiB; they are streamed there, never held in the proto.
     Publishing the directory atomically is the caller's job (see `exporter.publish`).
-    `layer_names` let an unconvertible op be reported with the Keras layer that made it.
+    `layer_names` let an unconvertible op be reported with the Keras layer that made it;
+    initializers of `proof_sizes` elements are read back for the report's proof.
     """
     opset = check_opset(opset)
     # ModelProto.ByteSize() itself fails past 2 GiB: decide from the weights we restore.
@@ -301,7 +326,7 @@ def write_onnx(
     initializers = {
         init.name: numpy_helper.to_array(init, base_dir=str(export_dir))
         for init in model.graph.initializer
-        if np.prod(init.dims) <= 1
+        if np.prod(init.dims) <= 1 or int(np.prod(init.dims)) in proof_sizes
     }
     return OnnxArtifact(
         MODEL_FILE, opset, external, initializers, session, custom_op_library(model), rewrites
