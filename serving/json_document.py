@@ -4,7 +4,11 @@ quote a request value with.
 
 Parsing is rapidjson itself (python-rapidjson): its error texts and offsets, NaN/Inf/Infinity
 literals (`kParseNanAndInfFlag`), anything after the root value ignored
-(`kParseStopWhenDoneFlag`), and of repeated keys the first found (`FindMember`). rapidjson's
+(`kParseStopWhenDoneFlag`), and of repeated keys the first found (`FindMember`). Numbers are
+rapidjson's own (`NM_NATIVE`): TF Serving does not set `kParseFullPrecisionFlag`, so a double is
+what rapidjson's normal-precision parse makes of its digits (not always the correctly rounded
+value Python's `float()` gives), an integer past uint64 is a double, and one past DBL_MAX is
+rapidjson's error; that is also ~5x faster than handing each number's text to Python. rapidjson's
 iterative parser has no depth limit and python-rapidjson recurses, so a document nested past
 the interpreter's recursion limit is parsed by an iterative parser here, with rapidjson's
 errors and offsets (TF Serving's own `DeeplyNestedWellFormed` / `DeeplyNestedMalformed` cases
@@ -25,12 +29,6 @@ from serving.errors import ServingError, invalid_argument
 _MAX_DEBUG_BYTES = 256  # kMaxJsonDebugStringBytes
 _RAPIDJSON_ERROR = re.compile(r"Parse error at offset (\d+): (.*)", re.DOTALL)
 _TRAILING = "The document root must not be followed by other values."
-# Every byte but an ASCII digit becomes a space and every digit a "0", so a run of 309 digits
-# (DBL_MAX has 309 integer digits) is one substring search: ~50x faster than `\d{309}` (whose
-# backtracking cost a REST predict 13 % of its CPU). UTF-8 never puts an ASCII digit byte inside
-# a multi-byte character, and JSON numbers are ASCII.
-_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
-_LONG_DIGITS = b"0" * 309
 
 
 def _rapidjson_double(val: float) -> str:
@@ -144,6 +142,10 @@ class _Decoder(rapidjson.Decoder):
         return _FirstMember()
 
 
+# One decoder for every request (its options are fixed; a call keeps no state in it).
+_DECODE = _Decoder(number_mode=rapidjson.NM_NAN | rapidjson.NM_NATIVE)
+
+
 class _ParseError(Exception):
     """A rapidjson parse error: its message and byte offset."""
 
@@ -159,29 +161,11 @@ def _raise_parse_error(err: rapidjson.JSONDecodeError, shift: int = 0) -> None:
     raise _ParseError(match.group(2), int(match.group(1)) + shift) from None
 
 
-def _check_numbers(text: str) -> None:
-    """rapidjson reads an integer past uint64 as a double and refuses one past DBL_MAX
-    (`Number too big to be stored in double.`); python-rapidjson would build a Python int of
-    any size (or fail past Python's digit limit). A text with a run of 309+ digits (DBL_MAX's
-    integer digits) is therefore first parsed by rapidjson's own number parser, for its error."""
-    if _LONG_DIGITS not in text.encode("utf-8", "surrogatepass").translate(_DIGITS_AS_ZERO):
-        return
-    try:
-        rapidjson.Decoder(number_mode=rapidjson.NM_NAN | rapidjson.NM_NATIVE)(text)
-    except rapidjson.JSONDecodeError as err:
-        match = _RAPIDJSON_ERROR.match(str(err))
-        if match is not None and match.group(2) != _TRAILING:
-            raise _ParseError(match.group(2), int(match.group(1))) from None
-    except RecursionError:
-        pass  # too deep for the recursive parser: the iterative one checks each number
-
-
 def _decode(text: str) -> tuple[Any, int]:
     """python-rapidjson on `text`: the root value, and the (character) offset where it ended
     (rapidjson's kParseStopWhenDoneFlag: anything after it is not read). RecursionError past
     the interpreter's recursion limit."""
-    _check_numbers(text)
-    decode = _Decoder(number_mode=rapidjson.NM_NAN)
+    decode = _DECODE
     try:
         return decode(text), len(text)
     except rapidjson.JSONDecodeError as err:

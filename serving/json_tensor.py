@@ -126,6 +126,21 @@ def _dense_shape(val: Any) -> list[int]:
     return shape
 
 
+def _plain_leaves(values: list[Any], dtype: int) -> bool:
+    """Whether each of a list's elements is already what `_convert_scalar` returns for it
+    (floats for a float dtype, in-range ints for an integer one): one type scan instead of a
+    call per element."""
+    kinds = set(map(type, values))
+    if dtype in _FLOAT_TYPES:
+        return kinds == {float}
+    bounds = _INT_RANGES.get(dtype)
+    return (
+        bounds is not None
+        and kinds == {int}
+        and bounds[0] <= min(values) <= max(values) <= bounds[1]
+    )
+
+
 def _fill(val: Any, shape: Sequence[int], dtype: int, out: list[Any]) -> None:
     """FillTensorProto: every leaf at depth == rank, every list of the size its level expects.
     Depth first in document order, as the C++ recursion, on an explicit stack (a list may be
@@ -153,6 +168,9 @@ def _fill(val: Any, shape: Sequence[int], dtype: int, out: list[Any]) -> None:
                 f"expected size: {shape[level]}"
             )
         if level == rank - 1:
+            if _plain_leaves(val, dtype):
+                out.extend(val)
+                continue
             for leaf in val:
                 if isinstance(leaf, list):
                     raise invalid_argument(

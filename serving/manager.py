@@ -25,6 +25,7 @@ from serving.servable import Servable
 from serving.source import aspired_versions, versions_on_disk
 
 State = get_model_status_pb2.ModelVersionStatus.State
+_AVAILABLE = State.AVAILABLE  # each State.X is an EnumTypeWrapper.__getattr__ call
 ModelConfig = model_server_config_pb2.ModelConfig
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,7 @@ class AspiredVersionsManager:
             live = {
                 v.version: v.servable
                 for v in (model.versions.values() if model is not None else ())
-                if v.state == State.AVAILABLE and v.servable is not None
+                if v.state == _AVAILABLE and v.servable is not None
             }
         if version is None:
             if not live:

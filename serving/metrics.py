@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -151,18 +151,20 @@ _BY_PROM_NAME = {prometheus_name(f.tf_name): f for f in _FAMILIES}
 _lock = threading.Lock()  # one consistent page at a time
 
 
-_CELLS: dict[tuple[str, ...], Counter | Histogram] = {}  # labelled children, looked up once
+# Each labelled child's `inc` or `observe`, looked up once (an isinstance check against
+# prometheus_client's classes goes through typing's Protocol machinery on every call).
+_CELLS: dict[tuple[str, ...], Callable[[float], None]] = {}
 
 
 def _add(tf_name: str, value: float, *labels: str) -> None:
-    cell = _CELLS.get((tf_name, *labels))
-    if cell is None:
+    add = _CELLS.get((tf_name, *labels))
+    if add is None:
         metric = _METRICS[tf_name]
-        cell = _CELLS.setdefault((tf_name, *labels), metric.labels(*labels) if labels else metric)
-    if isinstance(cell, Counter):
-        cell.inc(value)
-    else:
-        cell.observe(value)
+        cell = metric.labels(*labels) if labels else metric
+        add = _CELLS.setdefault(
+            (tf_name, *labels), cell.inc if isinstance(cell, Counter) else cell.observe
+        )
+    add(value)
 
 
 def _micros(seconds: float) -> float:

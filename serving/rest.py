@@ -16,9 +16,11 @@ short JSON reply, never a reset. A path outside /v1/ gets libevent's own 404 pag
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import logging
+import queue
 import re
 import socket
 import threading
@@ -28,7 +30,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from serving import metrics
+from serving import http_head, metrics
 from serving.rest_api import V1_PATH, RestApi, model_and_method
 from serving.v2_rest import V2_PATH, V2Rest
 
@@ -130,7 +132,9 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "frozen-scalars-rest"
     api: RestApi  # set on the per-server subclass
     v2: V2Rest  # the Open Inference Protocol's /v2 routes
-    workers: threading.BoundedSemaphore  # --rest_api_num_threads requests at a time
+    # --rest_api_num_threads tokens: a request takes one while it runs (a C queue, not a
+    # threading.Semaphore, whose Python-level Condition cost ~4 % of a request's GIL time).
+    workers: queue.SimpleQueue[None]
     cors: bool = False  # --rest_api_enable_cors_support
     prometheus_path: str | None = None  # from --monitoring_config_file
     max_request_bytes: int  # set on the per-server subclass
@@ -149,9 +153,36 @@ class _Handler(BaseHTTPRequestHandler):
         super().handle_one_request()
 
     def parse_request(self) -> bool:
-        parsed = super().parse_request()
+        words = http_head.common_request_line(self.raw_requestline)
+        parsed = super().parse_request() if words is None else self._parse_common(words)
         self._reader.end_head()
         return parsed
+
+    def _parse_common(self, words: list[str]) -> bool:
+        """`parse_request` for a request line it would accept as it stands: the same state
+        and the same 431 refusals, headers read by `http_head` instead of `email`."""
+        self.command, self.path, self.request_version = words
+        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        self.close_connection = self.request_version != "HTTP/1.1"
+        try:
+            self.headers = http_head.read_headers(self.rfile, self.MessageClass)
+        except http.client.LineTooLong as err:
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long", str(err))
+            return False
+        except http.client.HTTPException as err:
+            self.send_error(
+                HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers", str(err)
+            )
+            return False
+        connection = self.headers.get("Connection", "").lower()
+        if connection == "close":
+            self.close_connection = True
+        elif connection == "keep-alive":
+            self.close_connection = False
+        expect = self.headers.get("Expect", "").lower()
+        if expect == "100-continue" and self.request_version == "HTTP/1.1":
+            return self.handle_expect_100()
+        return True
 
     def _body(self) -> bytes:
         """The request body within the limits; raises _Refusal otherwise."""
@@ -204,20 +235,26 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200, metrics.render(), metrics.CONTENT_TYPE, cors=False)
             return
         if V2_PATH.fullmatch(path):
-            with self.workers:
+            self.workers.get()
+            try:
                 reply = self.v2.handle(
                     self.command, path, self.headers, body, lambda: self._remaining(started)
                 )
+            finally:
+                self.workers.put(None)
             self._reply(reply.code, reply.body, reply.content_type, headers=reply.headers)
             return
         if not V1_PATH.fullmatch(path):
             self.send_error(HTTPStatus.NOT_FOUND)
             return
-        with self.workers:
+        self.workers.get()
+        try:
             start = time.monotonic()
             code, text, status = self._process(path, body, started)
             name, verb = model_and_method(self.command, path)
             metrics.record_request(name, verb, "REST", status, time.monotonic() - start)
+        finally:
+            self.workers.put(None)
         self._reply(code, text)
 
     def _process(self, path: str, body: bytes, started: float) -> tuple[int, str, str]:
@@ -259,21 +296,33 @@ class _Handler(BaseHTTPRequestHandler):
         cors: bool = True,
         headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
+        """What `send_response` + `send_header`s + `end_headers` + a body write send (status
+        line, Server, Date, the headers, Content-Length), as one write: one send, not two."""
         data = text.encode("utf-8") if isinstance(text, str) else text
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        for key, value in headers:
-            self.send_header(key, value)
+        self.log_request(code)
+        if self.request_version == "HTTP/0.9":  # no status line, no headers
+            self.wfile.write(data)
+            return
+        phrase = self.responses[code][0] if code in self.responses else ""
+        lines = [
+            f"{self.protocol_version} {int(code)} {phrase}",
+            f"Server: {self.version_string()}",
+            f"Date: {http_head.http_date()}",
+            f"Content-Type: {content_type}",
+        ]
+        lines += [f"{key}: {value}" for key, value in headers]
         if self.cors and cors:
-            for key, value in _CORS_HEADERS:
-                self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
+            lines += [f"{key}: {value}" for key, value in _CORS_HEADERS]
+        lines.append(f"Content-Length: {len(data)}")
         if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
+            lines.append("Connection: close")
+        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + data)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _serve
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        if log.isEnabledFor(logging.DEBUG):  # formatting the line costs even when dropped
+            super().log_request(code, size)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("REST %s " + format, self.address_string(), *args)
@@ -328,6 +377,13 @@ class _BoundedHTTPServer(ThreadingHTTPServer):
         self.shutdown_request(request)
 
 
+def _tokens(count: int) -> queue.SimpleQueue[None]:
+    tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
+    for _ in range(count):
+        tokens.put(None)
+    return tokens
+
+
 class RestServer:
     """A running REST front-end: `.port` (the bound port), `.shutdown()` to stop and close it."""
 
@@ -365,7 +421,7 @@ def start_rest_server(
         {
             "api": RestApi(core),
             "v2": V2Rest(core, timeout_ms / 1000 if timeout_ms > 0 else None),
-            "workers": threading.BoundedSemaphore(num_threads),
+            "workers": _tokens(num_threads),
             "cors": enable_cors,
             "prometheus_path": prometheus_path,
             "max_request_bytes": options.rest_api_max_request_bytes,

@@ -30,6 +30,23 @@ def test_parse_flags_of_tf_serving() -> None:
     assert values[2:] == [math.inf, -math.inf, math.inf, -math.inf]
 
 
+def test_numbers_are_rapidjsons_own() -> None:
+    """ParseJson sets no kParseFullPrecisionFlag: integers within int64/uint64 stay integers, one
+    past uint64 is a double (as TF's `IsDouble()` sees it), one past DBL_MAX is rapidjson's
+    error, and a double is what rapidjson's normal-precision parse makes of the digits."""
+    doc = parse_json(b'{"a": [-9223372036854775808, 18446744073709551615, 18446744073709551616]}')
+    assert [type(v) for v in doc["a"]] == [int, int, float]
+    assert doc["a"][2] == 2.0**64
+    assert _error(b'{"a": 1' + b"0" * 400 + b"}") == (
+        "JSON Parse error: Number too big to be stored in double. at offset: 6"
+    )
+    text = '{"a": 904.4889105823875}'
+    assert (
+        parse_json(text.encode())["a"]
+        == rapidjson.loads(text, number_mode=rapidjson.NM_NATIVE)["a"]
+    )
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
