@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from exporter import tf_internals
@@ -194,14 +195,18 @@ def _scale_rows(
             else None,
             "onnx_initializer": None,
         }
-        found = None
+        found, cast = None, None
         if onnx_art is not None and (const or kept):
             node, value = (const.node_name, const.value) if const else (kept.node_name, kept.view())
             found = onnx_art.holding(node, value)
+            if found is None and value.dtype in (np.float32, np.float64):  # mixed precision
+                found, cast = onnx_art.holding(node, value.astype(np.float16)), "float16"
         note = _not_in_onnx(s.used_by_inference, onnx_art, found)
         if found is not None:
             row["onnx_initializer"] = found[0]
             note = "initializer, bit-exact" if found[1] else "equal initializer, bit-exact"
+            if cast:  # tf2onnx folded the read's Cast: the initializer is the exact cast
+                note = f"{cast} initializer, the exact cast of the weight (Cast folded by tf2onnx)"
         rows.append(row | {"onnx_note": note})
     return rows
 

@@ -303,9 +303,13 @@ def _savedmodel_cell(rows: list[dict[str, Any]]) -> str:
 
 
 def _onnx_cell(rows: list[dict[str, Any]]) -> str:
-    """`18 initializers, bit-exact`, or how many tf2onnx folded away (parity proves those)."""
-    found = sum(1 for r in rows if r["onnx_initializer"])
-    parts = [f"{plural(found, 'initializer')}, bit-exact"] if found else []
+    """`18 initializers, bit-exact`; exact float16 casts (mixed precision) and what tf2onnx
+    folded away (parity proves those) counted apart."""
+    found = [r for r in rows if r["onnx_initializer"]]
+    exact = sum(1 for r in found if r["onnx_note"].endswith("bit-exact"))
+    parts = [f"{plural(exact, 'initializer')}, bit-exact"] if exact else []
+    casts = len(found) - exact
+    parts += [f"{plural(casts, 'float16 initializer')}, exact casts"] if casts else []
     notes = [r["onnx_note"] for r in rows if not r["onnx_initializer"]]
     parts += [f"{n} {note}" for note, n in Counter(notes).items()]
     return "; ".join(parts)

@@ -51,6 +51,15 @@ def test_architecture_exports_both_formats_with_parity(
     assert {c["runtime"] for c in rows} == {"savedmodel", "savedmodel_cpp", "onnxruntime"}
     (scalar,) = [s for s in report["scalars"] if s["name"].endswith("scale")]
     assert scalar["value"] != 1.0 and scalar["savedmodel_const_bit_exact"] is True
+    # Learned scales (only ConvNeXt carries any): each found bit-exact in both artifacts; the
+    # random backbone is frozen, so they are reported untrained, with a warning.
+    scales = report["learned_scales"]
+    groups = {"LayerScale.gamma", "LayerNormalization.gamma"} if "ConvNeXt" in arch else set()
+    assert {r["group"] for r in scales} == groups
+    for row in scales:
+        assert row["savedmodel_bit_exact"] is True and row["onnx_note"].endswith("bit-exact")
+        assert (row["trainable"], row["unchanged_since_init"]) == (False, True)
+    assert any("frozen" in w and "learned scale" in w for w in report["warnings"]) == bool(scales)
     onnx.checker.check_model(report["artifacts"]["onnx_path"], full_check=True)
     if arch.startswith(("ConvNeXt", "RegNet")):  # grouped convolutions: calls inlined
         assert set(report["onnx"]["rewrites"]) & {"StatefulPartitionedCall", "PartitionedCall"}

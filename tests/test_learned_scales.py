@@ -105,6 +105,18 @@ def test_frozen_before_training_is_reported_not_silently_ok() -> None:
     assert "ChannelScale.gamma" in table and "yes (1e-06)" in table
 
 
+def test_non_finite_scale_is_an_error(trained: keras.Model) -> None:
+    model = keras.models.clone_model(trained)
+    model.set_weights(trained.get_weights())
+    gamma = model.get_layer("layer_scale").gamma
+    gamma.assign(np.where(np.arange(16) == 3, np.nan, gamma.numpy()).astype("float32"))
+    report = audit_model(model)
+    scale = next(s for s in report.learned_scales if s.group == "ChannelScale.gamma")
+    assert scale.finite is False and scale.status == "non-finite"
+    assert [f.code for f in report.findings_for(scale.name, "error")] == ["non_finite"]
+    assert report.to_dict()["learned_scales"][0]["finite"] is False
+
+
 def test_vector_read_as_offset_or_into_a_constant_factor_is_no_learned_scale() -> None:
     class Mixed(keras.layers.Layer):
         def build(self, input_shape: Any) -> None:
@@ -210,6 +222,25 @@ def test_export_ships_each_learned_scale_bit_exact(trained: keras.Model, tmp_pat
     assert "Learned scales: 2 vectors" in summary
     (line,) = [x for x in summary.splitlines() if x.startswith("ChannelScale.gamma")]
     assert "1 Const, bit-exact" in line and "1 initializer, bit-exact" in line
+
+
+def test_mixed_precision_scale_ships_as_the_exact_float16_cast(tmp_path: Path) -> None:
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with record_initial_values():
+            model = models.layer_scale_model(seed=0)
+        models.train(model, epochs=1, seed=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    report = export_model(model, tmp_path, "mixed", ExportOptions())
+    row = next(r for r in report.learned_scales if r["group"] == "ChannelScale.gamma")
+    assert row["dtype"] == "float32" and row["savedmodel_bit_exact"] is True
+    gamma = model.get_layer("layer_scale").gamma.numpy()
+    initializers = _onnx_initializers(report.onnx_path)
+    assert row["onnx_initializer"], row["onnx_note"]  # tf2onnx folds the Cast of the weight
+    shipped = initializers[row["onnx_initializer"]]
+    assert shipped.dtype == np.float16 and shipped.tobytes() == gamma.astype(np.float16).tobytes()
+    assert "exact cast" in row["onnx_note"]
 
 
 def test_large_learned_scale_kept_variable_is_proven_in_the_checkpoint(tmp_path: Path) -> None:

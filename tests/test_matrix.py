@@ -79,6 +79,9 @@ def test_exports_frozen_with_parity(matrix: Matrix, name: str) -> None:
     for scalar in trained:
         assert scalar["value"] not in (0.0, 1.0), f"{scalar['name']} never trained"
         assert scalar["savedmodel_const_bit_exact"] is True
+    # Learned scale vectors (a LayerNormalization's gamma here) are in both artifacts, exactly.
+    for row in report["learned_scales"]:
+        assert row["savedmodel_bit_exact"] is True and row["onnx_initializer"], row
     saved = inspect_artifact(Path(report["artifacts"]["savedmodel_dir"]))
     assert saved.frozen and saved.variable_ops == [] and saved.variables == []
     onnx_model = onnx.load(report["artifacts"]["onnx_path"])
