@@ -135,6 +135,20 @@ def test_vector_read_as_offset_or_into_a_constant_factor_is_no_learned_scale() -
     assert report.learned_scales == []
 
 
+def test_normalization_gammas_are_learned_scales_batch_norm_is_not() -> None:
+    inputs = keras.Input((4, 4, 8))
+    hidden = keras.layers.GroupNormalization(groups=2, name="gn")(inputs)
+    hidden = keras.layers.RMSNormalization(name="rms")(hidden)
+    hidden = keras.layers.LayerNormalization(rms_scaling=True, name="ln_rms")(hidden)
+    hidden = keras.layers.BatchNormalization(name="bn")(hidden)
+    model = keras.Model(inputs, keras.layers.Conv2D(8, 1, name="conv")(hidden))
+    assert sorted((s.name, s.group) for s in audit_model(model).learned_scales) == [
+        ("gn/gamma", "GroupNormalization.gamma"),
+        ("ln_rms/gamma", "LayerNormalization.gamma"),
+        ("rms/scale", "RMSNormalization.scale"),
+    ]
+
+
 def test_initial_value_from_layer_scale_config_without_recording() -> None:
     from keras.src.applications.convnext import LayerScale
 
