@@ -125,10 +125,13 @@ def test_vector_read_as_offset_or_into_a_constant_factor_is_no_learned_scale() -
             self.both = self.add_weight(name="both", shape=channels, initializer="ones")
             self.doubled = self.add_weight(name="doubled", shape=channels, initializer="ones")
             self.grid = self.add_weight(name="grid", shape=(3, 4), initializer="ones")
+            self.masked = self.add_weight(name="masked", shape=channels, initializer="ones")
+            self.mask = tf.constant(np.ones(channels, "float32"))  # an eager tensor: captured
 
         def call(self, x: Any) -> Any:
             x = (x + self.shift) * self.both + self.both
-            return x * (self.doubled * 2.0) * keras.ops.reshape(self.grid, (12,))
+            x = x * (self.doubled * 2.0) * keras.ops.reshape(self.grid, (12,))
+            return x * (self.masked * self.mask)
 
     inputs = keras.Input((12,))
     report = audit_model(keras.Model(inputs, Mixed()(inputs)))

@@ -44,7 +44,7 @@ def learned_scale_variables(function: Any) -> set[Any]:
     """`ref()`s of the variables `function` (a traced ConcreteFunction) reads only as a
     per-channel factor of a per-example tensor (see the module docstring)."""
     captures = captured_variables(function)
-    per_example = _per_example_ops(function, set(captures))
+    per_example = _per_example_ops(function)
     found = set()
     for node_name, variable in captures.items():
         if not is_vector_shape(variable.shape):
@@ -58,12 +58,11 @@ def learned_scale_variables(function: Any) -> set[Any]:
     return found
 
 
-def _per_example_ops(function: Any, capture_names: set[str]) -> set[str]:
+def _per_example_ops(function: Any) -> set[str]:
     """Names of the ops whose value depends on a model input (forward closure from the data
-    placeholders)."""
-    frontier = [
-        t.op for t in function.inputs if t.op.name not in capture_names and t.dtype != tf.resource
-    ]
+    placeholders: every input but the captures, variables, tables and constants alike)."""
+    captured = {internal.op.name for _, internal in function.graph.captures}
+    frontier = [t.op for t in function.inputs if t.op.name not in captured]
     seen = {op.name for op in frontier}
     while frontier:
         op = frontier.pop()
