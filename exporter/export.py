@@ -185,14 +185,13 @@ def _scale_rows(
     for s in audit.learned_scales:
         const = frozen.const_for(s.variable) if s.used_by_inference else None
         kept = lifted.get(s.variable.ref()) if s.used_by_inference else None
+        exact = const.bit_exact if const else None
+        if kept:  # the checkpoint's read-back, by key
+            exact = checkpoint.get("bit_exact", {}).get(kept.key)
         row = s.to_dict() | {
             "savedmodel_const": const.node_name if const else None,
             "savedmodel_variable": kept.key if kept else None,
-            "savedmodel_bit_exact": const.bit_exact
-            if const
-            else checkpoint.get("bit_exact", {}).get(kept.key)
-            if kept
-            else None,
+            "savedmodel_bit_exact": exact,
             "onnx_initializer": None,
         }
         found, cast = None, None
