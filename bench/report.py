@@ -157,14 +157,16 @@ def serving_targets(payload: dict[str, Any]) -> list[Target]:
             )
         )
         p50 = payload["derived"]["p50_1_client_over_floor_plus_run"].get(backend)
-        base = payload["in_process_batch1"][backend]["median_ms"]
+        base = payload["in_process_batch1"][backend]
+        idle = base.get("idle_gap_median_ms")
         out.append(
             Target(
                 f"[{backend}] 1-client gRPC p50 / (echo floor p50 + in-process run p50)",
                 p50,
                 1.1,
                 False,
-                f"in-process p50 {base:.3f} ms",
+                f"in-process p50 {base['median_ms']:.3f} ms back to back"
+                + ("" if idle is None else f", {idle:.3f} ms after 1 ms idle"),
             )
         )
     return out

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,14 @@ CLIENTS = (1, 8, 32)
 # 0.3-4 ms per run on this shared machine, more than the whole transport).
 SERVING_PARAMS = 100_000
 CLIENT_PROCESSES = 4
+IDLE_GAP_S = 1e-3
+METRICS_PATH = "/monitoring/prometheus/metrics"
+BATCH_SIZES = ":tensorflow:serving:batching_session:padding_size_count"
+# Triton's ONNX Runtime backend parameter for a model that should not wake ORT's thread pool
+# for each run (`serving.ort_options`); the "onnx intra_op=1" row serves the export with it.
+SINGLE_THREAD_PARAMETER = (
+    'parameters { key: "intra_op_thread_count" value: { string_value: "1" } }\n'
+)
 MODEL_NAME = "mlp"
 STARTUP_TIMEOUT_S = 180.0
 # TF Serving's CPU advice (batching_guide.md): batch_timeout_micros 0 (batches form while the
@@ -58,6 +67,7 @@ class Target:
     address: str
     floor: str  # the name of the floor its ratio is taken against ("" for a floor)
     pid: int  # the serving process, whose CPU time each point records
+    metrics: str = ""  # host:port of its Prometheus page (batching targets: batch sizes)
 
 
 @contextmanager
@@ -81,12 +91,15 @@ def _floor(kind: str, response_file: Path) -> Iterator[tuple[str, int]]:
 
 
 @contextmanager
-def _server(base: Path, backend: str, batching_file: Path | None) -> Iterator[ServerProcess]:
+def _server(
+    base: Path, backend: str, batching_file: Path | None, monitoring_file: Path
+) -> Iterator[ServerProcess]:
     flags = [
         f"--model_name={MODEL_NAME}",
         f"--model_base_path={base.resolve()}",
         f"--backend={backend}",
         "--file_system_poll_wait_seconds=0",
+        f"--monitoring_config_file={monitoring_file}",
     ]
     if batching_file is not None:
         flags.append("--enable_batching")
@@ -156,14 +169,23 @@ class ClientPool:
         start_at = time.time() + 0.1
         for proc in procs:
             self._send(proc, {"start_at": start_at})
+        batches_before = _batch_counts(target.metrics)
         before = server.cpu_times()
         results = [self._read(proc) for proc in procs]
         after = server.cpu_times()
+        batches_after = _batch_counts(target.metrics)
         latencies = [x for r in results for x in r["latencies_us"]]
         errors = sum(r["errors"] for r in results)
         first = next((r["first_error"] for r in results if r["first_error"]), "")
         cpu_s = (after.user - before.user) + (after.system - before.system)
-        return {"latencies_us": latencies, "errors": errors, "first_error": first, "cpu_s": cpu_s}
+        batches = [a - b for a, b in zip(batches_after, batches_before, strict=True)]
+        return {
+            "latencies_us": latencies,
+            "errors": errors,
+            "first_error": first,
+            "cpu_s": cpu_s,
+            "batches": batches,
+        }
 
     def close(self) -> None:
         for proc in self._procs:
@@ -175,6 +197,24 @@ class ClientPool:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _batch_counts(address: str) -> tuple[float, float]:
+    """(batches run, rows in them) so far, from the server's own batch-size metric
+    (`execution_batch_size` label, TF Serving's name); (0, 0) without a metrics address."""
+    if not address:
+        return 0.0, 0.0
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{address}{METRICS_PATH}", timeout=30) as page:
+        text = page.read().decode()
+    batches = rows = 0.0
+    for line in text.splitlines():
+        if line.startswith(BATCH_SIZES + "{"):
+            size = float(line.split('execution_batch_size="', 1)[1].split('"', 1)[0])
+            count = float(line.rsplit(" ", 1)[1])
+            batches, rows = batches + count, rows + size * count
+    return batches, rows
 
 
 def _point(samples: Sequence[dict[str, Any]], duration_s: float) -> dict[str, Any]:
@@ -190,13 +230,31 @@ def _point(samples: Sequence[dict[str, Any]], duration_s: float) -> dict[str, An
         "errors": sum(s["errors"] for s in samples),
         "first_error": next((s["first_error"] for s in samples if s["first_error"]), ""),
     }
+    batches = sum(s["batches"][0] for s in samples)
+    if batches:
+        out["mean_batch_size"] = sum(s["batches"][1] for s in samples) / batches
     if latencies:
         out |= common.stats_ms([x / 1e6 for x in latencies])
     return out
 
 
+def _calls(call: Any, repeats: int, gap_s: float) -> tuple[float, float]:
+    """`call` `repeats` times, each after a `gap_s` pause: p50 wall ms and the process's CPU ms
+    per call (the runtime's pool threads included)."""
+    wall, cpu = [], 0.0
+    for _ in range(repeats):
+        if gap_s:
+            time.sleep(gap_s)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        call()
+        wall.append(time.perf_counter() - start)
+        cpu += time.process_time() - start_cpu
+    return common.stats_ms(wall)["median_ms"], 1e3 * cpu / repeats
+
+
 def in_process(base: Path, backend: str, quick: bool) -> dict[str, float]:
-    """Batch-1 latency of the servable the server would build, called directly."""
+    """Batch-1 latency of the servable the server would build, called directly: back to back
+    (caches warm, the runtime's threads spinning) and after 1 ms pauses (what a request finds)."""
     if backend == "onnx":
         from serving.onnx_servable import OnnxServable
 
@@ -207,12 +265,16 @@ def in_process(base: Path, backend: str, quick: bool) -> dict[str, float]:
         servable = TFServable(MODEL_NAME, 1, str(base / "1"))
     outputs = list(servable.signature_defs["serving_default"].outputs)
     x = common.inputs_for(1)
-    return common.time_calls(
-        lambda: servable.run("serving_default", {"features": x}, outputs),
-        warmup=20,
-        repeats=100 if quick else 1000,
-        budget_s=5.0,
+
+    def call() -> Any:
+        return servable.run("serving_default", {"features": x}, outputs)
+
+    stats = common.time_calls(call, warmup=20, repeats=100 if quick else 1000, budget_s=5.0)
+    _, stats["cpu_ms"] = _calls(call, 50 if quick else 500, 0.0)
+    stats["idle_gap_median_ms"], stats["idle_gap_cpu_ms"] = _calls(
+        call, 50 if quick else 500, IDLE_GAP_S
     )
+    return stats
 
 
 def _responses(server: ServerProcess, out: Path) -> tuple[Path, Path]:
@@ -248,17 +310,30 @@ def _targets(
     """Starts every server and floor (each its own process) and names them."""
     targets: list[Target] = []
     responses: tuple[Path, Path] | None = None
+    monitoring = out / "monitoring.pbtxt"
+    monitoring.write_text(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n')
     for backend in backends:
         for mode in batching_modes:
-            server = stack.enter_context(_server(bases[backend], backend, batching_files[mode]))
-            pid = server.proc.pid
-            targets.append(
-                Target(f"{backend} batching={mode}", "grpc", server.grpc_target, "grpc floor", pid)
+            server = stack.enter_context(
+                _server(bases[backend], backend, batching_files[mode], monitoring)
             )
+            pid = server.proc.pid
+            metrics = "" if mode == "off" else server.rest_target or ""
+            name = f"{backend} batching={mode}"
+            targets.append(Target(name, "grpc", server.grpc_target, "grpc floor", pid, metrics))
             if mode == "off":
                 responses = responses or _responses(server, out)
                 rest = f"127.0.0.1:{server.rest_port}"
                 targets.append(Target(f"{backend} REST", "rest", rest, "http floor", pid))
+    if "onnx" in backends:
+        single = out / "onnx-intra1" / MODEL_NAME
+        shutil.copytree(bases["onnx"], single)
+        config = single / "config.pbtxt"
+        config.write_text(config.read_text() + SINGLE_THREAD_PARAMETER)
+        server = stack.enter_context(_server(single, "onnx", None, monitoring))
+        targets.append(
+            Target("onnx intra_op=1", "grpc", server.grpc_target, "grpc floor", server.proc.pid)
+        )
     assert responses is not None, "batching_modes must include 'off'"
     grpc_file, rest_file = responses
     floors = [("http floor", "http", rest_file), ("grpc.aio floor", "grpc-aio", grpc_file)]
@@ -299,7 +374,10 @@ def run(
         baseline = {b: in_process(bases[b], b, quick) for b in backends}
         for backend, stats in baseline.items():
             print(
-                f"  in-process {backend:10s} batch 1: p50 {stats['median_ms']:.3f} ms", flush=True
+                f"  in-process {backend:10s} batch 1: p50 {stats['median_ms']:.3f} ms"
+                f" (CPU {stats['cpu_ms']:.3f} ms); after 1 ms idle: p50"
+                f" {stats['idle_gap_median_ms']:.3f} ms (CPU {stats['idle_gap_cpu_ms']:.3f} ms)",
+                flush=True,
             )
         targets = _targets(stack, bases, backends, batching_modes, batching_files, out)
         pool = ClientPool(client_processes)
@@ -342,10 +420,11 @@ def run(
 def _print_point(name: str, clients: int, point: dict[str, Any]) -> None:
     cpu = point["server_cpu_ms_per_request"]
     errors = f" ERRORS {point['errors']}: {point['first_error']}" if point["errors"] else ""
+    batch = f" mean batch {point['mean_batch_size']:.2f}" if "mean_batch_size" in point else ""
     print(
         f"  {name:24s} clients={clients:2d}: {point['requests_per_s']:8.1f} req/s"
         f" p50 {point.get('median_ms', 0):7.3f} ms p99 {point.get('p99_ms', 0):7.3f} ms"
-        f" server CPU/req {cpu or 0:.3f} ms{errors}",
+        f" server CPU/req {cpu or 0:.3f} ms{batch}{errors}",
         flush=True,
     )
 
@@ -388,8 +467,8 @@ def table(payload: dict[str, Any]) -> str:
     mid = clients[len(clients) // 2]
     head = "| server | " + " | ".join(f"{n} cl. req/s | p50 ms | p99 ms | / floor" for n in clients)
     lines = [
-        f"{head} | CPU ms/req at {mid} |",
-        "|---|" + "---:|---:|---:|---:|" * len(clients) + "---:|",
+        f"{head} | CPU ms/req at {mid} | mean batch at {mid} |",
+        "|---|" + "---:|---:|---:|---:|" * len(clients) + "---:|---:|",
     ]
     for name in dict.fromkeys(r["target"] for r in rows):
         cells = []
@@ -404,5 +483,7 @@ def table(payload: dict[str, Any]) -> str:
             ]
         cpu = (find(rows, name, mid) or {}).get("server_cpu_ms_per_request")
         cells.append("n/a" if cpu is None else f"{cpu:.2f}")
+        batch = (find(rows, name, mid) or {}).get("mean_batch_size")
+        cells.append("" if batch is None else f"{batch:.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -19,11 +19,12 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from tensorflow.core.framework import tensor_shape_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from serving import ort_options
 from serving.errors import ServingError, check_deadline, invalid_argument
 from serving.ort_extensions import CUSTOM_OPS_DOMAIN, CUSTOM_OPS_LIBRARY, session_options
 from serving.servable import Servable, check_readable
 from serving.tensor_proto import data_type, type_name
-from serving.triton_config import from_onnx
+from serving.triton_config import ModelConfig, from_onnx, read_config
 
 ONNX_FILE = "model.onnx"
 DEFAULT_SIGNATURE = "serving_default"
@@ -85,16 +86,19 @@ def _from_value(value: ort.OrtValue) -> np.ndarray:
 _LOAD_ERRORS = (ort_state.Fail, ort_state.InvalidGraph, ort_state.InvalidProtobuf, RuntimeError)
 
 
-def _open_session(model_file: str) -> ort.InferenceSession:
-    """An ORT session over `model_file`; with onnxruntime-extensions when its ops need it."""
+def _open_session(model_file: str, config: ModelConfig | None) -> ort.InferenceSession:
+    """An ORT session over `model_file` with the options Triton's backend takes from
+    `config` (`serving.ort_options`); with onnxruntime-extensions when its ops need it."""
     providers = ["CPUExecutionProvider"]
     try:
-        return ort.InferenceSession(model_file, providers=providers)
+        return ort.InferenceSession(
+            model_file, ort_options.apply(config, ort.SessionOptions()), providers=providers
+        )
     except _LOAD_ERRORS as e:
         if f"{CUSTOM_OPS_DOMAIN}:" not in str(e):
             raise ServingError(grpc.StatusCode.INTERNAL, str(e)) from e
     try:
-        options = session_options(CUSTOM_OPS_LIBRARY)
+        options = ort_options.apply(config, session_options(CUSTOM_OPS_LIBRARY))
     except ImportError as e:
         raise ServingError(
             grpc.StatusCode.FAILED_PRECONDITION,
@@ -140,10 +144,14 @@ class OnnxServable(Servable):
             raise ServingError(
                 grpc.StatusCode.NOT_FOUND, f"ONNX model file does not exist at: {model_file}"
             )
-        self._session = _open_session(model_file)
-        # Triton's reading of BASE/config.pbtxt, checked against this model (v2 protocol).
+        # Triton's reading of BASE/config.pbtxt: the session's options, then (v2 protocol) the
+        # config checked against this model.
+        model_dir = os.path.dirname(os.path.normpath(path))
+        config = read_config(model_dir)
+        self._session = _open_session(model_file, config)
         self.model_config = from_onnx(
-            os.path.dirname(os.path.normpath(path)),
+            model_dir,
+            config,
             self._session.get_inputs(),
             self._session.get_outputs(),
         )

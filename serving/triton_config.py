@@ -97,8 +97,10 @@ def _ort_tensors(args: Sequence[Any]) -> dict[str, _Tensor]:
     }
 
 
-def _read(path: str) -> ModelConfig | None:
-    """`ReadTextProto`; None when there is no config.pbtxt (Triton then auto-completes)."""
+def read_config(model_dir: str) -> ModelConfig | None:
+    """`ReadTextProto` of the model directory's config.pbtxt; None when there is none (Triton
+    then auto-completes)."""
+    path = os.path.join(model_dir, CONFIG_FILE)
     config = ModelConfig()
     try:
         with open(path, encoding="utf-8") as f:
@@ -300,12 +302,17 @@ def _check_against_model(
                 )
 
 
-def from_onnx(model_dir: str, inputs: Sequence[Any], outputs: Sequence[Any]) -> ModelSpec:
-    """The checked ModelConfig of an ONNX version whose model directory is `model_dir`;
-    `inputs`/`outputs` are the ONNX Runtime session's NodeArgs. Raises ServingError with
-    Triton's message where Triton would refuse to load it."""
+def from_onnx(
+    model_dir: str, given: ModelConfig | None, inputs: Sequence[Any], outputs: Sequence[Any]
+) -> ModelSpec:
+    """The checked ModelConfig of an ONNX version whose model directory is `model_dir` and
+    whose config.pbtxt said `given` (`read_config`); `inputs`/`outputs` are the ONNX Runtime
+    session's NodeArgs. Raises ServingError with Triton's message where Triton would refuse
+    to load it."""
     directory_name = os.path.basename(os.path.normpath(model_dir))
-    config = _read(os.path.join(model_dir, CONFIG_FILE)) or ModelConfig()
+    config = ModelConfig()
+    if given is not None:
+        config.CopyFrom(given)
     _backend_fields(config, directory_name)
     _validate(config, directory_name)
     model_inputs, model_outputs = _ort_tensors(inputs), _ort_tensors(outputs)

@@ -162,3 +162,57 @@ def test_the_server_does_not_start_on_a_wrong_config(model_dir: Path) -> None:
         core.start()
     assert info.value.code == grpc.StatusCode.UNKNOWN
     assert "configuration expects 1 inputs, model provides 2" in info.value.message
+
+
+def _parameters(**values: str) -> str:
+    return " ".join(
+        f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in values.items()
+    )
+
+
+def test_the_onnx_runtime_backend_parameters_set_the_session_options(model_dir: Path) -> None:
+    """onnxruntime_backend's `ModelState`: graph level 2 disables optimizations; the string
+    parameters set threads, execution mode and the memory arena/pattern, as in Triton."""
+    import numpy as np
+    import onnxruntime as ort
+
+    inputs = {"a": np.ones((2, 3), np.float32), "b": np.arange(2, dtype=np.int64)}
+    expected = _load(model_dir, triton_config("multi_io", SIGNATURE)).run(
+        "serving_default", inputs, ["sum", "scaled"]
+    )
+    config = triton_config("multi_io", SIGNATURE) + " optimization { graph { level: 2 } } "
+    config += _parameters(
+        intra_op_thread_count="1",
+        inter_op_thread_count="2",
+        execution_mode="1",
+        enable_mem_arena="off",
+        enable_mem_pattern="FALSE",
+    )
+    servable = _load(model_dir, config)
+    options = servable._session.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 2)
+    assert options.execution_mode == ort.ExecutionMode.ORT_PARALLEL
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert not options.enable_cpu_mem_arena and not options.enable_mem_pattern
+    got = servable.run("serving_default", inputs, ["sum", "scaled"])
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "expected"),
+    [
+        ({"execution_mode": "2"},
+         "INVALID_ARGUMENT: Invalid configuration value provided. Expected values for  "
+         "execution_mode are 0 or 1 but got 2 ."),
+        ({"intra_op_thread_count": "many"},
+         "INVALID_ARGUMENT: failed to convert 'many' to integral number"),
+        ({"enable_mem_arena": "maybe"},
+         "INVALID_ARGUMENT: failed to convert 'maybe' to boolean"),
+    ],
+)  # fmt: skip
+def test_onnx_runtime_parameters_triton_refuses_fail_the_load(
+    model_dir: Path, parameters: dict[str, str], expected: str
+) -> None:
+    config = triton_config("multi_io", SIGNATURE) + " " + _parameters(**parameters)
+    assert _refusal(model_dir, config) == expected
