@@ -16,12 +16,8 @@ from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb
 
 from serving.errors import invalid_argument
 from serving.json_document import format_error
-from serving.json_tensor import (
-    decode_b64,
-    format_float,
-    is_b64_object,
-    json_type,
-)
+from serving.json_outputs import format_float
+from serving.json_tensor import decode_b64, is_b64_object, json_type
 
 # --- classify / regress (json_tensor.cc FillClassifyRegressRequestFromJson) ---------------------
 

@@ -1,18 +1,16 @@
-"""TF Serving's JSON <-> tensor codec for the REST predict API (`util/json_tensor.cc`).
+"""TF Serving's JSON -> tensor decoding for the REST predict API (`util/json_tensor.cc`
+`FillPredictRequestFromJson`).
 
 JSON documents (parsed by `serving.json_document`, rapidjson) are decoded with the signature's
-dtypes into numpy (row "instances" or columnar "inputs" format), and outputs are written back
-with the same float formatting and layout as the real server. Classify/regress bodies are in
-`serving.json_examples`. It is one job at ~400 lines because it ports one C++ file whose
-error texts a client can see: keeping the checks in the source's order keeps those texts true.
+dtypes into numpy (row "instances" or columnar "inputs" format), with the real server's checks
+in its order, so its error texts are what a client sees. Outputs are written back by
+`serving.json_outputs`; classify/regress bodies are in `serving.json_examples`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,7 +36,7 @@ _INT_RANGES = {
     types_pb2.DT_UINT32: _UINT32,
     types_pb2.DT_UINT64: _UINT64,
 }
-_FLOAT_TYPES = (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE)
+FLOAT_TYPES = (types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE)
 
 
 # --- JSON -> numpy (json_tensor.cc FillPredictRequestFromJson) ----------------------------------
@@ -87,7 +85,7 @@ def _convert_scalar(val: Any, dtype: int) -> Any:
             return decode_b64(val)
         raise _type_error(val, dtype)
     is_number = isinstance(val, int | float) and not isinstance(val, bool)
-    if dtype in _FLOAT_TYPES:
+    if dtype in FLOAT_TYPES:
         if not is_number:
             raise _type_error(val, dtype)
         # `GetFloat()` / `GetDouble()`: no precision check since TF Serving 2.5 (1e39 -> inf).
@@ -131,7 +129,7 @@ def _plain_leaves(values: list[Any], dtype: int) -> bool:
     (floats for a float dtype, in-range ints for an integer one): one type scan instead of a
     call per element."""
     kinds = set(map(type, values))
-    if dtype in _FLOAT_TYPES:
+    if dtype in FLOAT_TYPES:
         return kinds == {float}
     bounds = _INT_RANGES.get(dtype)
     return (
@@ -219,10 +217,31 @@ def _shape_text(shape: Sequence[int]) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 
+def _plain_rows(
+    instances: list[Any], infos: dict[str, meta_graph_pb2.TensorInfo]
+) -> dict[str, np.ndarray] | None:
+    """The common row-format body, one input whose instances are equally long flat lists of
+    values already in their final type, as one [batch, width] tensor without walking each
+    element; None for anything else, which `_instances` walks with TF's checks and errors."""
+    ((name, info),) = infos.items()
+    first = instances[0]
+    width = len(first) if type(first) is list else 0
+    if not width or not all(type(row) is list and len(row) == width for row in instances):
+        return None
+    flat = [v for row in instances for v in row]
+    if not _plain_leaves(flat, info.dtype):
+        return None
+    return {name: _to_array(flat, [len(instances), width], info.dtype)}
+
+
 def _instances(
     instances: list[Any], infos: dict[str, meta_graph_pb2.TensorInfo]
 ) -> dict[str, np.ndarray]:
     """FillTensorMapFromInstancesList: stack rows (values, or objects for several inputs)."""
+    if len(infos) == 1:
+        plain = _plain_rows(instances, infos)
+        if plain is not None:
+            return plain
     if not isinstance(instances[0], dict) and len(infos) > 1:
         raise invalid_argument(
             "instances is a plain list, but expecting list of objects as multiple input tensors "
@@ -336,117 +355,3 @@ def predict_inputs(
     if "inputs" in doc:
         return _columnar(doc["inputs"], infos), False
     raise invalid_argument("Missing 'inputs' or 'instances' key")
-
-
-# --- numpy -> JSON (json_tensor.cc MakeJsonFromTensors) -----------------------------------------
-
-
-def format_float(val: float, dtype: int) -> str:
-    """WriteDecimal: `%g` if it round-trips, else max_digits10; `.0` on whole numbers."""
-    if math.isnan(val):
-        return "NaN"
-    if math.isinf(val):
-        return "-Infinity" if val < 0 else "Infinity"
-    text = f"{val:g}"
-    if dtype == types_pb2.DT_DOUBLE:
-        if float(text) != val:
-            text = f"{val:.17g}"
-    elif np.float32(text) != np.float32(val):
-        text = f"{val:.9g}"
-    if "." not in text and "e" not in text:
-        text += ".0"
-    return text
-
-
-def _scalar_writer(name: str, array: np.ndarray) -> Any:
-    """AddSingleValueAndAdvance for one tensor: a function from an element to its JSON text."""
-    dtype = tensor_proto.data_type(array)
-    if dtype == types_pb2.DT_FLOAT:
-        return lambda v: format_float(float(v), types_pb2.DT_FLOAT)
-    if dtype == types_pb2.DT_DOUBLE:
-        return lambda v: format_float(float(v), types_pb2.DT_DOUBLE)
-    if dtype in (
-        types_pb2.DT_INT32,
-        types_pb2.DT_INT16,
-        types_pb2.DT_INT8,
-        types_pb2.DT_UINT8,
-        types_pb2.DT_INT64,
-        types_pb2.DT_UINT32,
-        types_pb2.DT_UINT64,
-    ):
-        return lambda v: str(int(v))
-    if dtype == types_pb2.DT_BOOL:
-        return lambda v: "true" if v else "false"
-    if dtype == types_pb2.DT_STRING:
-        if name.endswith("_bytes"):
-            return lambda v: json.dumps({"b64": base64.b64encode(_as_bytes(v)).decode("ascii")})
-        return lambda v: json.dumps(_as_bytes(v).decode("utf-8", "replace"), ensure_ascii=False)
-    # Any other type (half, bfloat16, complex, ...) fails on its first value, as
-    # AddSingleValueAndAdvance's default case: a tensor with no elements still writes `[]`.
-    message = f"Failed to write JSON value for tensor type: {tensor_proto.type_name(dtype)}"
-
-    def unwritable(_: Any) -> str:
-        raise invalid_argument(message)
-
-    return unwritable
-
-
-def _as_bytes(v: Any) -> bytes:
-    return v.encode("utf-8") if isinstance(v, str) else bytes(v)
-
-
-def _values_json(array: Any, write: Any) -> str:
-    """AddTensorValues: nested JSON lists for an array, a bare value for a scalar."""
-    if not isinstance(array, np.ndarray):  # an element of an object (string) array
-        return write(array)
-    if array.ndim == 0:
-        return write(array.item() if array.dtype != object else array[()])
-    if array.ndim == 1:
-        return "[" + ", ".join(write(v) for v in array.tolist()) + "]"
-    return "[" + ", ".join(_values_json(sub, write) for sub in array) + "]"
-
-
-def _row_json(outputs: dict[str, np.ndarray]) -> str:
-    batch = -1
-    for name in sorted(outputs):
-        array = np.asarray(outputs[name])
-        if array.ndim == 0:
-            raise invalid_argument(f"Tensor name: {name} has no shape information ")
-        if batch >= 0 and batch != array.shape[0]:
-            raise invalid_argument(
-                f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} "
-                f"expecting: {batch}"
-            )
-        batch = array.shape[0]
-    writers = {name: _scalar_writer(name, np.asarray(a)) for name, a in outputs.items()}
-    rows = []
-    for i in range(batch):
-        if len(outputs) > 1:
-            fields = ", ".join(
-                f"{json.dumps(name)}: {_values_json(np.asarray(outputs[name])[i], writers[name])}"
-                for name in sorted(outputs)
-            )
-            rows.append("{" + fields + "}")
-        else:
-            ((name, array),) = outputs.items()
-            rows.append(_values_json(np.asarray(array)[i], writers[name]))
-    return '{\n    "predictions": [\n        ' + ",\n        ".join(rows) + "\n    ]\n}"
-
-
-def _columnar_json(outputs: dict[str, np.ndarray]) -> str:
-    parts = {
-        name: _values_json(np.asarray(a), _scalar_writer(name, np.asarray(a)))
-        for name, a in outputs.items()
-    }
-    if len(parts) == 1:
-        (value,) = parts.values()
-        return '{\n    "outputs": ' + value + "\n}"
-    fields = ",\n        ".join(f"{json.dumps(n)}: {parts[n]}" for n in sorted(parts))
-    return '{\n    "outputs": {\n        ' + fields + "\n    }\n}"
-
-
-def predict_response_json(outputs: dict[str, np.ndarray], row_format: bool) -> str:
-    """MakeJsonFromTensors: "predictions" rows for a row-format request, else "outputs"."""
-    if not outputs:
-        raise invalid_argument("Cannot convert empty tensor map to JSON")
-    return _row_json(outputs) if row_format else _columnar_json(outputs)

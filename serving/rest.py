@@ -1,7 +1,9 @@
 """The REST front-end's HTTP server (`http_server.cc`): sockets, gzip bodies, replies.
 
 A stdlib threading HTTP server in front of `serving.rest_api.RestApi`, which does the routing
-and JSON work; `start_rest_server` runs it on a daemon thread for `--rest_api_port`. As in
+and JSON work; `start_rest_server` runs it on a daemon thread for `--rest_api_port`. Request
+heads are read by `serving.http_head` (the stdlib's answers, without `email`'s parser on the
+common form), the socket under its timeouts by `serving.http_io`, and each reply is one write. As in
 `http_server.cc` it also answers CORS preflights, adds CORS headers
 (`--rest_api_enable_cors_support`), processes `--rest_api_num_threads` requests at a time,
 counts every request in the metrics and serves the Prometheus page (`--monitoring_config_file`).
@@ -30,7 +32,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from serving import http_head, metrics
+from serving import http_head, http_io, metrics
 from serving.rest_api import V1_PATH, RestApi, model_and_method
 from serving.v2_rest import V2_PATH, V2Rest
 
@@ -48,47 +50,6 @@ _LIBEVENT_ERROR = (
     "<HTML><HEAD>\n<TITLE>{code} {phrase}</TITLE>\n</HEAD><BODY>\n<H1>{phrase}</H1>\n"
     "</BODY></HTML>\n"
 )
-
-
-class _HeadDeadlineReader(io.RawIOBase):
-    """The connection's reads. Each read waits at most `idle_s` (the per-read timeout); while a
-    request head is being read, also no later than `head_s` after its first byte arrived, so a
-    header dripped slowly is cut at the bound instead of each byte re-arming the timeout."""
-
-    def __init__(self, sock: socket.socket, idle_s: float | None, head_s: float | None) -> None:
-        super().__init__()
-        self._sock = sock
-        self._idle_s = idle_s
-        self._head_s = head_s
-        self._in_head = False
-        self._deadline: float | None = None
-        self.first_byte_at: float | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def start_head(self) -> None:
-        """The next byte read is the first of a request: its head deadline starts there."""
-        self._in_head, self._deadline, self.first_byte_at = True, None, None
-
-    def end_head(self) -> None:
-        """The head is parsed: the body is read under the per-read timeout only."""
-        self._in_head, self._deadline = False, None
-
-    def readinto(self, buffer: Any) -> int:
-        timeout = self._idle_s
-        if self._deadline is not None:
-            left = self._deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("request head not complete within --rest_api_timeout_in_ms")
-            timeout = left if timeout is None else min(left, timeout)
-        self._sock.settimeout(timeout)
-        count = self._sock.recv_into(buffer)
-        if count and self._in_head and self.first_byte_at is None:
-            self.first_byte_at = time.monotonic()
-            if self._head_s is not None:
-                self._deadline = self.first_byte_at + self._head_s
-        return count
 
 
 class _Refusal(Exception):
@@ -141,12 +102,14 @@ class _Handler(BaseHTTPRequestHandler):
     # StreamRequestHandler applies this to the socket: a stalled header or body read times out;
     # the whole request head must also arrive within it, counted from its first byte.
     timeout: float | None = None
-    _reader: _HeadDeadlineReader
+    _reader: http_io.HeadDeadlineReader
 
     def setup(self) -> None:
         super().setup()
-        self._reader = _HeadDeadlineReader(self.connection, self.timeout, self.timeout)
+        http_io.prepare(self.connection, self.timeout)
+        self._reader = http_io.HeadDeadlineReader(self.connection, self.timeout, self.timeout)
         self.rfile = io.BufferedReader(self._reader)
+        self.wfile = http_io.Writer(self.connection)
 
     def handle_one_request(self) -> None:
         self._reader.start_head()

@@ -7,6 +7,7 @@ as gRPC, so both front-ends share every check. The socket side is `serving.rest`
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -17,7 +18,7 @@ import grpc
 from google.protobuf import json_format
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, regression_pb2
 
-from serving import inference, json_document, json_examples, json_tensor
+from serving import inference, json_document, json_examples, json_outputs, json_tensor
 from serving.errors import ServingError, check_deadline, invalid_argument
 
 _PREDICT_RE = re.compile(
@@ -57,18 +58,44 @@ class _PathError(ServingError):
     """`ParseModelInfo` failed: TF Serving answers with the status and an empty body."""
 
 
+_Route = tuple[str, str | None, str | None, str | None]
+_CACHED_PATH_CHARS = 256  # longer paths are parsed each time, so the cache stays small
+
+
+def _parse_route(method: str, path: str) -> _Route | None:
+    """(model name, version text, label, verb) of a POST or GET route, names unquoted; None
+    for a path neither route takes."""
+    if method == "POST":
+        match = _PREDICT_RE.fullmatch(path)
+    elif method == "GET":
+        match = _STATUS_RE.fullmatch(path)
+    else:
+        return None
+    if match is None:
+        return None
+    name, version_text, label, verb = match.groups()
+    return unquote(name) if name else "", version_text, unquote(label) if label else None, verb
+
+
+_cached_route = functools.lru_cache(maxsize=1024)(_parse_route)
+
+
+def _route(method: str, path: str) -> _Route | None:
+    """`_parse_route`, remembered for the paths clients repeat (two regexes and two unquotes a
+    request otherwise, for the metrics and for the dispatch)."""
+    if len(path) > _CACHED_PATH_CHARS:
+        return _parse_route(method, path)
+    return _cached_route(method, path)
+
+
 def model_and_method(method: str, path: str) -> tuple[str, str]:
     """What `ParseModelInfo` leaves in model_name and method for the request metrics: both
     from the POST route (`predict`/`classify`/`regress`), the name only from a GET route."""
-    if method == "POST":
-        match = _PREDICT_RE.fullmatch(path)
-        if match:
-            return unquote(match.group(1)), match.group(4)
-    elif method == "GET":
-        match = _STATUS_RE.fullmatch(path)
-        if match and match.group(1):
-            return unquote(match.group(1)), ""
-    return "", ""
+    route = _route(method, path)
+    if route is None:
+        return "", ""
+    name, _, _, verb = route
+    return (name, verb or "") if method == "POST" else (name, "")
 
 
 def _remaining(deadline: float | None) -> float | None:
@@ -110,17 +137,10 @@ class RestApi:
             return _HTTP_STATUS.get(err.code, 500), text, err.code.name
 
     def _dispatch(self, method: str, path: str, body: bytes, deadline: float | None) -> str:
-        malformed = invalid_argument(f"Malformed request: {method} {path}")
-        if method == "POST":
-            match = _PREDICT_RE.fullmatch(path)
-        elif method == "GET":
-            match = _STATUS_RE.fullmatch(path)
-        else:
-            raise malformed
-        if match is None:
-            raise malformed
-        name, version_text, label, verb = match.groups()
-        name = unquote(name) if name else ""
+        route = _route(method, path)
+        if route is None:
+            raise invalid_argument(f"Malformed request: {method} {path}")
+        name, version_text, label, verb = route
         version = None
         if version_text:
             version = int(version_text)
@@ -129,13 +149,12 @@ class RestApi:
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"Failed to convert version: {version_text} to numeric.",
                 )
-        label = unquote(label) if label else None
         if method == "POST":
             if verb == "predict":
                 return self._predict(name, version, label, body, deadline)
             if verb in ("classify", "regress"):
                 return self._classify_regress(verb, name, version, label, body, deadline)
-            raise malformed
+            raise invalid_argument(f"Malformed request: {method} {path}")
         if not name:
             raise invalid_argument("Missing model name in request.")
         if verb == "metadata":
@@ -159,7 +178,7 @@ class RestApi:
             )
         inputs, row_format = json_tensor.predict_inputs(doc, infos)
         outputs = inference.predict_arrays(servable, key, inputs, timeout_s=_remaining(deadline))
-        return json_tensor.predict_response_json(outputs, row_format)
+        return json_outputs.predict_response_json(outputs, row_format)
 
     def _classify_regress(
         self,

@@ -14,7 +14,8 @@ import rapidjson
 
 from serving.errors import ServingError
 from serving.json_document import json_text, parse_json
-from serving.json_tensor import fill_signature, predict_response_json
+from serving.json_outputs import predict_response_json
+from serving.json_tensor import fill_signature
 
 
 def _error(body: bytes) -> str:
@@ -152,3 +153,21 @@ def test_debug_text_stops_after_256_bytes_and_at_non_finite_numbers() -> None:
     assert len(text.encode()) <= 256 + 8 and text.endswith(", 61")
     assert json.loads(text + "]}")  # a prefix, cut between values
     assert json_text([1.0, math.nan, 2.0]) == "[1.0, "  # refuses NaN after its separator
+
+
+def test_float_outputs_are_written_as_write_decimal_writes_them() -> None:
+    """WriteDecimal per value: `%g` when it round-trips, else max_digits10, `.0` on whole
+    numbers, NaN/Infinity literals; the same texts whether an output has few values (written
+    one by one) or many (checked in one numpy parse)."""
+    special = [0.1, 3.0, 1e6, 16777216.0, math.nan, math.inf, -math.inf, -0.0]
+    expected = ["0.1", "3.0", "1e+06", "16777216.0", "NaN", "Infinity", "-Infinity", "-0.0"]
+    for dtype, digits in ((np.float32, ".9g"), (np.float64, ".17g")):
+        for count in (1, 3, 40):
+            values = np.array(special * count, dtype)
+            text = predict_response_json({"y": values}, row_format=False)
+            assert text == '{\n    "outputs": [' + ", ".join(expected * count) + "]\n}"
+        noisy = np.random.default_rng(0).standard_normal(50).astype(dtype)
+        texts = json.loads(predict_response_json({"y": noisy}, row_format=False))["outputs"]
+        assert np.array_equal(np.array(texts, dtype), noisy)  # every value round-trips
+        written = predict_response_json({"y": noisy}, row_format=False)
+        assert all(f"{v:{digits}}" in written or f"{v:g}" in written for v in noisy.tolist())
