@@ -39,6 +39,8 @@ from exporter.verify.c_api import cpp_runner, unavailable_reason
 from exporter.verify.onnx_reference import reference_runner
 from exporter.verify.parity import (
     StagedParity,
+    eager_runner,
+    float_spread,
     keras_runner,
     onnx_runner,
     sample_batches,
@@ -47,7 +49,7 @@ from exporter.verify.parity import (
 )
 from exporter.verify.runtimes import artifact_of
 from exporter.verify.sample_inputs import conform_inputs
-from exporter.verify.tolerances import compute_dtypes, resolve_tolerances
+from exporter.verify.tolerances import compute_dtypes, resolve_tolerances, widen_to_spread
 
 _OTHER_FORMAT = {"savedmodel": "onnx", "onnx": "savedmodel"}
 
@@ -95,6 +97,24 @@ def _refuse_unsafe(audit: AuditReport, allow_untracked: bool) -> list[str]:
                 f"Refusing to export ({finding.code.replace('_', '-')}): {finding.message}{hint}"
             )
     return warnings
+
+
+def _spread_tolerances(
+    staged: StagedParity, traced: Any, tolerances: dict[str, Any], say: Progress
+) -> dict[str, Any]:
+    """The default tolerances, widened to the model's own float32 spread: a deep float32 net
+    (random-weight EfficientNets: ~1 abs on logits of ~500) differs from itself that much
+    between its `tf.function` and an eager run, so no fixed atol tells rounding from a bug.
+    A model that cannot run eagerly keeps the defaults (and says so)."""
+    import tensorflow as tf
+
+    say("parity: Keras eagerly vs its tf.function (the model's own spread)")
+    try:
+        spread = float_spread(staged.expected, eager_runner(traced), staged.batches)
+    except (tf.errors.OpError, TypeError, ValueError) as exc:
+        say(f"parity: the model does not run eagerly ({type(exc).__name__}); default tolerances")
+        return tolerances
+    return widen_to_spread(tolerances, spread)
 
 
 def _int_high(model: Any) -> int:
@@ -306,6 +326,8 @@ def export_model(
         batch_sizes=batch_sizes,
         tolerances=tolerances,
     )
+    if opts.atol is None:
+        staged.tolerances = _spread_tolerances(staged, traced, tolerances, say)
     onnx_art = None
     try:
         with Publication() as publication:

@@ -66,12 +66,15 @@ def test_architecture_exports_both_formats_with_parity(
     # Parity is not vacuous: the exported model's answer depends on its input.
     run = onnx_runner(report["artifacts"]["onnx_path"])
     size = applications.input_size(arch)
-    images = np.random.default_rng(1).uniform(0, 255, (2, size, size, 3)).astype("float32")
+    images = np.random.default_rng(1).standard_normal((2, size, size, 3)).astype("float32")
     logits = run({"image": images})["logits"]
     assert np.abs(logits[0] - logits[1]).max() > 1e-4, logits
     if server.embedded:
-        # Default tolerances, as the export's own gate used (its rows say which applied).
-        assert {c["tolerance"] for c in rows} == {"float32 output"}
-        served = run_parity(out, name, ParityOptions(samples=1, batch_sizes=(2,)))
+        # The tolerance the export's gate used: the float32 default, its atol widened to the
+        # model's own float32 spread where that is larger (the row's reason says which).
+        assert all(c["tolerance"].startswith("float32 output") for c in rows), rows
+        ((atol, rtol),) = {(c["atol"], c["rtol"]) for c in rows}
+        options = ParityOptions(samples=1, batch_sizes=(2,), atol=atol, rtol=rtol)
+        served = run_parity(out, name, options)
         assert {"grpc", "rest"} <= {c.runtime for c in served.comparisons}, served.errors
         assert served.passed, served.table()

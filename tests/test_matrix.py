@@ -171,10 +171,14 @@ def test_grouped_convolutions_convert_to_onnx_conv_groups(matrix: Matrix) -> Non
 
 def test_mixed_precision_tolerance_follows_the_policy(matrix: Matrix) -> None:
     rows = matrix.report("mixed_precision")["parity"]["comparisons"]
-    assert {(c["atol"], c["rtol"]) for c in rows} == {(5e-3, 1e-2)}
+    # float16's 5e-3/1e-2; atol at least that (widened only to the model's own spread).
+    assert all(c["rtol"] == 1e-2 and c["atol"] >= 5e-3 for c in rows), rows
+    assert all(c["atol"] == 5e-3 or "own spread" in c["tolerance"] for c in rows), rows
     assert all("float16" in c["tolerance"] for c in rows)
     float32_rows = matrix.report("bn_cnn")["parity"]["comparisons"]
+    # A shallow float32 CNN: its own eager/tf.function spread stays under the default atol.
     assert {c["tolerance"] for c in float32_rows} == {"float32 output"}
+    assert {(c["atol"], c["rtol"]) for c in float32_rows} == {(1e-4, 1e-3)}
 
 
 @pytest.mark.parametrize("name", MATRIX)

@@ -139,6 +139,22 @@ def test_float32_default_passes_rounding_and_fails_a_wrong_scalar() -> None:
     assert not report(unscaled).passed
 
 
+def test_default_atol_widens_to_the_models_own_spread_and_refuses_noise() -> None:
+    from exporter.errors import ParityError
+    from exporter.verify.tolerances import widen_to_spread
+
+    tolerances = resolve_tolerances({"logits": "float32", "ids": "int64"}, {"float32"})
+    assert widen_to_spread(tolerances, {"logits": (5e-6, 10.0)}) == tolerances
+    widened = widen_to_spread(tolerances, {"logits": (0.05, 450.0)})
+    assert (widened["logits"].atol, widened["logits"].rtol) == (1.0, 1e-3)
+    assert widened["logits"].reason == (
+        "float32 output; atol 20x the model's own spread (Keras eager vs tf.function: 5.0e-02)"
+    )
+    assert widened["ids"] == tolerances["ids"]  # exact stays exact
+    with pytest.raises(ParityError, match=r"'logits' is not reproducible: .*--atol"):
+        widen_to_spread(tolerances, {"logits": (2.5e3, 8.2e3)})
+
+
 def test_unknown_format_is_bad_usage(tmp_path: Path) -> None:
     ids = keras.Input((1,), name="x")
     model = keras.Model(ids, keras.layers.Dense(1)(ids))

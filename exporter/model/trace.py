@@ -31,6 +31,9 @@ class TracedModel:
     structured_output_keys: list[str]  # flat order of `function.outputs`
     tables: dict[str, CapturedTable] = field(default_factory=dict)  # capture op -> table
     layer_names: tuple[str, ...] = ()  # every layer, to name the one that made a graph op
+    #: The Python function `function` traces (same positional inputs): run eagerly, it gives
+    #: the model's float32 answer op by op, without Grappler (`exporter.verify.parity`).
+    eager: Any = None
 
     def signature_dict(self) -> dict[str, Any]:
         """JSON-friendly view of the signature, for reports."""
@@ -206,4 +209,5 @@ def trace_model(
         layer_names=tuple(
             layer.name for layer in tf_internals.flatten_layers(model, include_self=False)
         ),
+        eager=serve,
     )

@@ -3,9 +3,9 @@
 Each candidate runtime's outputs are compared with the reference's, output by output:
 max and mean absolute error, max relative error, and PASSED/FAILED against
 `|candidate - reference| <= atol + rtol * |reference|` (numpy.allclose semantics).
-The runners (Keras, the SavedModel in a TF1 Session, ONNX Runtime) and `StagedParity` (one
-runtime alive at a time, for the export's own check) live here too: one job, the comparison,
-with everything it runs.
+The runners (Keras traced and eager, the SavedModel in a TF1 Session, ONNX Runtime), the
+model's own eager/traced spread and `StagedParity` (one runtime alive at a time, for the
+export's own check) live here too: one job, the comparison, with everything it runs.
 """
 
 from __future__ import annotations
@@ -265,6 +265,43 @@ def keras_runner(traced: Any) -> Runner:
     return run
 
 
+def eager_runner(traced: Any) -> Runner:
+    """Run the live Keras model eagerly, op by op: the same float32 math as `keras_runner`
+    in another valid order (no Grappler rewrites, no fused kernels)."""
+    import tensorflow as tf
+
+    names = list(traced.input_specs)
+
+    def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = traced.eager(*[tf.constant(batch[n]) for n in names])
+        return {k: np.asarray(out[k]) for k in traced.output_names}
+
+    return run
+
+
+def float_spread(
+    reference: Runner, other: Runner, batches: Iterable[dict[str, np.ndarray]]
+) -> dict[str, tuple[float, float]]:
+    """Per float output over `batches`: (largest finite |other - reference|, largest finite
+    |reference|), the spread between two runs and the scale it is measured against."""
+    found: dict[str, tuple[float, float]] = {}
+    for batch in batches:
+        expected, got = reference(batch), other(batch)
+        for name, ref in expected.items():
+            ref = np.asarray(ref, dtype=None)
+            if ref.dtype.kind != "f" or name not in got:
+                continue
+            ref64 = ref.astype(np.float64)
+            diff = np.abs(np.asarray(got[name], np.float64) - ref64)
+            spread, scale = found.get(name, (0.0, 0.0))
+            finite, magnitude = diff[np.isfinite(diff)], np.abs(ref64[np.isfinite(ref64)])
+            found[name] = (
+                max(spread, float(finite.max()) if finite.size else 0.0),
+                max(scale, float(magnitude.max()) if magnitude.size else 0.0),
+            )
+    return found
+
+
 def savedmodel_runner(export_dir: Path, signature: str = "serving_default") -> Runner:
     """Reload the SavedModel from disk into a TF Session and run a signature by its keys.
 
@@ -356,6 +393,23 @@ class StagedParity:
         self._reports: list[ParityReport] = []
         self.errors: dict[str, str] = {}  # runtime -> why it could not answer
         self.skipped: dict[str, str] = {}  # runtime -> why it was not run
+
+    @property
+    def batches(self) -> list[dict[str, np.ndarray]]:
+        return self._batches
+
+    @property
+    def tolerances(self) -> Mapping[str, Any] | None:
+        return self._tolerances
+
+    @tolerances.setter
+    def tolerances(self, tolerances: Mapping[str, Any]) -> None:
+        """Set before the first `check` (e.g. widened by the model's own float32 spread)."""
+        self._tolerances = tolerances
+
+    def expected(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The reference's outputs for one of `batches`, computed once."""
+        return self._cached(batch)
 
     def _cached(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         key = id(batch)  # the same batch objects come back for every candidate
