@@ -4,6 +4,7 @@ over real gRPC with per-request errors kept per request."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -243,3 +244,53 @@ def test_concurrent_predicts_share_session_runs(batched_base: Path) -> None:
             INVALID,
             "Task size 17 is larger than maximum input batch size 16",
         )
+
+
+class Gate(Doubler):
+    """A Doubler whose first run blocks until released, recording the thread of each run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+        self.first_running = threading.Event()
+        self.release = threading.Event()
+
+    def run(self, signature_key: str, inputs: Mapping[str, np.ndarray], output_keys: Sequence[str],
+            timeout_s: float | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+        self.threads.append(threading.current_thread().name)
+        if len(self.threads) == 1:
+            self.first_running.set()
+            assert self.release.wait(timeout=60)
+        return super().run(signature_key, inputs, output_keys, timeout_s)
+
+
+def test_a_batch_runnable_at_once_runs_in_the_submitting_thread_within_the_thread_bound() -> None:
+    """Timeout 0 and a free slot: the lone task runs at once in its caller's thread. While that
+    run holds the only slot (num_batch_threads 1), later tasks queue and merge into one batch
+    that a batch thread runs when the slot frees: never two runs at once."""
+    sched = BatchScheduler(
+        BatchingParameters(max_batch_size=8, batch_timeout_micros=0, num_batch_threads=1)
+    )
+    gate = Gate()
+    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="caller")
+    try:
+        first = pool.submit(sched.submit, gate, "sig", {"x": np.ones((1, 1), np.float32)}, ["y"])
+        assert gate.first_running.wait(timeout=60)
+        later = [
+            pool.submit(sched.submit, gate, "sig", {"x": np.full((1, 1), i, np.float32)}, ["y"])
+            for i in range(3)
+        ]
+        deadline = time.monotonic() + 60
+        while sum(t.size for b in sched._open.values() for t in b.tasks) < 3:
+            assert time.monotonic() < deadline, "the three tasks never queued"
+            time.sleep(0.001)
+        gate.release.set()
+        np.testing.assert_array_equal(first.result(timeout=60)["y"], [[2.0]])
+        for i, future in enumerate(later):
+            np.testing.assert_array_equal(future.result(timeout=60)["y"], [[2.0 * i]])
+    finally:
+        gate.release.set()
+        pool.shutdown()
+        sched.stop()
+    assert gate.batches == [1, 3]  # the queued three merged, run after the first
+    assert gate.threads[0].startswith("caller") and gate.threads[1].startswith("batch-")
