@@ -46,6 +46,7 @@ from exporter.verify.parity import (
     sample_batches,
     samples_for,
     savedmodel_runner,
+    ulp_runner,
 )
 from exporter.verify.runtimes import artifact_of
 from exporter.verify.sample_inputs import conform_inputs
@@ -102,19 +103,22 @@ def _refuse_unsafe(audit: AuditReport, allow_untracked: bool) -> list[str]:
 def _spread_tolerances(
     staged: StagedParity, traced: Any, tolerances: dict[str, Any], say: Progress
 ) -> dict[str, Any]:
-    """The default tolerances, widened to the model's own float32 spread: a deep float32 net
-    (random-weight EfficientNets: ~1 abs on logits of ~500) differs from itself that much
-    between its `tf.function` and an eager run, so no fixed atol tells rounding from a bug.
-    A model that cannot run eagerly keeps the defaults (and says so)."""
+    """The default tolerances, widened to the model's own float32 spread: how far its answer
+    moves between its `tf.function` and an eager run, and when every float input moves by one
+    ulp (a deep float32 net, e.g. a random-weight EfficientNet, moves by ~1 on logits of
+    ~500, so no fixed atol tells rounding from a bug). A model that cannot run eagerly is
+    measured by the ulp run alone (and says so)."""
     import tensorflow as tf
 
-    say("parity: Keras eagerly vs its tf.function (the model's own spread)")
+    say("parity: the model's own spread (Keras eagerly, and inputs moved by one ulp)")
+    reference = staged.expected
+    spread = float_spread(reference, ulp_runner(keras_runner(traced)), staged.batches)
     try:
-        spread = float_spread(staged.expected, eager_runner(traced), staged.batches)
+        eager = float_spread(reference, eager_runner(traced), staged.batches)
     except (tf.errors.OpError, TypeError, ValueError) as exc:
-        say(f"parity: the model does not run eagerly ({type(exc).__name__}); default tolerances")
-        return tolerances
-    return widen_to_spread(tolerances, spread)
+        say(f"parity: the model does not run eagerly ({type(exc).__name__}); ulp spread only")
+        eager = {}
+    return widen_to_spread(tolerances, spread, eager)
 
 
 def _int_high(model: Any) -> int:

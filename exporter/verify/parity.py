@@ -279,6 +279,24 @@ def eager_runner(traced: Any) -> Runner:
     return run
 
 
+def ulp_runner(run: Runner, seed: int = 0) -> Runner:
+    """`run` on its batch with every float input moved by one ulp (x * (1 +/- eps), random
+    signs): how far rounding at the input alone moves the answer. Other inputs unchanged."""
+
+    def perturbed(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        moved = {}
+        for name, value in batch.items():
+            value = np.asarray(value)
+            if value.dtype.kind == "f":
+                sign = rng.choice(np.array([-1.0, 1.0]), size=value.shape)
+                value = (value * (1 + np.finfo(value.dtype).eps * sign)).astype(value.dtype)
+            moved[name] = value
+        return run(moved)
+
+    return perturbed
+
+
 def float_spread(
     reference: Runner, other: Runner, batches: Iterable[dict[str, np.ndarray]]
 ) -> dict[str, tuple[float, float]]:
