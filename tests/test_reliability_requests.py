@@ -102,6 +102,31 @@ def test_slow_header_releases_its_thread(bounded: ServerProcess) -> None:
             sock.close()
 
 
+def test_a_client_that_stops_reading_is_cut_and_holds_no_worker(bounded: ServerProcess) -> None:
+    """Pipelined predicts from a client that never reads its replies: the reply write waits at
+    most the timeout for progress (SO_SNDTIMEO), then the server closes the connection, and
+    the blocked write never held the one REST worker: another client is served meanwhile."""
+    values = ", ".join(["1.0"] * 2000)
+    request = malformed.post(f'{{"instances": [{values}]}}'.encode()).replace(
+        b"Connection: close\r\n", b""
+    )
+    with socket.create_connection(("127.0.0.1", bounded.rest_port), timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(0.5)
+        deadline = time.monotonic() + 10 * READ_TIMEOUT_S + 20
+        cut = served_meanwhile = False
+        while not cut and time.monotonic() < deadline:
+            try:
+                sock.sendall(request)
+            except TimeoutError:  # the server stopped reading: its write to us is blocked
+                served_meanwhile = served_meanwhile or malformed.rest_alive(bounded.rest_port)
+            except OSError:  # reset: the server closed the stalled connection
+                cut = True
+    assert cut, "the connection that never read was never closed"
+    assert served_meanwhile, "no other request was served while the write was blocked"
+    assert malformed.rest_alive(bounded.rest_port)
+
+
 def _cpu_hogs(count: int) -> list[subprocess.Popen[bytes]]:
     """Busy processes at normal priority: the machine is loaded while they run."""
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
