@@ -3,7 +3,9 @@ write `bench/results/*.json` + PNGs, print the ratios table with each target met
 
 Default (`make bench`): `--help` latency of both CLIs, export speed at 0.1M/1M/3M/10M/30M
 parameters, in-process latency, serving load, and the export time / peak memory of each
-real-architecture matrix model (one line each); about 12 minutes on 2 cores. `--large`
+real-architecture matrix model and keras.applications architecture (one line each; the
+architectures alone take ~1 minute each for the small ones and tens of minutes for the
+largest, hours in all on 2 cores: `python -m bench.matrix --run NAME ...` for a subset). `--large`
 (`make bench-large`) adds the 100M-parameter export and the >2 GB growth model: each needs
 tens of GB or fails; see docs/performance.md.
 """
