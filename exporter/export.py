@@ -329,9 +329,10 @@ def export_model(
         rtol=0.0 if opts.rtol is None else opts.rtol,
         batch_sizes=batch_sizes,
         tolerances=tolerances,
+        prepare=None
+        if opts.atol is not None
+        else lambda s: _spread_tolerances(s, traced, tolerances, say),
     )
-    if opts.atol is None:
-        staged.tolerances = _spread_tolerances(staged, traced, tolerances, say)
     onnx_art = None
     try:
         with Publication() as publication:

@@ -401,7 +401,11 @@ class StagedParity:
         rtol: float,
         batch_sizes: list[int],
         tolerances: Mapping[str, Any] | None = None,
+        prepare: Callable[[StagedParity], Mapping[str, Any]] | None = None,
     ) -> None:
+        """`prepare`, if given, computes the tolerances at the first `check` (the model's own
+        spread runs the reference, which waits until an artifact has passed its own checks)."""
+        self._prepare = prepare
         self._reference_name = reference_name
         self._batches = batches
         self._expected: dict[int, dict[str, np.ndarray]] = {}
@@ -447,6 +451,9 @@ class StagedParity:
         A `failures` exception (the runtime refused the artifact, or failed on it) is recorded
         in `errors`, which fails the merged report, instead of propagating.
         """
+        if self._prepare is not None:
+            prepare, self._prepare = self._prepare, None
+            self._tolerances = prepare(self)
         runner = None
         try:
             runner = make_runner()
