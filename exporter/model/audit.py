@@ -55,7 +55,7 @@ from exporter.model.learned_scales import (
     scale_vector_findings,
 )
 from exporter.model.loading import is_keras_model
-from exporter.model.trace import TracedModel, trace_model
+from exporter.model.trace import TracedModel, tf_variable_of, trace_model
 
 _CONSTANT_INITIALIZERS = {"zeros": 0.0, "ones": 1.0}
 _FIX = (
@@ -251,16 +251,7 @@ def _referenced_variables(function: Any) -> list[tf.Variable]:
         return []
     cells = [c.cell_contents for c in (function.__closure__ or ())]
     names = [function.__globals__.get(n) for n in code.co_names]
-    return [v for v in map(_maybe_tf_variable, (*cells, *names)) if v is not None]
-
-
-def _maybe_tf_variable(obj: Any) -> tf.Variable | None:
-    if isinstance(obj, tf.Variable):
-        return obj
-    if not type(obj).__module__.startswith("keras"):
-        return None
-    inner = getattr(obj, "value", None)  # a Keras 3 Variable
-    return inner if isinstance(inner, tf.Variable) else None
+    return [v for v in map(tf_variable_of, (*cells, *names)) if v is not None]
 
 
 def _attach_initial_values(model: Any, variables: list[_Var], overrides: Mapping[str, Any]) -> None:

@@ -23,11 +23,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-import tensorflow as tf
-
 from exporter import tf_internals
 from exporter.model.audit_report import Finding, ScaleVectorFinding
-from exporter.model.trace import captured_variables
+from exporter.model.trace import captured_variables, tf_variable_of
 
 #: Ops a read may pass through on its way to the multiply: they change no value.
 PASS_THROUGH = frozenset({"Identity", "Cast", "Reshape", "ExpandDims", "Squeeze"})
@@ -100,27 +98,17 @@ def scale_groups(model: Any, refs: set[Any]) -> dict[Any, str]:
     for layer in tf_internals.flatten_layers(model):  # children overwrite parents
         attributes: dict[Any, str] = {}
         for attr, obj in vars(layer).items():
-            variable = _variable_of(obj)
+            variable = tf_variable_of(obj)
             if variable is not None:
                 attributes.setdefault(variable.ref(), attr)
         for weight in getattr(layer, "weights", []):
-            variable = _variable_of(weight)
+            variable = tf_variable_of(weight)
             if variable is None or variable.ref() not in refs:
                 continue
             short = str(getattr(weight, "name", "")).rsplit("/", 1)[-1]
             attr = attributes.get(variable.ref()) or _SUFFIX.sub("", short) or short
             groups[variable.ref()] = f"{type(layer).__name__}.{attr}"
     return groups
-
-
-def _variable_of(obj: Any) -> tf.Variable | None:
-    """The tf.Variable of a tf_keras weight or a Keras 3 Variable (its `.value`), else None."""
-    if isinstance(obj, tf.Variable):
-        return obj
-    if not type(obj).__module__.startswith("keras"):
-        return None
-    inner = getattr(obj, "value", None)
-    return inner if isinstance(inner, tf.Variable) else None
 
 
 def scale_vector_findings(scales: list[ScaleVectorFinding]) -> list[Finding]:

@@ -45,6 +45,16 @@ class TracedModel:
         }
 
 
+def tf_variable_of(obj: Any) -> tf.Variable | None:
+    """The tf.Variable of a tf_keras weight or a Keras 3 Variable (its `.value`), else None."""
+    if isinstance(obj, tf.Variable):
+        return obj
+    if not type(obj).__module__.startswith("keras"):
+        return None
+    inner = getattr(obj, "value", None)
+    return inner if isinstance(inner, tf.Variable) else None
+
+
 def captured_variables(function: Any) -> dict[str, tf.Variable]:
     """Capture placeholder op name -> the tf.Variable behind it, for a concrete function."""
     by_handle = {id(v.handle): v for v in function.variables}
