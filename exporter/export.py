@@ -108,8 +108,6 @@ def _spread_tolerances(
     ulp (a deep float32 net, e.g. a random-weight EfficientNet, moves by ~1 on logits of
     ~500, so no fixed atol tells rounding from a bug). A model that cannot run eagerly is
     measured by the ulp run alone (and says so)."""
-    import tensorflow as tf
-
     say("parity: the model's own spread (Keras eagerly, and inputs moved by one ulp)")
     reference = staged.expected
     spread = float_spread(reference, ulp_runner(keras_runner(traced)), staged.batches)

@@ -420,15 +420,6 @@ class StagedParity:
     def batches(self) -> list[dict[str, np.ndarray]]:
         return self._batches
 
-    @property
-    def tolerances(self) -> Mapping[str, Any] | None:
-        return self._tolerances
-
-    @tolerances.setter
-    def tolerances(self, tolerances: Mapping[str, Any]) -> None:
-        """Set before the first `check` (e.g. widened by the model's own float32 spread)."""
-        self._tolerances = tolerances
-
     def expected(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The reference's outputs for one of `batches`, computed once."""
         return self._cached(batch)
