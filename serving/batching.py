@@ -242,10 +242,10 @@ class BatchScheduler:
             if batch.size >= params.max_batch_size:
                 self._close(batch)
                 wake = True
-            run_here = self._running < self.params.num_batch_threads
-            if run_here and not self._ready and params.batch_timeout_micros == 0:
+            slot_free = self._running < self.params.num_batch_threads
+            if slot_free and not self._ready and params.batch_timeout_micros == 0:
                 self._close(batch)  # schedulable at once: this thread takes it now
-            run_here = run_here and bool(self._ready) and self._ready[0] is batch
+            run_here = slot_free and bool(self._ready) and self._ready[0] is batch
             if run_here:
                 self._take()
                 self._running += 1
