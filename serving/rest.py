@@ -93,9 +93,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "frozen-scalars-rest"
     api: RestApi  # set on the per-server subclass
     v2: V2Rest  # the Open Inference Protocol's /v2 routes
-    # --rest_api_num_threads tokens: a request takes one while it runs (a C queue, not a
-    # threading.Semaphore, whose Python-level Condition cost ~4 % of a request's GIL time).
-    workers: queue.SimpleQueue[None]
+    workers: _Tokens  # --rest_api_num_threads requests at a time
     cors: bool = False  # --rest_api_enable_cors_support
     prometheus_path: str | None = None  # from --monitoring_config_file
     max_request_bytes: int  # set on the per-server subclass
@@ -198,26 +196,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200, metrics.render(), metrics.CONTENT_TYPE, cors=False)
             return
         if V2_PATH.fullmatch(path):
-            self.workers.get()
-            try:
+            with self.workers:
                 reply = self.v2.handle(
                     self.command, path, self.headers, body, lambda: self._remaining(started)
                 )
-            finally:
-                self.workers.put(None)
             self._reply(reply.code, reply.body, reply.content_type, headers=reply.headers)
             return
         if not V1_PATH.fullmatch(path):
             self.send_error(HTTPStatus.NOT_FOUND)
             return
-        self.workers.get()
-        try:
+        with self.workers:
             start = time.monotonic()
             code, text, status = self._process(path, body, started)
             name, verb = model_and_method(self.command, path)
             metrics.record_request(name, verb, "REST", status, time.monotonic() - start)
-        finally:
-            self.workers.put(None)
         self._reply(code, text)
 
     def _process(self, path: str, body: bytes, started: float) -> tuple[int, str, str]:
@@ -340,11 +332,20 @@ class _BoundedHTTPServer(ThreadingHTTPServer):
         self.shutdown_request(request)
 
 
-def _tokens(count: int) -> queue.SimpleQueue[None]:
-    tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
-    for _ in range(count):
-        tokens.put(None)
-    return tokens
+class _Tokens:
+    """`count` requests at a time: `with tokens:` takes one while it runs. A C queue, not a
+    threading.BoundedSemaphore, whose Python-level Condition cost ~4 % of a request's GIL time."""
+
+    def __init__(self, count: int) -> None:
+        self._queue: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(count):
+            self._queue.put(None)
+
+    def __enter__(self) -> None:
+        self._queue.get()
+
+    def __exit__(self, *exc: object) -> None:
+        self._queue.put(None)
 
 
 class RestServer:
@@ -384,7 +385,7 @@ def start_rest_server(
         {
             "api": RestApi(core),
             "v2": V2Rest(core, timeout_ms / 1000 if timeout_ms > 0 else None),
-            "workers": _tokens(num_threads),
+            "workers": _Tokens(num_threads),
             "cors": enable_cors,
             "prometheus_path": prometheus_path,
             "max_request_bytes": options.rest_api_max_request_bytes,
