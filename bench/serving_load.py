@@ -8,7 +8,7 @@ at 1, 8 and 32 concurrent clients, the targets interleaved round by round so tha
 other jobs put on this shared machine hits every target alike. Ratios to the floor of the same
 run are what the targets are stated in; absolute req/s only compare within a run.
 
-One job at ~400 lines: starting the targets, driving the clients round by round and reducing
+One job at ~490 lines: starting the targets, driving the clients round by round and reducing
 the rounds to one table share the run's interleaving; split, the ratios would stop being
 from one run.
 """

@@ -3,6 +3,10 @@
 Both artifacts are built in scratch directories and validated (freeze proof, onnx.checker,
 ORT load, parity) before either is published, so TF Serving never sees a version that
 failed a check, and a failure leaves the output tree exactly as it was.
+
+One job at ~440 lines: the pipeline's order is the guarantee (no artifact is published before
+every check passed), and the report rows that prove each scalar and learned scale per artifact
+need the freeze, both writers' results and the checkpoint's read-back together.
 """
 
 from __future__ import annotations

@@ -1,6 +1,10 @@
 """Server-side batching (`--enable_batching`): concurrent runs of one servable, signature and
 output set are merged along dimension 0 into one runtime call and split back, with the
-semantics of TF's shared batch scheduler and `batching_session.cc`."""
+semantics of TF's shared batch scheduler and `batching_session.cc`.
+
+One job at ~410 lines: the parameters file, the scheduler and the batching servable are one
+mirror of `shared_batch_scheduler.h` + `batching_session.cc`, whose limits and error texts a
+client sees; split, the parameter defaults and the queue they bound would live apart."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ Works with Keras 3 models (whose `keras.Variable` wraps a `tf.Variable` in `.val
 tf_keras models (whose weights are `tf.Variable`s). Findings are data; `AuditError` is
 raised only when the input is not a model, or holds a weight that is no variable at all.
 
-One job at ~490 lines: finding the variables inference and the loss read, and judging each
+One job at ~480 lines: finding the variables inference and the loss read, and judging each
 one (scalar, learned scale or other tensor), meet in one `_Var` record per variable; the report
 types live in `exporter.model.audit_report`, the learned-scale rule in
 `exporter.model.learned_scales`.
